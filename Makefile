@@ -1,0 +1,33 @@
+# The targets the README shows and CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= config/qprserver.example.toml
+BIN := $(VENV)/bin
+
+.PHONY: venv serve test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+serve: venv
+	$(BIN)/qprserver --config $(CONFIG) init
+	$(BIN)/qprserver --config $(CONFIG) serve
+
+test: venv
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check qprserver tests bench
+	$(BIN)/ruff format --check qprserver tests bench
+	$(BIN)/mypy qprserver
+
+bench: venv
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

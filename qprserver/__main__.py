@@ -1,0 +1,5 @@
+"""``python -m qprserver`` runs the CLI."""
+
+from qprserver.cli.main import main
+
+main()

@@ -1,0 +1,247 @@
+"""Accounts keyed by IK, their SSH keys and passwords.
+
+Every function takes the acting party and the time, records an audit event in the
+caller's transaction, and raises errors from ``qprserver.errors`` on bad input
+without changing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TypedDict
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from qprserver import audit
+from qprserver.audit import Actor
+from qprserver.db.models import ROLES, Account, PasswordCredential, SSHKey
+from qprserver.errors import AlreadyExists, InvalidInput, NotFound
+from qprserver.ik import IK, validate_land
+from qprserver.passwords import hash_password
+from qprserver.sshkeys import parse_public_key
+
+
+def normalise_roles(roles: Iterable[str]) -> str:
+    """Validate role names and return them sorted and comma-joined."""
+    wanted = {r.strip().lower() for r in roles if r.strip()}
+    if not wanted:
+        raise InvalidInput(f"mindestens eine Rolle nötig: {', '.join(ROLES)}")
+    unknown = wanted - set(ROLES)
+    if unknown:
+        raise InvalidInput(
+            f"unbekannte Rolle {', '.join(sorted(unknown))}; erlaubt: {', '.join(ROLES)}"
+        )
+    return ",".join(sorted(wanted))
+
+
+def normalise_email(email: str | None) -> str | None:
+    """Return a normalised address, None for none, or raise InvalidInput."""
+    if email is None or not email.strip():
+        return None
+    try:
+        return validate_email(email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InvalidInput(f"ungültige E-Mail-Adresse {email!r}: {exc}") from None
+
+
+async def get_account(session: AsyncSession, ik: str) -> Account:
+    """The account with this IK, or NotFound."""
+    parsed = IK.parse(ik)
+    account = await session.scalar(
+        select(Account)
+        .where(Account.ik == parsed.value)
+        .options(selectinload(Account.keys), selectinload(Account.password))
+    )
+    if account is None:
+        raise NotFound(f"kein Konto mit IK {parsed}")
+    return account
+
+
+async def find_account(session: AsyncSession, ik: str) -> Account | None:
+    """The account with this IK, or None (also for strings that are no IK)."""
+    if not (len(ik) == 9 and ik.isascii() and ik.isdigit()):
+        return None
+    return await session.scalar(
+        select(Account).where(Account.ik == ik).options(selectinload(Account.keys))
+    )
+
+
+async def list_accounts(session: AsyncSession, role: str | None = None) -> list[Account]:
+    """All accounts by IK, optionally only those having a role."""
+    rows = (
+        await session.scalars(
+            select(Account)
+            .options(selectinload(Account.keys), selectinload(Account.password))
+            .order_by(Account.ik)
+        )
+    ).all()
+    return [a for a in rows if role is None or a.has_role(role)]
+
+
+async def add_account(
+    session: AsyncSession,
+    actor: Actor,
+    now: datetime,
+    *,
+    ik: str,
+    name: str,
+    email: str | None,
+    roles: Iterable[str],
+    land: str | None = None,
+) -> Account:
+    """Create an account; the Land comes from the IK unless given."""
+    parsed = IK.parse(ik)
+    if not name.strip():
+        raise InvalidInput("Name darf nicht leer sein")
+    role_str = normalise_roles(roles)
+    address = normalise_email(email)
+    land_code = validate_land(land) if land else parsed.land
+    if await session.scalar(select(Account.id).where(Account.ik == parsed.value)):
+        raise AlreadyExists(f"Konto mit IK {parsed} existiert bereits")
+    account = Account(
+        ik=parsed.value,
+        name=name.strip(),
+        email=address,
+        roles=role_str,
+        land=land_code,
+        status="active",
+        notify=True,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(account)
+    await session.flush()
+    await audit.record(
+        session,
+        actor,
+        "account.add",
+        at=now,
+        target=parsed.value,
+        details={"name": account.name, "roles": role_str, "land": land_code, "email": address},
+    )
+    return account
+
+
+async def set_status(
+    session: AsyncSession, actor: Actor, now: datetime, ik: str, status: str
+) -> Account:
+    """Enable or disable an account."""
+    account = await get_account(session, ik)
+    if account.status != status:
+        account.status = status
+        account.updated_at = now
+        action = "account.enable" if status == "active" else "account.disable"
+        await audit.record(session, actor, action, at=now, target=account.ik)
+    return account
+
+
+async def add_key(
+    session: AsyncSession, actor: Actor, now: datetime, ik: str, key_line: str
+) -> SSHKey:
+    """Vet and attach an SSH public key."""
+    account = await get_account(session, ik)
+    key = parse_public_key(key_line)
+    if any(k.fingerprint == key.fingerprint for k in account.keys):
+        raise AlreadyExists(f"Schlüssel {key.fingerprint} ist für {account.ik} schon hinterlegt")
+    row = SSHKey(
+        account_id=account.id,
+        algorithm=key.algorithm,
+        bits=key.bits,
+        fingerprint=key.fingerprint,
+        public_key=key.openssh,
+        comment=key.comment,
+        created_at=now,
+    )
+    session.add(row)
+    account.updated_at = now
+    await session.flush()
+    await audit.record(
+        session,
+        actor,
+        "key.add",
+        at=now,
+        target=account.ik,
+        details={"fingerprint": key.fingerprint, "algorithm": key.algorithm},
+    )
+    return row
+
+
+async def remove_key(
+    session: AsyncSession, actor: Actor, now: datetime, ik: str, fingerprint: str
+) -> None:
+    """Detach an SSH key by its fingerprint (with or without the ``SHA256:`` prefix)."""
+    account = await get_account(session, ik)
+    wanted = fingerprint if fingerprint.startswith("SHA256:") else "SHA256:" + fingerprint
+    for key in account.keys:
+        if key.fingerprint == wanted:
+            await session.delete(key)
+            account.updated_at = now
+            await audit.record(
+                session,
+                actor,
+                "key.remove",
+                at=now,
+                target=account.ik,
+                details={"fingerprint": wanted},
+            )
+            return
+    raise NotFound(f"Konto {account.ik} hat keinen Schlüssel {wanted}")
+
+
+async def set_password(
+    session: AsyncSession, actor: Actor, now: datetime, ik: str, password: str
+) -> None:
+    """Set or replace the account's password (argon2id)."""
+    account = await get_account(session, ik)
+    hashed = hash_password(password)
+    if account.password is None:
+        account.password = PasswordCredential(password_hash=hashed, updated_at=now)
+    else:
+        account.password.password_hash = hashed
+        account.password.updated_at = now
+    account.updated_at = now
+    await audit.record(session, actor, "password.set", at=now, target=account.ik)
+
+
+class KeySummary(TypedDict):
+    fingerprint: str
+    algorithm: str
+    comment: str
+
+
+class AccountSummary(TypedDict):
+    ik: str
+    name: str
+    email: str | None
+    roles: list[str]
+    land: str | None
+    status: str
+    notify: bool
+    keys: list[KeySummary]
+    password: bool
+    created_at: str
+    updated_at: str
+
+
+def account_summary(account: Account) -> AccountSummary:
+    """A plain dict for ``--json`` output and tables."""
+    return {
+        "ik": account.ik,
+        "name": account.name,
+        "email": account.email,
+        "roles": sorted(account.role_set),
+        "land": account.land,
+        "status": account.status,
+        "notify": account.notify,
+        "keys": [
+            {"fingerprint": k.fingerprint, "algorithm": k.algorithm, "comment": k.comment}
+            for k in account.keys
+        ],
+        "password": account.password is not None,
+        "created_at": account.created_at.isoformat(),
+        "updated_at": account.updated_at.isoformat(),
+    }

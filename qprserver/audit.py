@@ -1,0 +1,154 @@
+"""The append-only audit log with a SHA-256 hash chain.
+
+Each row stores the hash of the row before it and its own hash over its content,
+so an edited, inserted or deleted row breaks the chain and ``verify`` finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qprserver.db.models import AuditEvent
+from qprserver.errors import AuditChainBroken
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts: an account's IK, an operator at the CLI, or the system itself."""
+
+    name: str
+    source: str = ""
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls("system", "local")
+
+
+def row_hash(
+    prev_hash: str,
+    at: datetime,
+    actor: str,
+    action: str,
+    target: str,
+    source: str,
+    details: str,
+) -> str:
+    """The hash of one audit row's content chained to the previous row."""
+    canonical = json.dumps(
+        [prev_hash, at.isoformat(timespec="microseconds"), actor, action, target, source, details],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+async def _last_hash(session: AsyncSession) -> str:
+    result = await session.execute(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+    return result.scalar_one_or_none() or GENESIS
+
+
+async def record(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    *,
+    at: datetime,
+    target: str = "",
+    details: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one audit event in the caller's transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialise writers on the chain head; released at commit.
+        await session.execute(text("SELECT pg_advisory_xact_lock(7158201)"))
+    details_json = json.dumps(dict(details or {}), ensure_ascii=False, sort_keys=True)
+    prev = await _last_hash(session)
+    event = AuditEvent(
+        at=at,
+        actor=actor.name,
+        action=action,
+        target=target,
+        source=actor.source,
+        details=details_json,
+        prev_hash=prev,
+        hash=row_hash(prev, at, actor.name, action, target, actor.source, details_json),
+    )
+    session.add(event)
+    try:
+        async with session.begin_nested():
+            await session.flush([event])
+    except IntegrityError:
+        # Another writer appended first (SQLite without the advisory lock): chain on it.
+        session.expunge(event)
+        prev = await _last_hash(session)
+        event = AuditEvent(
+            at=at,
+            actor=actor.name,
+            action=action,
+            target=target,
+            source=actor.source,
+            details=details_json,
+            prev_hash=prev,
+            hash=row_hash(prev, at, actor.name, action, target, actor.source, details_json),
+        )
+        session.add(event)
+        await session.flush([event])
+    return event
+
+
+async def events(
+    session: AsyncSession, *, account: str | None = None, limit: int = 100
+) -> list[AuditEvent]:
+    """The newest events first, optionally only those by or about one account."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if account is not None:
+        query = query.where(or_(AuditEvent.actor == account, AuditEvent.target == account))
+    return list((await session.scalars(query)).all())
+
+
+async def _iter_all(session: AsyncSession, page: int = 1000) -> AsyncIterator[AuditEvent]:
+    last_id = 0
+    while True:
+        rows = (
+            await session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.id > last_id)
+                .order_by(AuditEvent.id)
+                .limit(page)
+            )
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        last_id = rows[-1].id
+        session.expunge_all()
+
+
+async def verify(session: AsyncSession) -> int:
+    """Check the whole chain; return the number of rows or raise AuditChainBroken."""
+    prev = GENESIS
+    count = 0
+    async for row in _iter_all(session):
+        if row.prev_hash != prev:
+            raise AuditChainBroken(
+                f"audit event {row.id}: chain broken before it (a row was removed or inserted)"
+            )
+        expected = row_hash(
+            row.prev_hash, row.at, row.actor, row.action, row.target, row.source, row.details
+        )
+        if expected != row.hash:
+            raise AuditChainBroken(f"audit event {row.id}: content does not match its hash")
+        prev = row.hash
+        count += 1
+    return count

@@ -1,0 +1,260 @@
+"""``account``: provisioning accounts, keys and passwords."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from qprserver import accounts
+from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.db.engine import Database
+from qprserver.db.models import ROLES
+from qprserver.errors import InvalidKey
+
+
+@click.group()
+def account() -> None:
+    """Accounts keyed by IK."""
+
+
+@account.command("add")
+@click.argument("ik")
+@click.option("--name", required=True, help="Display name of the institution.")
+@click.option("--email", default=None, help="Address for notifications.")
+@click.option(
+    "--role",
+    "roles",
+    required=True,
+    multiple=True,
+    type=click.Choice(ROLES),
+    help="Role; repeat for several.",
+)
+@click.option("--land", default=None, help="Two-letter Land code; default: from the IK.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def account_add(
+    app: App,
+    ik: str,
+    name: str,
+    email: str | None,
+    roles: tuple[str, ...],
+    land: str | None,
+    as_json: bool,
+) -> None:
+    """Create an account for an IK."""
+
+    async def work(db: Database) -> accounts.AccountSummary:
+        async with db.session() as session:
+            acc = await accounts.add_account(
+                session,
+                app.actor(),
+                app.clock.now(),
+                ik=ik,
+                name=name,
+                email=email,
+                roles=roles,
+                land=land,
+            )
+            await session.refresh(acc, ["keys", "password"])
+            return accounts.account_summary(acc)
+
+    summary = app.run(work)
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"account {summary['ik']} created ({', '.join(summary['roles'])})")
+
+
+@account.command("list")
+@click.option(
+    "--role", type=click.Choice(ROLES), default=None, help="Only accounts with this role."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def account_list(app: App, role: str | None, as_json: bool) -> None:
+    """All accounts."""
+
+    async def work(db: Database) -> list[accounts.AccountSummary]:
+        async with db.read_session() as session:
+            return [
+                accounts.account_summary(a) for a in await accounts.list_accounts(session, role)
+            ]
+
+    rows = app.run(work)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        None,
+        ["IK", "Name", "Rollen", "Land", "Status", "E-Mail", "Schlüssel"],
+        [
+            [
+                r["ik"],
+                r["name"],
+                ",".join(r["roles"]),
+                r["land"],
+                r["status"],
+                r["email"],
+                len(r["keys"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@account.command("show")
+@click.argument("ik")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def account_show(app: App, ik: str, as_json: bool) -> None:
+    """One account with its keys."""
+
+    async def work(db: Database) -> accounts.AccountSummary:
+        async with db.read_session() as session:
+            return accounts.account_summary(await accounts.get_account(session, ik))
+
+    summary = app.run(work)
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(f"ik          {summary['ik']}")
+    click.echo(f"name        {summary['name']}")
+    click.echo(f"email       {summary['email'] or '-'}")
+    click.echo(f"roles       {', '.join(summary['roles'])}")
+    click.echo(f"land        {summary['land'] or '-'}")
+    click.echo(f"status      {summary['status']}")
+    click.echo(f"password    {'yes' if summary['password'] else 'no'}")
+    click.echo(f"created_at  {summary['created_at']}")
+    for k in summary["keys"]:
+        click.echo(f"key         {k['fingerprint']} {k['algorithm']} {k['comment']}")
+
+
+def _set_status(app: App, ik: str, status: str) -> None:
+    async def work(db: Database) -> str:
+        async with db.session() as session:
+            acc = await accounts.set_status(session, app.actor(), app.clock.now(), ik, status)
+            return acc.ik
+
+    click.echo(f"account {app.run(work)} {'enabled' if status == 'active' else 'disabled'}")
+
+
+@account.command("disable")
+@click.argument("ik")
+@pass_app
+def account_disable(app: App, ik: str) -> None:
+    """Stop an account from logging in."""
+    _set_status(app, ik, "disabled")
+
+
+@account.command("enable")
+@click.argument("ik")
+@pass_app
+def account_enable(app: App, ik: str) -> None:
+    """Allow a disabled account to log in again."""
+    _set_status(app, ik, "active")
+
+
+@account.group("key")
+def key_group() -> None:
+    """SSH public keys of an account."""
+
+
+@key_group.command("add")
+@click.argument("ik")
+@click.argument("pubkey_file", type=click.Path(dir_okay=False, allow_dash=True))
+@pass_app
+def key_add(app: App, ik: str, pubkey_file: str) -> None:
+    """Add the public key in PUBKEY_FILE (OpenSSH format; - for stdin)."""
+    if pubkey_file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(pubkey_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"{pubkey_file}: cannot read key file: {exc}") from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) != 1:
+        raise click.ClickException(
+            f"{pubkey_file}: expected exactly one public key line, found {len(lines)}"
+        )
+
+    async def work(db: Database) -> str:
+        async with db.session() as session:
+            row = await accounts.add_key(session, app.actor(), app.clock.now(), ik, lines[0])
+            return row.fingerprint
+
+    try:
+        fingerprint = app.run(work)
+    except InvalidKey as exc:  # pragma: no cover - app.run translates already
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"key {fingerprint} added")
+
+
+@key_group.command("list")
+@click.argument("ik")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def key_list(app: App, ik: str, as_json: bool) -> None:
+    """The account's keys."""
+
+    async def work(db: Database) -> list[dict[str, object]]:
+        async with db.read_session() as session:
+            acc = await accounts.get_account(session, ik)
+            return [
+                {
+                    "fingerprint": k.fingerprint,
+                    "algorithm": k.algorithm,
+                    "bits": k.bits,
+                    "comment": k.comment,
+                    "created_at": k.created_at.isoformat(),
+                }
+                for k in acc.keys
+            ]
+
+    keys = app.run(work)
+    if as_json:
+        print_json(keys)
+        return
+    print_table(
+        None,
+        ["Fingerprint", "Typ", "Bit", "Kommentar", "Angelegt"],
+        [
+            [k["fingerprint"], k["algorithm"], k["bits"], k["comment"], k["created_at"]]
+            for k in keys
+        ],
+    )
+
+
+@key_group.command("remove")
+@click.argument("ik")
+@click.argument("fingerprint")
+@pass_app
+def key_remove(app: App, ik: str, fingerprint: str) -> None:
+    """Remove a key by its SHA256 fingerprint."""
+
+    async def work(db: Database) -> None:
+        async with db.session() as session:
+            await accounts.remove_key(session, app.actor(), app.clock.now(), ik, fingerprint)
+
+    app.run(work)
+    click.echo("key removed")
+
+
+@account.command("password")
+@click.argument("ik")
+@pass_app
+def account_password(app: App, ik: str) -> None:
+    """Set a new password: prompted on a terminal, else read from stdin."""
+    if sys.stdin.isatty():
+        password = click.prompt("Neues Passwort", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+
+    async def work(db: Database) -> None:
+        async with db.session() as session:
+            await accounts.set_password(session, app.actor(), app.clock.now(), ik, password)
+
+    app.run(work)
+    click.echo(f"password for {ik.strip()} set")

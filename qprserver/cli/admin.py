@@ -1,0 +1,89 @@
+"""``init``, ``serve`` and ``db``: setting up and running an instance."""
+
+from __future__ import annotations
+
+import click
+
+from qprserver.cli.app import App, pass_app, print_json
+from qprserver.db import migrate
+from qprserver.db.engine import Database
+from qprserver.hostkeys import ensure_host_key
+
+DATA_SUBDIRS = ("blobs", "tmp")
+
+
+@click.command()
+@pass_app
+def init(app: App) -> None:
+    """Create data folders and host keys where missing, and migrate the schema."""
+    settings = app.settings
+    data_dir = settings.storage.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    for sub in DATA_SUBDIRS:
+        (data_dir / sub).mkdir(exist_ok=True, mode=0o700)
+    for path in settings.server.host_keys:
+        if ensure_host_key(path):
+            click.echo(f"host key created: {path}")
+        else:
+            click.echo(f"host key kept: {path}")
+
+    async def work(db: Database) -> None:
+        await migrate.upgrade(db)
+
+    app.run(work, migrated=False)
+    click.echo(f"database at revision {migrate.head_revision()}")
+    click.echo(f"data folder ready: {data_dir}")
+
+
+@click.command()
+@pass_app
+def serve(app: App) -> None:
+    """Run the SFTP server and the scheduler in the foreground."""
+    _ = app.settings
+    raise click.ClickException("the SFTP server is not part of this version yet")
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema: upgrade and check."""
+
+
+@db_group.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Migrate the schema to the newest revision."""
+
+    async def work(db: Database) -> str | None:
+        await migrate.upgrade(db)
+        return await migrate.current_revision(db)
+
+    click.echo(f"database at revision {app.run(work, migrated=False)}")
+
+
+@db_group.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def db_check(app: App, as_json: bool) -> None:
+    """Fail when the database and the models differ."""
+    problems = app.run(migrate.check, migrated=False)
+    if as_json:
+        print_json({"ok": not problems, "problems": problems})
+    if problems:
+        raise click.ClickException("schema differs from models: " + "; ".join(problems))
+    if not as_json:
+        click.echo(f"database matches models at revision {migrate.head_revision()}")
+
+
+@db_group.command("revision", hidden=True)
+@click.option("-m", "--message", required=True)
+@click.option("--rev-id", required=True)
+@pass_app
+def db_revision(app: App, message: str, rev_id: str) -> None:
+    """Autogenerate a migration from the models (for developers)."""
+
+    async def work(db: Database) -> None:
+        await migrate.upgrade(db)
+        await migrate.make_revision(db, message, rev_id)
+
+    app.run(work, migrated=False)

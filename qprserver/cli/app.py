@@ -1,0 +1,89 @@
+"""Shared plumbing of the CLI: loading settings, running coroutines, printing."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from qprserver.audit import Actor
+from qprserver.clock import Clock, SystemClock
+from qprserver.config import Settings, load_config
+from qprserver.db.engine import Database
+from qprserver.db.migrate import require_head
+from qprserver.errors import QprError
+
+T = TypeVar("T")
+
+
+@dataclass
+class App:
+    """What every command needs; settings are read on first use."""
+
+    config: str | None
+    clock: Clock = field(default_factory=SystemClock)
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_config(self.config)
+        return self._settings
+
+    def actor(self) -> Actor:
+        """The operator at this terminal, as the audit log names them."""
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = str(os.getuid())
+        return Actor("cli", f"{user}@{socket.gethostname()}")
+
+    def run(self, work: Callable[[Database], Awaitable[T]], *, migrated: bool = True) -> T:
+        """Run work against the database; domain errors become one-line CLI errors."""
+
+        async def main() -> T:
+            db = Database(self.settings.database)
+            try:
+                if migrated:
+                    await require_head(db)
+                return await work(db)
+            finally:
+                await db.dispose()
+
+        try:
+            return asyncio.run(main())
+        except QprError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def handle_errors(func: Callable[[], T]) -> T:
+    """Call func and turn domain errors into a one-line CLI error."""
+    try:
+        return func()
+    except QprError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)

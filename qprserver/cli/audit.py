@@ -1,0 +1,69 @@
+"""``audit``: reading and verifying the audit log."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from qprserver import audit
+from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.db.engine import Database
+from qprserver.db.models import AuditEvent
+from qprserver.ik import IK
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The audit log."""
+
+
+def _event_dict(event: AuditEvent) -> dict[str, object]:
+    return {
+        "id": event.id,
+        "at": event.at.isoformat(),
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "source": event.source,
+        "details": json.loads(event.details),
+        "hash": event.hash,
+    }
+
+
+@audit_group.command("list")
+@click.option("--account", "account_ik", help="Only events by or about this IK.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def audit_list(app: App, account_ik: str | None, limit: int, as_json: bool) -> None:
+    """The newest audit events first."""
+    ik = IK.parse(account_ik).value if account_ik else None
+
+    async def work(db: Database) -> list[dict[str, object]]:
+        async with db.read_session() as session:
+            rows = await audit.events(session, account=ik, limit=limit)
+            return [_event_dict(e) for e in rows]
+
+    events = app.run(work)
+    if as_json:
+        print_json(events)
+        return
+    print_table(
+        None,
+        ["id", "at", "actor", "action", "target", "source"],
+        [[e["id"], e["at"], e["actor"], e["action"], e["target"], e["source"]] for e in events],
+    )
+
+
+@audit_group.command("verify")
+@pass_app
+def audit_verify(app: App) -> None:
+    """Check the hash chain of the whole audit log."""
+
+    async def work(db: Database) -> int:
+        async with db.read_session() as session:
+            return await audit.verify(session)
+
+    count = app.run(work)
+    click.echo(f"audit log intact: {count} events verified")

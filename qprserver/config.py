@@ -1,0 +1,250 @@
+"""The one config reader: a TOML file validated into typed settings.
+
+Unknown keys and wrong types stop start-up with one line naming the key.
+Relative paths resolve against the folder of the config file. This is also the
+only module that reads environment variables (``QPRSERVER_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+
+from qprserver.errors import ConfigError
+
+CONFIG_ENV = "QPRSERVER_CONFIG"
+
+# Safe choices per BSI TR-02102-4: AES-GCM and AES-CTR with SHA-2 MACs. chacha20-poly1305
+# is left out by default because asyncssh composes it in Python at twice the CPU cost.
+DEFAULT_CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+]
+DEFAULT_MACS = [
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+]
+DEFAULT_KEX = [
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+]
+
+
+# Paths are written as TOML strings; strict mode would only accept Path objects.
+FilePath = Annotated[Path, Strict(False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ServerSettings(_Section):
+    """The SFTP listener."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=2222, ge=0, le=65535)
+    host_keys: list[FilePath] = Field(default_factory=lambda: [Path("keys/ssh_host_ed25519_key")])
+    login_timeout: float = Field(default=60.0, gt=0)
+    idle_timeout: float = Field(default=900.0, gt=0)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    workers: int = Field(default=1, ge=1, le=64)
+    ciphers: list[str] = Field(default_factory=lambda: list(DEFAULT_CIPHERS))
+    macs: list[str] = Field(default_factory=lambda: list(DEFAULT_MACS))
+    kex: list[str] = Field(default_factory=lambda: list(DEFAULT_KEX))
+    max_packet_size: int = Field(default=4 * 1024 * 1024, ge=32768)
+
+
+class StorageSettings(_Section):
+    """Where documents live on disk and how much a depositor may send."""
+
+    data_dir: FilePath = Path("var/data")
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    depositor_quota_bytes: int = Field(default=50 * 1024 * 1024 * 1024, gt=0)
+
+
+class DatabaseSettings(_Section):
+    """The SQLAlchemy URL; SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+
+    url: str = "sqlite+aiosqlite:///var/qprserver.db"
+    schema_name: str = Field(default="", alias="schema")
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("schema_name")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ValueError("must be a plain lower-case identifier")
+        return value
+
+
+class MailSettings(_Section):
+    """Outgoing mail."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=8025, ge=1, le=65535)
+    sender: str = "qpr-portal@example.org"
+
+
+class KindSettings(_Section):
+    """A document kind: which file names it matches and what content it must have."""
+
+    pattern: str
+    content: str = "any"
+    description: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles_with_ik(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if "ik" not in compiled.groupindex:
+            raise ValueError("needs a named group (?P<ik>...) for the subject IK")
+        return value
+
+    @field_validator("content")
+    @classmethod
+    def _known_content(cls, value: str) -> str:
+        if value not in {"any", "pdf", "xml", "zip"}:
+            raise ValueError("must be one of any, pdf, xml, zip")
+        return value
+
+
+class Settings(_Section):
+    """All settings of one qprserver instance."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
+    kinds: dict[str, KindSettings] = Field(default_factory=dict)
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("kinds")
+    @classmethod
+    def _kind_names(cls, value: dict[str, KindSettings]) -> dict[str, KindSettings]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+                raise ValueError(f"kind name {name!r} must be lower-case letters, digits, _")
+        return value
+
+
+def config_path_from(explicit: str | os.PathLike[str] | None) -> Path:
+    """The config file to use: the explicit one, else ``$QPRSERVER_CONFIG``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    raise ConfigError(f"no config file: pass --config PATH or set {CONFIG_ENV}")
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more)" if more else ""
+    return f"{path}: {loc}: {msg}{suffix}"
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _resolve_sqlite_url(base: Path, url: str) -> str:
+    prefix = "sqlite+aiosqlite:///"
+    if not url.startswith(prefix):
+        return url
+    rest = url[len(prefix) :]
+    if rest in ("", ":memory:") or rest.startswith("/"):
+        return url
+    path_part, sep, query = rest.partition("?")
+    return prefix + str((base / path_part).resolve()) + sep + query
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Settings:
+    """Validate raw TOML data read from ``path`` into settings with resolved paths."""
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from None
+    base = path.resolve().parent
+    server = settings.server.model_copy(
+        update={"host_keys": [_resolve(base, p) for p in settings.server.host_keys]}
+    )
+    storage = settings.storage.model_copy(
+        update={"data_dir": _resolve(base, settings.storage.data_dir)}
+    )
+    database = settings.database.model_copy(
+        update={"url": _resolve_sqlite_url(base, settings.database.url)}
+    )
+    return settings.model_copy(
+        update={
+            "server": server,
+            "storage": storage,
+            "database": database,
+            "config_path": path.resolve(),
+        }
+    )
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the config file; raise ConfigError with one line on any problem."""
+    path = config_path_from(explicit)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, path)
+
+
+def setting_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """Every dotted setting key, for documentation checks."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        key = prefix + (field.alias or name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(setting_keys(annotation, key + "."))
+        elif name == "kinds":
+            keys.extend(setting_keys(KindSettings, key + ".*."))
+        else:
+            keys.append(key)
+    return keys

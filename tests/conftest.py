@@ -1,0 +1,99 @@
+"""Fixtures shared by the whole suite: a real database per test on the chosen backend.
+
+SQLite is the default. With ``QPR_TEST_DATABASE_URL`` set to a PostgreSQL URL every
+test gets a schema of its own in that database, built by the migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from qprserver.config import DatabaseSettings
+from qprserver.db import migrate
+from qprserver.db.engine import Database
+
+TEST_DATABASE_URL = os.environ.get("QPR_TEST_DATABASE_URL", "")
+BACKEND = "postgresql" if TEST_DATABASE_URL.startswith("postgresql") else "sqlite"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+QB_DATA = Path(os.environ.get("QPR_QB_DATA", SHARED / "data" / "qb"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-backend",
+        default=None,
+        help="Fail unless the suite runs on this database backend (sqlite, postgresql).",
+    )
+
+
+def pytest_report_header() -> str:
+    return f"database backend: {BACKEND}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    required = config.getoption("--require-backend")
+    if required and required != BACKEND:
+        raise pytest.UsageError(
+            f"--require-backend={required} but the suite would run on {BACKEND}; "
+            "set QPR_TEST_DATABASE_URL"
+        )
+
+
+async def _pg_admin_async(sql: str) -> None:
+    engine = create_async_engine(TEST_DATABASE_URL)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+def _pg_admin(sql: str) -> None:
+    # A thread of its own: the test's event loop may already be current in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _pg_admin_async(sql)).result()
+
+
+def make_database_settings(tmp_path: Path) -> tuple[DatabaseSettings, str | None]:
+    """Settings for a fresh, empty database; the schema name to drop afterwards (PG)."""
+    if BACKEND == "postgresql":
+        schema = f"t_{uuid.uuid4().hex[:16]}"
+        _pg_admin(f"CREATE SCHEMA {schema}")
+        return DatabaseSettings.model_validate({"url": TEST_DATABASE_URL, "schema": schema}), schema
+    url = f"sqlite+aiosqlite:///{tmp_path / 'qprserver.db'}"
+    return DatabaseSettings.model_validate({"url": url}), None
+
+
+def drop_schema(schema: str | None) -> None:
+    if schema:
+        _pg_admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def database_settings(tmp_path: Path) -> Iterator[DatabaseSettings]:
+    """An empty database of the chosen backend, removed after the test."""
+    settings, schema = make_database_settings(tmp_path)
+    try:
+        yield settings
+    finally:
+        drop_schema(schema)
+
+
+@pytest.fixture
+async def db(database_settings: DatabaseSettings) -> AsyncIterator[Database]:
+    """A migrated database."""
+    database = Database(database_settings)
+    await migrate.upgrade(database)
+    try:
+        yield database
+    finally:
+        await database.dispose()

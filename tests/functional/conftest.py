@@ -1,0 +1,65 @@
+"""An initialised qprserver instance in a temp folder, driven through its real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qprserver.config import DatabaseSettings
+
+
+@dataclass
+class Instance:
+    """A config file and helpers to run ``qprserver`` against it."""
+
+    root: Path
+    config: Path
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "QPRSERVER_CONFIG"}
+        return subprocess.run(
+            [sys.executable, "-m", "qprserver", "--config", str(self.config), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        result = self.run(*args, stdin=stdin)
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json"))
+
+
+def write_config(root: Path, database: DatabaseSettings, extra: str = "") -> Path:
+    config = root / "qprserver.toml"
+    schema = f'schema = "{database.schema_name}"\n' if database.schema_name else ""
+    config.write_text(
+        "[server]\nport = 0\n"
+        'host_keys = ["keys/ssh_host_ed25519_key", "keys/ssh_host_rsa_key"]\n'
+        '[storage]\ndata_dir = "data"\n'
+        f'[database]\nurl = "{database.url}"\n{schema}' + extra,
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def instance(tmp_path: Path, database_settings: DatabaseSettings) -> Iterator[Instance]:
+    """A freshly initialised instance."""
+    inst = Instance(tmp_path, write_config(tmp_path, database_settings))
+    inst.ok("init")
+    yield inst
