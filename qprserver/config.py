@@ -67,7 +67,6 @@ class ServerSettings(_Section):
     ciphers: list[str] = Field(default_factory=lambda: list(DEFAULT_CIPHERS))
     macs: list[str] = Field(default_factory=lambda: list(DEFAULT_MACS))
     kex: list[str] = Field(default_factory=lambda: list(DEFAULT_KEX))
-    max_packet_size: int = Field(default=4 * 1024 * 1024, ge=32768)
 
 
 class StorageSettings(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qprserver.cli.app import App, pass_app, print_json
+from qprserver.cli.app import App, handle_errors, pass_app, print_json
 from qprserver.db import migrate
 from qprserver.db.engine import Database
 from qprserver.hostkeys import ensure_host_key
@@ -39,9 +39,11 @@ def init(app: App) -> None:
 @click.command()
 @pass_app
 def serve(app: App) -> None:
-    """Run the SFTP server and the scheduler in the foreground."""
-    _ = app.settings
-    raise click.ClickException("the SFTP server is not part of this version yet")
+    """Run the SFTP server in the foreground until SIGTERM/SIGINT."""
+    from qprserver import service
+
+    settings = app.settings
+    handle_errors(lambda: service.run(settings))
 
 
 @click.group("db")

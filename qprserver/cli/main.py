@@ -9,6 +9,8 @@ from qprserver.cli.accounts import account
 from qprserver.cli.admin import db_group, init, serve
 from qprserver.cli.app import App
 from qprserver.cli.audit import audit_group
+from qprserver.cli.documents import document_group
+from qprserver.cli.routes import route_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +33,8 @@ cli.add_command(serve)
 cli.add_command(db_group)
 cli.add_command(account)
 cli.add_command(audit_group)
+cli.add_command(route_group)
+cli.add_command(document_group)
 
 
 def main() -> None:

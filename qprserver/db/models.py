@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -13,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from qprserver.db.base import Base, BigIntPK, ik_str, intpk, sha256_hex, utc
+from qprserver.db.base import Base, BigIntPK, UTCDateTime, ik_str, intpk, sha256_hex, utc
 
 ROLES = ("depositor", "recipient", "admin")
 STATUSES = ("active", "disabled")
@@ -117,4 +120,106 @@ class AuditEvent(Base):
     hash: Mapped[sha256_hex]
 
 
-__all__ = ["ROLES", "STATUSES", "Account", "AuditEvent", "Base", "PasswordCredential", "SSHKey"]
+FOLDERS = ("inbox", "archive", "superseded")
+
+
+class Route(Base):
+    """A routing rule: documents of a kind about facilities in a Land go to a recipient."""
+
+    __tablename__ = "routes"
+    __table_args__ = (UniqueConstraint("kind", "land", "recipient_id"),)
+
+    id: Mapped[intpk]
+    kind: Mapped[str] = mapped_column(String(40))
+    land: Mapped[str] = mapped_column(String(2))
+    recipient_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[utc]
+
+    recipient: Mapped[Account] = relationship()
+
+
+class Document(Base):
+    """One accepted version of an uploaded file; the bytes are a blob by SHA-256."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("depositor_id", "name", "version"),
+        Index("ix_documents_depositor_id_name_current", "depositor_id", "name", "current"),
+    )
+
+    id: Mapped[intpk]
+    depositor_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("accounts.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(40))
+    subject_ik: Mapped[str | None] = mapped_column(String(9))
+    version: Mapped[int]
+    current: Mapped[bool] = mapped_column(Boolean, default=True)
+    sha256: Mapped[sha256_hex] = mapped_column(index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    uploaded_at: Mapped[utc]
+
+    depositor: Mapped[Account] = relationship()
+
+
+class Delivery(Base):
+    """A document provided to one recipient, in its inbox, archive, or superseded."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("document_id", "recipient_id"),
+        Index("ix_deliveries_recipient_id_folder_id", "recipient_id", "folder", "id"),
+        Index("ix_deliveries_recipient_id_folder_name", "recipient_id", "folder", "name"),
+        CheckConstraint("folder IN ('inbox', 'archive', 'superseded')", name="folder"),
+    )
+
+    id: Mapped[intpk]
+    document_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    recipient_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("accounts.id"))
+    # The name shown in the recipient's folders; unique per recipient and folder.
+    name: Mapped[str] = mapped_column(String(300))
+    folder: Mapped[str] = mapped_column(String(16), default="inbox")
+    created_at: Mapped[utc]
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    document: Mapped[Document] = relationship()
+    recipient: Mapped[Account] = relationship()
+
+
+class DownloadReceipt(Base):
+    """An Abrufnachweis: a recipient downloaded a delivery completely."""
+
+    __tablename__ = "download_receipts"
+
+    id: Mapped[intpk]
+    delivery_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("accounts.id"))
+    at: Mapped[utc]
+    sha256: Mapped[sha256_hex]
+    remote: Mapped[str] = mapped_column(String(255), default="")
+
+
+class UploadProtocol(Base):
+    """The protocol of one upload, accepted or rejected, shown in ``/receipts``."""
+
+    __tablename__ = "upload_protocols"
+    __table_args__ = (
+        Index("ix_upload_protocols_depositor_id_id", "depositor_id", "id"),
+        CheckConstraint("outcome IN ('accepted', 'rejected')", name="outcome"),
+    )
+
+    id: Mapped[intpk]
+    depositor_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("accounts.id"))
+    file_name: Mapped[str] = mapped_column(String(300))
+    upload_name: Mapped[str] = mapped_column(String(1024))
+    outcome: Mapped[str] = mapped_column(String(16))
+    document_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("documents.id", ondelete="SET NULL")
+    )
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[utc]

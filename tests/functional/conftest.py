@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,16 @@ from typing import Any
 import pytest
 
 from qprserver.config import DatabaseSettings
+from qprserver.db.engine import Database
+from tests.functional.harness import (
+    FACILITY_NW,
+    LV_BY,
+    LV_NW,
+    MD_NW,
+    Server,
+    make_settings,
+    start_server,
+)
 
 
 @dataclass
@@ -63,3 +73,20 @@ def instance(tmp_path: Path, database_settings: DatabaseSettings) -> Iterator[In
     inst = Instance(tmp_path, write_config(tmp_path, database_settings))
     inst.ok("init")
     yield inst
+
+
+@pytest.fixture
+async def server(tmp_path: Path, db: Database) -> AsyncIterator[Server]:
+    """A running SFTP server with a routed set-up: MD NW → LV NW and the facility."""
+    settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
+    srv = await start_server(settings, db, tmp_path)
+    await srv.add_account(MD_NW, ["depositor"], name="Medizinischer Dienst NW")
+    await srv.add_account(LV_NW, ["recipient"], name="Landesverband NW", email="lv@example.org")
+    await srv.add_account(FACILITY_NW, ["recipient"], name="Pflegeheim Am See")
+    await srv.add_account(LV_BY, ["recipient"], name="Landesverband BY")
+    await srv.add_route("pruefbericht", "NW", LV_NW)
+    await srv.add_route("pruefbericht", "BY", LV_BY)
+    try:
+        yield srv
+    finally:
+        await srv.listener.stop(grace=0)

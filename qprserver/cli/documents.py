@@ -1,0 +1,99 @@
+"""``document``: what a depositor delivered, to whom, and who collected it."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+
+from qprserver import accounts, mailbox
+from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.db.engine import Database
+from qprserver.db.models import Document
+from qprserver.errors import NotFound
+
+
+@click.group("document")
+def document_group() -> None:
+    """Delivered documents and their download receipts."""
+
+
+def _doc_dict(doc: Document) -> dict[str, object]:
+    return {
+        "id": doc.id,
+        "name": doc.name,
+        "kind": doc.kind,
+        "subject_ik": doc.subject_ik,
+        "version": doc.version,
+        "current": doc.current,
+        "sha256": doc.sha256,
+        "size": doc.size,
+        "uploaded_at": doc.uploaded_at.isoformat(),
+    }
+
+
+@document_group.command("list")
+@click.option("--depositor", required=True, help="IK of the depositor.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def document_list(app: App, depositor: str, as_json: bool) -> None:
+    """Documents a depositor delivered, newest first."""
+
+    async def work(db: Database) -> list[dict[str, object]]:
+        async with db.read_session() as session:
+            account = await accounts.get_account(session, depositor)
+            docs = await session.scalars(
+                select(Document)
+                .where(Document.depositor_id == account.id)
+                .order_by(Document.id.desc())
+            )
+            return [_doc_dict(d) for d in docs]
+
+    docs = app.run(work)
+    if as_json:
+        print_json(docs)
+        return
+    print_table(
+        None,
+        ["ID", "Name", "Art", "IK", "Version", "Aktuell", "Größe", "Hochgeladen"],
+        [
+            [
+                d["id"],
+                d["name"],
+                d["kind"],
+                d["subject_ik"],
+                d["version"],
+                d["current"],
+                d["size"],
+                d["uploaded_at"],
+            ]
+            for d in docs
+        ],
+    )
+
+
+@document_group.command("show")
+@click.argument("document_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def document_show(app: App, document_id: int, as_json: bool) -> None:
+    """One document: its recipients, where it is, and every download receipt."""
+
+    async def work(db: Database) -> dict[str, object]:
+        async with db.read_session() as session:
+            doc = await session.get(Document, document_id)
+            if doc is None:
+                raise NotFound(f"kein Dokument {document_id}")
+            data = _doc_dict(doc)
+            data["deliveries"] = await mailbox.deliveries_of_document(session, doc.id)
+            return data
+
+    data = app.run(work)
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"{data['id']}: {data['name']} v{data['version']} {data['sha256']}")
+    rows = []
+    for d in data["deliveries"]:  # type: ignore[attr-defined]
+        last = d["downloads"][-1]["at"] if d["downloads"] else "-"
+        rows.append([d["recipient"], d["folder"], d["delivered_at"], len(d["downloads"]), last])
+    print_table(None, ["Empfänger", "Ordner", "Bereitgestellt", "Abrufe", "Letzter Abruf"], rows)

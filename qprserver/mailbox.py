@@ -1,0 +1,265 @@
+"""What an account sees of its mailbox: folders, entries, acknowledgements, receipts.
+
+Plain Python over the database; the SFTP edge maps paths onto these calls. Every
+query is scoped to the acting account, so nothing of another account can be named.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qprserver import audit
+from qprserver.audit import Actor
+from qprserver.db.models import Account, Delivery, Document, DownloadReceipt, UploadProtocol
+from qprserver.errors import NotFound, PermissionDenied
+
+RECIPIENT_FOLDERS = ("inbox", "archive", "bundles")
+DEPOSITOR_FOLDERS = ("outbox", "receipts")
+
+
+def folders_for(account: Account) -> tuple[str, ...]:
+    """The top-level folders an account sees, in a fixed order."""
+    result: list[str] = []
+    if account.has_role("recipient"):
+        result.extend(RECIPIENT_FOLDERS)
+    if account.has_role("depositor"):
+        result.extend(DEPOSITOR_FOLDERS)
+    return tuple(result)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file in a folder."""
+
+    id: int
+    name: str
+    size: int
+    mtime: datetime
+    sha256: str | None = None
+    body: bytes | None = None  # protocols are small and served from the database
+
+
+def _delivery_query(account: Account, folder: str):  # type: ignore[no-untyped-def]
+    return (
+        select(Delivery.id, Delivery.name, Document.size, Delivery.created_at, Document.sha256)
+        .join(Document, Delivery.document_id == Document.id)
+        .where(Delivery.recipient_id == account.id, Delivery.folder == folder)
+    )
+
+
+async def page(
+    session: AsyncSession, account: Account, folder: str, *, after_id: int, limit: int
+) -> list[Entry]:
+    """Up to limit entries of a folder with ids above after_id, by id (keyset paging)."""
+    if folder not in folders_for(account):
+        raise NotFound(f"/{folder}")
+    if folder in ("inbox", "archive"):
+        rows = await session.execute(
+            _delivery_query(account, folder)
+            .where(Delivery.id > after_id)
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+        return [Entry(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    if folder == "receipts":
+        protocols = await session.scalars(
+            select(UploadProtocol)
+            .where(UploadProtocol.depositor_id == account.id, UploadProtocol.id > after_id)
+            .order_by(UploadProtocol.id)
+            .limit(limit)
+        )
+        return [_protocol_entry(p) for p in protocols]
+    return []  # bundles (built by the scheduler) and outbox (write-only) list empty here
+
+
+def _protocol_entry(protocol: UploadProtocol) -> Entry:
+    body = protocol.body.encode("utf-8")
+    return Entry(protocol.id, protocol.file_name, len(body), protocol.created_at, None, body)
+
+
+async def lookup(session: AsyncSession, account: Account, folder: str, name: str) -> Entry:
+    """The entry called name in folder, or NotFound."""
+    if folder not in folders_for(account):
+        raise NotFound(f"/{folder}")
+    if folder in ("inbox", "archive"):
+        row = (
+            await session.execute(
+                _delivery_query(account, folder)
+                .where(Delivery.name == name)
+                .order_by(Delivery.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"/{folder}/{name}")
+        return Entry(row[0], row[1], row[2], row[3], row[4])
+    if folder == "receipts":
+        protocol = await session.scalar(
+            select(UploadProtocol).where(
+                UploadProtocol.depositor_id == account.id, UploadProtocol.file_name == name
+            )
+        )
+        if protocol is None:
+            raise NotFound(f"/{folder}/{name}")
+        return _protocol_entry(protocol)
+    raise NotFound(f"/{folder}/{name}")
+
+
+async def count(session: AsyncSession, account: Account, folder: str) -> int:
+    """Number of entries in a folder (for directory link counts and statvfs)."""
+    if folder in ("inbox", "archive"):
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.recipient_id == account.id, Delivery.folder == folder)
+            )
+            or 0
+        )
+    return 0
+
+
+async def _free_name(session: AsyncSession, account: Account, folder: str, name: str) -> bool:
+    taken = await session.scalar(
+        select(Delivery.id).where(
+            Delivery.recipient_id == account.id, Delivery.folder == folder, Delivery.name == name
+        )
+    )
+    return taken is None
+
+
+async def unique_name(
+    session: AsyncSession, account: Account, folder: str, name: str, *alternatives: str
+) -> str:
+    """name, or the first free alternative, so a folder never shows a name twice."""
+    for candidate in (name, *alternatives):
+        if await _free_name(session, account, folder, candidate):
+            return candidate
+    raise RuntimeError("no free name")  # the last alternative carries a unique id
+
+
+def _with_suffix(name: str, suffix: str) -> str:
+    stem, ext = posixpath.splitext(name)
+    return f"{stem}{suffix}{ext}"
+
+
+async def acknowledge(
+    session: AsyncSession, account: Account, actor: Actor, now: datetime, name: str
+) -> None:
+    """Move a delivery from the inbox to the archive (the recipient deleted it)."""
+    delivery = await session.scalar(
+        select(Delivery).where(
+            Delivery.recipient_id == account.id,
+            Delivery.folder == "inbox",
+            Delivery.name == name,
+        )
+    )
+    if delivery is None:
+        raise NotFound(f"/inbox/{name}")
+    document = await session.get_one(Document, delivery.document_id)
+    delivery.name = await unique_name(
+        session,
+        account,
+        "archive",
+        delivery.name,
+        _with_suffix(delivery.name, f".v{document.version}"),
+        _with_suffix(delivery.name, f"~{delivery.id}"),
+    )
+    delivery.folder = "archive"
+    delivery.acknowledged_at = now
+    await audit.record(
+        session,
+        actor,
+        "delivery.acknowledge",
+        at=now,
+        target=account.ik,
+        details={"delivery": delivery.id, "name": name, "sha256": document.sha256},
+    )
+
+
+def refuse_write(folder: str) -> PermissionDenied:
+    return PermissionDenied(f"/{folder} ist nur lesbar")
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A complete download, to be recorded as a receipt."""
+
+    account_id: int
+    account_ik: str
+    delivery_id: int
+    sha256: str
+    name: str
+    at: datetime
+    remote: str
+
+
+async def record_downloads(session: AsyncSession, downloads: list[Download]) -> None:
+    """Write receipts and audit events for a batch of complete downloads."""
+    for d in downloads:
+        session.add(
+            DownloadReceipt(
+                delivery_id=d.delivery_id,
+                account_id=d.account_id,
+                at=d.at,
+                sha256=d.sha256,
+                remote=d.remote,
+            )
+        )
+        await audit.record(
+            session,
+            Actor(d.account_ik, d.remote),
+            "download",
+            at=d.at,
+            target=d.account_ik,
+            details={"delivery": d.delivery_id, "name": d.name, "sha256": d.sha256},
+        )
+
+
+async def deliveries_of_document(
+    session: AsyncSession, document_id: int
+) -> list[dict[str, object]]:
+    """Who received a document, where it is, and its download receipts (for depositors)."""
+    rows = (
+        await session.execute(
+            select(Delivery, Account.ik)
+            .join(Account, Delivery.recipient_id == Account.id)
+            .where(Delivery.document_id == document_id)
+            .order_by(Account.ik)
+        )
+    ).all()
+    result: list[dict[str, object]] = []
+    for delivery, ik in rows:
+        receipts = (
+            await session.scalars(
+                select(DownloadReceipt)
+                .where(DownloadReceipt.delivery_id == delivery.id)
+                .order_by(DownloadReceipt.id)
+            )
+        ).all()
+        result.append(
+            {
+                "recipient": ik,
+                "folder": delivery.folder,
+                "name": delivery.name,
+                "delivered_at": delivery.created_at.isoformat(),
+                "acknowledged_at": delivery.acknowledged_at.isoformat()
+                if delivery.acknowledged_at
+                else None,
+                "downloads": [
+                    {"at": r.at.isoformat(), "sha256": r.sha256, "remote": r.remote}
+                    for r in receipts
+                ],
+            }
+        )
+    return result
+
+
+def protocol_json(data: dict[str, object]) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,104 @@
+"""Running the server: wiring the parts, signals, and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from qprserver.blobstore import FileBlobStore
+from qprserver.clock import Clock, SystemClock
+from qprserver.config import Settings, load_config
+from qprserver.db.engine import Database
+from qprserver.db.migrate import require_head
+from qprserver.sftp.receipts import ReceiptRecorder
+from qprserver.sftp.server import ServerContext, SFTPListener
+from qprserver.uploads import UploadService
+
+log = logging.getLogger("qprserver")
+
+
+def build_context(settings: Settings, db: Database, clock: Clock | None = None) -> ServerContext:
+    """The parts a server process needs, wired together."""
+    blobs = FileBlobStore(settings.storage.data_dir)
+    return ServerContext(
+        settings=settings,
+        db=db,
+        blobs=blobs,
+        uploads=UploadService(db, settings),
+        receipts=ReceiptRecorder(db),
+        clock=clock or SystemClock(),
+    )
+
+
+def sweep_stale_uploads(settings: Settings) -> int:
+    """Remove temp files of uploads that never completed (a killed server's leftovers)."""
+    return FileBlobStore(settings.storage.data_dir).sweep_temp(
+        older_than_seconds=0, now=time.time()
+    )
+
+
+async def serve_forever(
+    settings: Settings, *, reuse_port: bool = False, ready: Callable[[int], None] | None = None
+) -> None:
+    """Run one server process until SIGTERM or SIGINT, then shut down gracefully."""
+    db = Database(settings.database)
+    try:
+        await require_head(db)
+        listener = SFTPListener(build_context(settings, db))
+        await listener.start(reuse_port=reuse_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("listening on %s:%d", settings.server.host, listener.port)
+        if ready is not None:
+            ready(listener.port)
+        await stop.wait()
+        log.info("shutting down (grace %.0fs)", settings.server.shutdown_grace)
+        await listener.stop()
+    finally:
+        await db.dispose()
+
+
+def _worker(config_path: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve_forever(load_config(config_path), reuse_port=True))
+
+
+def run(settings: Settings) -> None:
+    """The ``serve`` command: one process, or ``workers`` processes sharing the port."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    swept = sweep_stale_uploads(settings)
+    if swept:
+        log.info("removed %d unfinished upload(s) left from before", swept)
+    workers = settings.server.workers
+    if workers == 1:
+        asyncio.run(serve_forever(settings))
+        return
+    if settings.server.port == 0:
+        raise SystemExit("workers > 1 needs a fixed port")
+    assert settings.config_path is not None
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(str(settings.config_path),), name=f"qprserver-{i}")
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None:
+                proc.terminate() if signum == signal.SIGTERM else proc.kill()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
+    for proc in procs:
+        proc.join()

@@ -1,0 +1,1 @@
+"""The SFTP edge: the only package that imports asyncssh."""

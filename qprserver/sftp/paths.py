@@ -1,0 +1,90 @@
+"""Parsing client paths into the virtual tree, failing closed.
+
+A path is decoded as strict UTF-8, normalised as if the account's root were the
+file system root (``..`` stops there), and then must name exactly one place of
+the tree: the root, a top-level folder, a file in one, or ``/outbox/<IK>/<name>``.
+Anything else does not exist. Nothing here ever touches the real file system.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+
+class BadPath(Exception):
+    """The path cannot name anything in the tree."""
+
+
+@dataclass(frozen=True, slots=True)
+class VPath:
+    """A place in the virtual tree."""
+
+    folder: str | None = None  # None: the root
+    direct_ik: str | None = None  # only under /outbox
+    name: str | None = None  # None: a folder itself
+
+    @property
+    def is_dir(self) -> bool:
+        return self.name is None
+
+    def text(self) -> str:
+        parts = [p for p in (self.folder, self.direct_ik, self.name) if p]
+        return "/" + "/".join(parts)
+
+
+def _valid_component(part: str) -> bool:
+    if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+        return False
+    return not any(ord(c) < 32 or ord(c) == 127 for c in part)
+
+
+def normalise(path: bytes) -> str:
+    """The absolute, normalised text form of a client path; BadPath when impossible."""
+    if len(path) > MAX_PATH_BYTES:
+        raise BadPath("path too long")
+    if b"\x00" in path:
+        raise BadPath("NUL in path")
+    try:
+        text = path.decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise BadPath("path is not UTF-8") from None
+    # Relative paths start at the account's root; "//x" is "/x" here.
+    norm = posixpath.normpath("/" + text.lstrip("/"))
+    return "/" + norm.lstrip("/")
+
+
+def parse(path: bytes, folders: tuple[str, ...]) -> VPath:
+    """The place a client path names within an account's folders; BadPath otherwise."""
+    parts = [p for p in normalise(path).split("/") if p]
+    if not all(_valid_component(p) for p in parts):
+        raise BadPath("invalid name")
+    if not parts:
+        return VPath()
+    folder = parts[0]
+    if folder not in folders:
+        raise BadPath("no such folder")
+    if len(parts) == 1:
+        return VPath(folder)
+    if len(parts) == 2:
+        if folder == "outbox" and _looks_like_ik(parts[1]):
+            return VPath(folder, direct_ik=parts[1])
+        return VPath(folder, name=parts[1])
+    if len(parts) == 3 and folder == "outbox" and _looks_like_ik(parts[1]):
+        return VPath(folder, direct_ik=parts[1], name=parts[2])
+    raise BadPath("no such place")
+
+
+def _looks_like_ik(part: str) -> bool:
+    return len(part) == 9 and part.isascii() and part.isdigit()
+
+
+TEMP_SUFFIXES = (".filepart", ".part", ".tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Names clients use while uploading, renamed to the final name when complete."""
+    return name.lower().endswith(TEMP_SUFFIXES)

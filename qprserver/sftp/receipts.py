@@ -1,0 +1,63 @@
+"""Download receipts written in batches, off the read path.
+
+A complete download only appends to a list; a background task writes what has
+gathered every ``interval`` seconds in one transaction, and once more at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from qprserver import mailbox
+from qprserver.db.engine import Database
+
+log = logging.getLogger(__name__)
+
+
+class ReceiptRecorder:
+    """Collects complete downloads and writes them in batches."""
+
+    def __init__(self, db: Database, interval: float = 0.25, batch: int = 500) -> None:
+        self._db = db
+        self._interval = interval
+        self._batch = batch
+        self._pending: list[mailbox.Download] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, download: mailbox.Download) -> None:
+        self._pending.append(download)
+        if len(self._pending) >= self._batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="receipt-recorder")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything gathered so far; kept for the next try when the database fails."""
+        while self._pending:
+            batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+            try:
+                async with self._db.session() as session:
+                    await mailbox.record_downloads(session, batch)
+            except Exception:
+                log.exception("writing %d download receipts failed; will retry", len(batch))
+                self._pending[:0] = batch
+                return
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()

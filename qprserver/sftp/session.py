@@ -1,0 +1,471 @@
+"""The SFTP session: client requests translated into mailbox and upload calls.
+
+Every request is checked against the logged-in account's folders (``paths.parse``
+fails closed), domain errors become SFTP status codes here and only here, and no
+exception text of the backend ever reaches the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import os
+import stat as statmod
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import asyncssh
+from asyncssh import SFTPAttrs, SFTPName, SFTPVFSAttrs
+
+from qprserver import mailbox
+from qprserver.audit import Actor
+from qprserver.errors import NotFound, QprError, Rejected
+from qprserver.sftp.handles import DownloadHandle, MemoryHandle, UploadHandle
+from qprserver.sftp.paths import BadPath, VPath, is_temp_name, normalise, parse
+
+if TYPE_CHECKING:
+    from qprserver.db.models import Account
+    from qprserver.sftp.server import ConnectionState, ServerContext
+
+log = logging.getLogger(__name__)
+
+FXF_READ = 0x01
+FXF_WRITE = 0x02
+FXF_APPEND = 0x04
+FXF_CREAT = 0x08
+FXF_TRUNC = 0x10
+FXF_EXCL = 0x20
+
+DIR_RO = statmod.S_IFDIR | 0o500
+DIR_RW = statmod.S_IFDIR | 0o700
+FILE_RO = statmod.S_IFREG | 0o400
+FILE_RW = statmod.S_IFREG | 0o600
+PAGE = 500
+
+
+def _dir_attrs(writable: bool, mtime: float) -> SFTPAttrs:
+    return SFTPAttrs(
+        type=asyncssh.FILEXFER_TYPE_DIRECTORY,
+        size=0,
+        uid=0,
+        gid=0,
+        permissions=DIR_RW if writable else DIR_RO,
+        atime=int(mtime),
+        mtime=int(mtime),
+        nlink=2,
+    )
+
+
+def _file_attrs(size: int, mtime: float, writable: bool = False) -> SFTPAttrs:
+    return SFTPAttrs(
+        type=asyncssh.FILEXFER_TYPE_REGULAR,
+        size=size,
+        uid=0,
+        gid=0,
+        permissions=FILE_RW if writable else FILE_RO,
+        atime=int(mtime),
+        mtime=int(mtime),
+        nlink=1,
+    )
+
+
+def _entry_attrs(entry: mailbox.Entry) -> SFTPAttrs:
+    return _file_attrs(entry.size, entry.mtime.timestamp())
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(func: F) -> F:
+    """Turn unexpected exceptions into a plain failure; internals never reach a client."""
+    if inspect.isasyncgenfunction(func):
+
+        async def agen(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in func(*args, **kwargs):
+                    yield item
+            except asyncssh.SFTPError:
+                raise
+            except Exception:
+                log.exception("SFTP %s failed", func.__name__)
+                raise asyncssh.SFTPFailure("Internal error") from None
+
+        return cast(F, functools.wraps(func)(agen))
+    if inspect.iscoroutinefunction(func):
+
+        async def coro(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            except asyncssh.SFTPError:
+                raise
+            except Exception:
+                log.exception("SFTP %s failed", func.__name__)
+                raise asyncssh.SFTPFailure("Internal error") from None
+
+        return cast(F, functools.wraps(func)(coro))
+
+    def sync(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except asyncssh.SFTPError:
+            raise
+        except Exception:
+            log.exception("SFTP %s failed", func.__name__)
+            raise asyncssh.SFTPFailure("Internal error") from None
+
+    return cast(F, functools.wraps(func)(sync))
+
+
+class MailboxSFTPServer(asyncssh.SFTPServer):
+    """One SFTP session of one logged-in account."""
+
+    def __init__(self, chan: Any, ctx: ServerContext, state: ConnectionState) -> None:
+        super().__init__(chan)
+        self.ctx = ctx
+        self.state = state
+        assert state.account is not None
+        self.account: Account = state.account
+        self.folders = mailbox.folders_for(self.account)
+        self.actor = Actor(self.account.ik, state.peer)
+        self.started = time.time()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _parse(self, path: bytes) -> VPath:
+        self.state.touch()
+        try:
+            return parse(path, self.folders)
+        except BadPath:
+            raise asyncssh.SFTPNoSuchFile("No such file") from None
+
+    def map_path(self, path: bytes) -> bytes:
+        # Nothing of the real file system is ever reachable through this session.
+        raise asyncssh.SFTPPermissionDenied("Permission denied")
+
+    def format_user(self, uid: int | None) -> str:
+        return self.account.ik
+
+    def format_group(self, gid: int | None) -> str:
+        return "qpr"
+
+    async def _lookup(self, vpath: VPath) -> mailbox.Entry:
+        assert vpath.folder is not None and vpath.name is not None
+        try:
+            async with self.ctx.db.read_session() as session:
+                return await mailbox.lookup(session, self.account, vpath.folder, vpath.name)
+        except NotFound:
+            raise asyncssh.SFTPNoSuchFile("No such file") from None
+
+    def _pending_key(self, vpath: VPath) -> str:
+        return vpath.text()
+
+    # -- attributes -------------------------------------------------------------
+
+    async def _attrs(self, vpath: VPath) -> SFTPAttrs:
+        if vpath.folder is None:
+            return _dir_attrs(False, self.started)
+        if vpath.is_dir:
+            return _dir_attrs(vpath.folder == "outbox", self.started)
+        if vpath.folder == "outbox":
+            pending = self.state.pending.get(self._pending_key(vpath))
+            if pending is None:
+                raise asyncssh.SFTPNoSuchFile("No such file")
+            return _file_attrs(pending.writer.size, time.time(), writable=True)
+        return _entry_attrs(await self._lookup(vpath))
+
+    @guarded
+    async def stat(self, path: bytes) -> SFTPAttrs:
+        return await self._attrs(self._parse(path))
+
+    @guarded
+    async def lstat(self, path: bytes) -> SFTPAttrs:
+        return await self._attrs(self._parse(path))
+
+    @guarded
+    def fstat(self, file_obj: object) -> SFTPAttrs:
+        self.state.touch()
+        if isinstance(file_obj, DownloadHandle | MemoryHandle):
+            return _file_attrs(file_obj.size, time.time())
+        if isinstance(file_obj, UploadHandle):
+            return _file_attrs(file_obj.writer.size, time.time(), writable=True)
+        raise asyncssh.SFTPInvalidHandle("Invalid handle")
+
+    @guarded
+    def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        # Clients send times and modes after uploads; accepted and ignored in /outbox.
+        vpath = self._parse(path)
+        if vpath.folder != "outbox":
+            raise asyncssh.SFTPPermissionDenied("Permission denied")
+
+    @guarded
+    def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
+        if not isinstance(file_obj, UploadHandle):
+            raise asyncssh.SFTPPermissionDenied("Permission denied")
+
+    @guarded
+    def realpath(self, path: bytes) -> bytes:
+        self.state.touch()
+        try:
+            return normalise(path).encode("utf-8")
+        except BadPath:
+            raise asyncssh.SFTPNoSuchFile("No such file") from None
+
+    @guarded
+    def statvfs(self, path: bytes) -> SFTPVFSAttrs:
+        self._parse(path)
+        return self._vfs()
+
+    @guarded
+    def fstatvfs(self, file_obj: object) -> SFTPVFSAttrs:
+        return self._vfs()
+
+    def _vfs(self) -> SFTPVFSAttrs:
+        st = os.statvfs(self.ctx.settings.storage.data_dir)
+        return SFTPVFSAttrs(
+            bsize=st.f_bsize,
+            frsize=st.f_frsize,
+            blocks=st.f_blocks,
+            bfree=st.f_bfree,
+            bavail=st.f_bavail,
+            files=st.f_files,
+            ffree=st.f_ffree,
+            favail=st.f_favail,
+            fsid=0,
+            flag=0,
+            namemax=255,
+        )
+
+    # -- listings ---------------------------------------------------------------
+
+    @guarded
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        vpath = self._parse(path)
+        if not vpath.is_dir:
+            raise asyncssh.SFTPNoSuchFile("Not a directory")
+        yield SFTPName(b".", attrs=await self._attrs(vpath))
+        yield SFTPName(b"..", attrs=_dir_attrs(False, self.started))
+        if vpath.folder is None:
+            for folder in self.folders:
+                attrs = _dir_attrs(folder == "outbox", self.started)
+                yield SFTPName(folder.encode("utf-8"), attrs=attrs)
+            return
+        if vpath.folder == "outbox":
+            prefix = vpath.text() + "/"
+            for key, pending in list(self.state.pending.items()):
+                if key.startswith(prefix) and "/" not in key[len(prefix) :]:
+                    name = key[len(prefix) :].encode("utf-8")
+                    yield SFTPName(name, attrs=_file_attrs(pending.writer.size, time.time(), True))
+            return
+        # Page by page, each page in a short read transaction: a mailbox of any size
+        # lists in constant memory and holds no database connection between pages.
+        after = 0
+        while True:
+            async with self.ctx.db.read_session() as session:
+                entries = await mailbox.page(
+                    session, self.account, vpath.folder, after_id=after, limit=PAGE
+                )
+            for entry in entries:
+                yield SFTPName(entry.name.encode("utf-8"), attrs=_entry_attrs(entry))
+            if len(entries) < PAGE:
+                return
+            after = entries[-1].id
+            self.state.touch()
+
+    # -- files --------------------------------------------------------------------
+
+    @guarded
+    async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        vpath = self._parse(path)
+        writing = bool(pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC))
+        if vpath.is_dir:
+            raise asyncssh.SFTPFailure("Is a directory")
+        if vpath.folder == "outbox":
+            if not writing:
+                raise asyncssh.SFTPNoSuchFile("No such file")
+            return self._open_upload(vpath)
+        if writing:
+            raise asyncssh.SFTPPermissionDenied("Read-only folder")
+        entry = await self._lookup(vpath)
+        if entry.body is not None:
+            self.state.open_files += 1
+            return MemoryHandle(entry.body)
+        if vpath.folder not in ("inbox", "archive") or entry.sha256 is None:
+            raise asyncssh.SFTPNoSuchFile("No such file")
+        try:
+            fd = os.open(self.ctx.blobs.path_for(entry.sha256), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            log.error("blob %s of delivery %s is missing", entry.sha256, entry.id)
+            raise asyncssh.SFTPFailure("Document temporarily unavailable") from None
+        self.state.open_files += 1
+        return DownloadHandle(fd, entry.size, entry.id, entry.sha256, entry.name)
+
+    def _open_upload(self, vpath: VPath) -> UploadHandle:
+        assert vpath.name is not None
+        key = self._pending_key(vpath)
+        old = self.state.pending.pop(key, None)
+        if old is not None:
+            old.writer.abort()
+        handle = UploadHandle(
+            vpath, self.ctx.blobs.begin_write(), self.ctx.settings.storage.max_upload_bytes
+        )
+        self.state.uploads.add(handle)
+        self.state.open_files += 1
+        return handle
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        if isinstance(file_obj, DownloadHandle | MemoryHandle):
+            try:
+                return file_obj.read(offset, size)
+            except OSError:
+                log.exception("reading a document failed")
+                raise asyncssh.SFTPFailure("Read failed") from None
+        raise asyncssh.SFTPPermissionDenied("Not open for reading")
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        if not isinstance(file_obj, UploadHandle):
+            raise asyncssh.SFTPPermissionDenied("Not open for writing")
+        try:
+            file_obj.write(offset, data)
+        except OverflowError as exc:
+            raise asyncssh.SFTPFailure(str(exc)) from None
+        except OSError:
+            log.exception("writing an upload failed")
+            file_obj.failure = "Speicherfehler beim Empfang"
+            raise asyncssh.SFTPFailure("Write failed") from None
+        return len(data)
+
+    @guarded
+    async def close(self, file_obj: object) -> None:
+        self.state.touch()
+        self.state.open_files = max(0, self.state.open_files - 1)
+        if isinstance(file_obj, DownloadHandle):
+            file_obj.close()
+            if file_obj.complete:
+                self.ctx.receipts.add(
+                    mailbox.Download(
+                        self.account.id,
+                        self.account.ik,
+                        file_obj.delivery_id,
+                        file_obj.sha256,
+                        file_obj.name,
+                        self.ctx.clock.now(),
+                        self.state.peer,
+                    )
+                )
+            return
+        if isinstance(file_obj, UploadHandle):
+            await self._close_upload(file_obj)
+
+    async def _close_upload(self, handle: UploadHandle) -> None:
+        self.state.uploads.discard(handle)
+        if handle.closed:
+            return
+        handle.closed = True
+        if self.state.lost or self.channel.is_closing():
+            # The connection dropped: asyncssh closes open handles for us, but an
+            # incomplete upload must leave nothing behind.
+            handle.writer.abort()
+            return
+        assert handle.path.name is not None
+        if handle.failure is None and is_temp_name(handle.path.name):
+            self.state.pending[self._pending_key(handle.path)] = handle
+            return
+        await self._complete(handle, handle.path)
+
+    async def _complete(self, handle: UploadHandle, target: VPath) -> None:
+        assert target.name is not None
+        if handle.failure is not None:
+            handle.writer.abort()
+            await self.ctx.uploads.reject(
+                self.account,
+                self.actor,
+                self.ctx.clock.now(),
+                shown=target.text().removeprefix("/outbox/"),
+                reason=handle.failure,
+            )
+            raise asyncssh.SFTPFailure(f"abgelehnt: {handle.failure}")
+        try:
+            await self.ctx.uploads.complete(
+                self.account,
+                self.actor,
+                self.ctx.clock.now(),
+                name=target.name,
+                direct_ik=target.direct_ik,
+                writer=handle.writer,
+            )
+        except Rejected as exc:
+            raise asyncssh.SFTPFailure(f"abgelehnt: {exc}") from None
+        except QprError:
+            log.exception("upload could not be completed")
+            raise asyncssh.SFTPFailure("upload failed") from None
+
+    @guarded
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        old, new = self._parse(oldpath), self._parse(newpath)
+        handle = self.state.pending.get(self._pending_key(old)) if old.folder == "outbox" else None
+        if handle is None or new.folder != "outbox" or new.name is None:
+            raise asyncssh.SFTPPermissionDenied("Rename not allowed here")
+        del self.state.pending[self._pending_key(old)]
+        if is_temp_name(new.name):
+            handle.path = new
+            self.state.pending[self._pending_key(new)] = handle
+            return
+        await self._complete(handle, new)
+
+    @guarded
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await self.rename(oldpath, newpath)
+
+    @guarded
+    async def remove(self, path: bytes) -> None:
+        vpath = self._parse(path)
+        if vpath.folder == "outbox" and vpath.name is not None:
+            handle = self.state.pending.pop(self._pending_key(vpath), None)
+            if handle is None:
+                raise asyncssh.SFTPNoSuchFile("No such file")
+            handle.writer.abort()
+            return
+        if vpath.folder != "inbox" or vpath.name is None:
+            raise asyncssh.SFTPPermissionDenied("Permission denied")
+        try:
+            async with self.ctx.db.session() as session:
+                await mailbox.acknowledge(
+                    session, self.account, self.actor, self.ctx.clock.now(), vpath.name
+                )
+        except NotFound:
+            raise asyncssh.SFTPNoSuchFile("No such file") from None
+
+    @guarded
+    def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
+        vpath = self._parse(path)
+        # /outbox/<IK> exists implicitly; clients that create it first get success.
+        if vpath.folder == "outbox" and vpath.direct_ik is not None and vpath.name is None:
+            return
+        raise asyncssh.SFTPPermissionDenied("Permission denied")
+
+    @guarded
+    def rmdir(self, path: bytes) -> None:
+        self._parse(path)
+        raise asyncssh.SFTPPermissionDenied("Permission denied")
+
+    @guarded
+    def readlink(self, path: bytes) -> bytes:
+        self._parse(path)
+        raise asyncssh.SFTPNoSuchFile("Not a link")
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("Links are not allowed")
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("Links are not allowed")
+
+    def exit(self) -> None:
+        for handle in list(self.state.pending.values()):
+            handle.writer.abort()
+        self.state.pending.clear()
+        # OpenSSH 9 scp speaks SFTP and exits 1 without an exit status.
+        with contextlib.suppress(OSError, asyncssh.Error, AttributeError):
+            self.channel.exit(0)

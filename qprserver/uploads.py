@@ -1,0 +1,272 @@
+"""Turning a complete upload into a document, or into a rejection with a protocol.
+
+The SFTP edge hands over a finished temporary blob; this module checks it (name,
+size, quota, content, routing), stores it, and writes the document, its deliveries,
+the protocol and the audit events in one transaction. A rejected upload leaves no
+document and no blob, only its protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qprserver import audit, mailbox, routing
+from qprserver.audit import Actor
+from qprserver.blobstore import BlobWriter
+from qprserver.config import Settings
+from qprserver.content import ContentRejected, check_content
+from qprserver.db.engine import Database
+from qprserver.db.models import Account, Delivery, Document, UploadProtocol
+from qprserver.errors import QuotaExceeded, Rejected
+
+MAX_NAME = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The outcome of an accepted upload."""
+
+    document_id: int
+    version: int
+    sha256: str
+    size: int
+    recipients: tuple[str, ...]
+    protocol_name: str
+
+
+def validate_name(name: str) -> None:
+    """Refuse names that are no plain file name."""
+    if not name or name in (".", "..") or "/" in name:
+        raise Rejected(f"ungültiger Dateiname {name!r}")
+    if len(name.encode("utf-8")) > MAX_NAME:
+        raise Rejected(f"Dateiname länger als {MAX_NAME} Bytes")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise Rejected("Dateiname enthält Steuerzeichen")
+
+
+def _protocol_name(now: datetime, protocol_id: int, outcome: str, name: str) -> str:
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    base = f"{stamp}_{protocol_id:07d}_{outcome}_{name}"
+    return base[:240] + ".json"
+
+
+class UploadService:
+    """Completes uploads against one database, blob store and configuration."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def complete(
+        self,
+        depositor: Account,
+        actor: Actor,
+        now: datetime,
+        *,
+        name: str,
+        direct_ik: str | None,
+        writer: BlobWriter,
+    ) -> Accepted:
+        """Check and store a finished upload; Rejected (with a protocol written) on refusal."""
+        shown = f"{direct_ik}/{name}" if direct_ik else name
+        try:
+            validate_name(name)
+            classification = routing.classify(name, self.settings.kinds)
+            content = (
+                classification.content if classification else routing.content_type_from_name(name)
+            )
+            size = writer.size
+            limit = self.settings.storage.max_upload_bytes
+            if size > limit:
+                raise QuotaExceeded(f"Datei größer als die erlaubten {limit} Bytes")
+            try:
+                await asyncio.to_thread(
+                    check_content, writer.temp_path, _checked_name(name, content)
+                )
+            except ContentRejected as exc:
+                raise Rejected(str(exc)) from None
+            async with self.db.read_session() as session:
+                recipients = await routing.recipients_for(
+                    session, classification, direct_ik=direct_ik, depositor=depositor
+                )
+                await self._check_quota(session, depositor, size)
+            blob = await asyncio.to_thread(writer.finish)
+        except Rejected as exc:
+            writer.abort()
+            await self.reject(depositor, actor, now, shown=shown, reason=str(exc))
+            raise
+        kind = classification.kind if classification else routing.DIRECT_KIND
+        subject = (
+            classification.subject_ik.value
+            if classification and classification.subject_ik
+            else None
+        )
+        async with self.db.session() as session:
+            version = 1 + int(
+                await session.scalar(
+                    select(func.coalesce(func.max(Document.version), 0)).where(
+                        Document.depositor_id == depositor.id, Document.name == name
+                    )
+                )
+                or 0
+            )
+            previous = (
+                await session.scalars(
+                    select(Document.id).where(
+                        Document.depositor_id == depositor.id,
+                        Document.name == name,
+                        Document.current.is_(True),
+                    )
+                )
+            ).all()
+            if previous:
+                await session.execute(
+                    update(Document).where(Document.id.in_(previous)).values(current=False)
+                )
+                # Recipients see only the latest version: earlier ones leave the inbox.
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.document_id.in_(previous), Delivery.folder == "inbox")
+                    .values(folder="superseded")
+                )
+            document = Document(
+                depositor_id=depositor.id,
+                name=name,
+                kind=kind,
+                subject_ik=subject,
+                version=version,
+                current=True,
+                sha256=blob.sha256,
+                size=blob.size,
+                uploaded_at=now,
+            )
+            session.add(document)
+            await session.flush()
+            stem, ext = posixpath.splitext(name)
+            for recipient in recipients:
+                # Another depositor's document of the same name keeps its name.
+                shown_name = await mailbox.unique_name(
+                    session,
+                    recipient,
+                    "inbox",
+                    name,
+                    f"{stem}~{depositor.ik}{ext}",
+                    f"{stem}~{document.id}{ext}",
+                )
+                delivery = Delivery(
+                    document_id=document.id,
+                    recipient_id=recipient.id,
+                    name=shown_name,
+                    folder="inbox",
+                    created_at=now,
+                )
+                session.add(delivery)
+            body = {
+                "ergebnis": "angenommen",
+                "datei": shown,
+                "dokument_id": document.id,
+                "version": version,
+                "dokumentart": kind,
+                "betroffene_ik": subject,
+                "sha256": blob.sha256,
+                "groesse": blob.size,
+                "empfaenger_anzahl": len(recipients),
+                "zeitpunkt": now.isoformat(),
+            }
+            protocol_name = await self._protocol(
+                session, depositor, now, shown, "accepted", body, document.id
+            )
+            await audit.record(
+                session,
+                actor,
+                "upload.accept",
+                at=now,
+                target=depositor.ik,
+                details={
+                    "name": shown,
+                    "document": document.id,
+                    "version": version,
+                    "sha256": blob.sha256,
+                    "size": blob.size,
+                    "recipients": [r.ik for r in recipients],
+                },
+            )
+        return Accepted(
+            document.id,
+            version,
+            blob.sha256,
+            blob.size,
+            tuple(r.ik for r in recipients),
+            protocol_name,
+        )
+
+    async def _check_quota(self, session: AsyncSession, depositor: Account, size: int) -> None:
+        used = int(
+            await session.scalar(
+                select(func.coalesce(func.sum(Document.size), 0)).where(
+                    Document.depositor_id == depositor.id, Document.current.is_(True)
+                )
+            )
+            or 0
+        )
+        quota = self.settings.storage.depositor_quota_bytes
+        if used + size > quota:
+            raise QuotaExceeded(f"Kontingent erschöpft: {used} von {quota} Bytes belegt")
+
+    async def _protocol(
+        self,
+        session: AsyncSession,
+        depositor: Account,
+        now: datetime,
+        shown: str,
+        outcome: str,
+        body: dict[str, object],
+        document_id: int | None,
+    ) -> str:
+        protocol = UploadProtocol(
+            depositor_id=depositor.id,
+            file_name="",
+            upload_name=shown,
+            outcome=outcome,
+            document_id=document_id,
+            body=mailbox.protocol_json(body),
+            created_at=now,
+        )
+        session.add(protocol)
+        await session.flush()
+        protocol.file_name = _protocol_name(now, protocol.id, outcome, shown.replace("/", "_"))
+        return protocol.file_name
+
+    async def reject(
+        self, depositor: Account, actor: Actor, now: datetime, *, shown: str, reason: str
+    ) -> None:
+        """Record a refused upload: its protocol and an audit event."""
+        async with self.db.session() as session:
+            body: dict[str, object] = {
+                "ergebnis": "abgelehnt",
+                "datei": shown,
+                "gruende": [reason],
+                "zeitpunkt": now.isoformat(),
+            }
+            await self._protocol(session, depositor, now, shown, "rejected", body, None)
+            await audit.record(
+                session,
+                actor,
+                "upload.reject",
+                at=now,
+                target=depositor.ik,
+                details={"name": shown, "reason": reason},
+            )
+
+
+def _checked_name(name: str, content: str) -> str:
+    # The configured kind decides the check; an extension alone decides for direct uploads.
+    if content == "any":
+        return name
+    return name if name.lower().endswith("." + content) else f"{name}.{content}"

@@ -1,0 +1,166 @@
+"""A real qprserver SFTP server on port 0 inside the test's event loop, and clients."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from qprserver import accounts, routing
+from qprserver.audit import Actor
+from qprserver.clock import SystemClock
+from qprserver.config import Settings, parse_config
+from qprserver.db.engine import Database
+from qprserver.hostkeys import ensure_host_key
+from qprserver.service import build_context
+from qprserver.sftp.server import SFTPListener
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "qprserver.example.toml"
+ADMIN = Actor("test", "local")
+
+# Inspection body (depositor), Landesverband NW (recipient), a care facility in NW
+# (recipient), a second Landesverband in BY, and a hospital.
+MD_NW = "190500027"
+LV_NW = "180500016"
+FACILITY_NW = "510512349"
+LV_BY = "180900032"
+FACILITY_BY = "510911115"
+
+
+def pdf_bytes(size: int = 20_000, seed: bytes = b"x") -> bytes:
+    """A PDF-shaped file: header, filler, trailer."""
+    filler = (hashlib.sha256(seed).hexdigest().encode() * (size // 64 + 1))[: max(0, size - 20)]
+    return b"%PDF-1.7\n" + filler + b"\n%%EOF\n"
+
+
+@dataclass
+class Server:
+    """A running server plus what tests need to drive it."""
+
+    root: Path
+    settings: Settings
+    db: Database
+    listener: SFTPListener
+    keys: dict[str, asyncssh.SSHKey] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    async def add_account(
+        self, ik: str, roles: Sequence[str], *, name: str = "", email: str | None = None
+    ) -> asyncssh.SSHKey:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        now = SystemClock().now()
+        async with self.db.session() as session:
+            await accounts.add_account(
+                session, ADMIN, now, ik=ik, name=name or f"Konto {ik}", email=email, roles=roles
+            )
+            await accounts.add_key(
+                session, ADMIN, now, ik, key.export_public_key().decode().strip()
+            )
+        self.keys[ik] = key
+        key_path = self.root / f"id_{ik}"
+        key.write_private_key(key_path)
+        os.chmod(key_path, 0o600)
+        return key
+
+    async def add_route(self, kind: str, land: str, recipient: str) -> None:
+        async with self.db.session() as session:
+            await routing.add_route(
+                session, ADMIN, SystemClock().now(), kind=kind, land=land, recipient=recipient
+            )
+
+    def connect(self, ik: str, **kw: Any) -> Any:
+        options: dict[str, Any] = {"client_keys": [self.keys[ik]], "known_hosts": None}
+        options.update(kw)
+        return asyncssh.connect("127.0.0.1", self.port, username=ik, **options)
+
+    def key_path(self, ik: str) -> Path:
+        return self.root / f"id_{ik}"
+
+    def openssh_args(self, ik: str) -> list[str]:
+        return [
+            "-i",
+            str(self.key_path(ik)),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=yes",
+        ]
+
+    async def sftp_batch(self, ik: str, commands: str, cwd: Path) -> tuple[int, str, str]:
+        """Run OpenSSH ``sftp -b -`` with commands; (exit code, stdout, stderr)."""
+        proc = await asyncio.create_subprocess_exec(
+            "sftp",
+            *self.openssh_args(ik),
+            "-P",
+            str(self.port),
+            "-b",
+            "-",
+            f"{ik}@127.0.0.1",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(commands.encode()), 120)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def scp(self, ik: str, *args: str, cwd: Path) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            "scp",
+            *self.openssh_args(ik),
+            "-P",
+            str(self.port),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=cwd,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace")
+
+    def temp_files(self) -> list[Path]:
+        return list((self.settings.storage.data_dir / "tmp").iterdir())
+
+
+def make_settings(root: Path, database_url: str, schema: str, **storage: Any) -> Settings:
+    example = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    data: dict[str, Any] = {
+        "server": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "host_keys": ["keys/ssh_host_ed25519_key"],
+            "idle_timeout": 300.0,
+            "shutdown_grace": 2.0,
+        },
+        "storage": {"data_dir": "data", **storage},
+        "database": {"url": database_url, "schema": schema},
+        "kinds": example["kinds"],
+    }
+    settings = parse_config(data, root / "qprserver.toml")
+    for path in settings.server.host_keys:
+        ensure_host_key(path)
+    return settings
+
+
+async def start_server(settings: Settings, db: Database, root: Path) -> Server:
+    listener = SFTPListener(build_context(settings, db))
+    await listener.start()
+    return Server(root, settings, db, listener)

@@ -1,0 +1,240 @@
+"""The mailbox over SFTP with the asyncssh client."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import asyncssh
+import pytest
+
+from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, pdf_bytes
+
+REPORT = f"{FACILITY_NW}_pruefbericht_2026.pdf"
+
+
+async def _put(server: Server, ik: str, path: str, data: bytes) -> None:
+    async with (
+        server.connect(ik) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(path, "wb") as f,
+    ):
+        await f.write(data)
+
+
+async def _listdir(server: Server, ik: str, path: str) -> list[str]:
+    async with server.connect(ik) as conn, conn.start_sftp_client() as sftp:
+        return sorted(n for n in await sftp.listdir(path) if n not in (".", ".."))
+
+
+async def _get(server: Server, ik: str, path: str) -> bytes:
+    async with (
+        server.connect(ik) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(path, "rb") as f,
+    ):
+        return bytes(await f.read())
+
+
+async def test_routed_upload_reaches_landesverband_and_facility_and_nobody_else(
+    server: Server,
+) -> None:
+    data = pdf_bytes(300_000)
+    await _put(server, MD_NW, f"/outbox/{REPORT}", data)
+    for ik in (LV_NW, FACILITY_NW):
+        assert await _listdir(server, ik, "/inbox") == [REPORT]
+        got = await _get(server, ik, f"/inbox/{REPORT}")
+        assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert await _listdir(server, LV_BY, "/inbox") == []
+
+
+async def test_each_account_sees_only_its_own_folders(server: Server) -> None:
+    assert await _listdir(server, LV_NW, "/") == ["archive", "bundles", "inbox"]
+    assert await _listdir(server, MD_NW, "/") == ["outbox", "receipts"]
+
+
+async def test_deleting_from_inbox_acknowledges_into_archive(server: Server) -> None:
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
+    async with server.connect(LV_NW) as conn, conn.start_sftp_client() as sftp:
+        await sftp.remove(f"/inbox/{REPORT}")
+        assert [n for n in await sftp.listdir("/inbox") if n not in (".", "..")] == []
+        assert REPORT in await sftp.listdir("/archive")
+        attrs = await sftp.stat(f"/archive/{REPORT}")
+        assert attrs.size == len(pdf_bytes())
+    # The facility's copy is untouched.
+    assert await _listdir(server, FACILITY_NW, "/inbox") == [REPORT]
+
+
+async def test_accepted_upload_gets_a_protocol_in_receipts(server: Server) -> None:
+    data = pdf_bytes(1000)
+    await _put(server, MD_NW, f"/outbox/{REPORT}", data)
+    names = await _listdir(server, MD_NW, "/receipts")
+    assert len(names) == 1 and "_accepted_" in names[0]
+    protocol = json.loads(await _get(server, MD_NW, f"/receipts/{names[0]}"))
+    assert protocol["ergebnis"] == "angenommen"
+    assert protocol["sha256"] == hashlib.sha256(data).hexdigest()
+    assert protocol["empfaenger_anzahl"] == 2
+
+
+async def test_truncated_pdf_is_rejected_with_a_protocol_and_reaches_nobody(
+    server: Server,
+) -> None:
+    truncated = pdf_bytes(50_000)[:30_000]
+    with pytest.raises(asyncssh.SFTPFailure, match="unvollständig"):
+        await _put(server, MD_NW, f"/outbox/{REPORT}", truncated)
+    assert await _listdir(server, LV_NW, "/inbox") == []
+    names = await _listdir(server, MD_NW, "/receipts")
+    assert len(names) == 1 and "_rejected_" in names[0]
+    protocol = json.loads(await _get(server, MD_NW, f"/receipts/{names[0]}"))
+    assert protocol["ergebnis"] == "abgelehnt"
+    assert "%%EOF" in protocol["gruende"][0]
+    assert server.temp_files() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("123456789_bericht.pdf", "Prüfziffer"),
+        ("irgendwas.pdf", "keiner Dokumentart"),
+        (f"{FACILITY_NW}_leer.pdf", "Leere Datei"),
+    ],
+)
+async def test_uploads_that_cannot_be_routed_or_checked_are_rejected(
+    server: Server, name: str, reason: str
+) -> None:
+    data = b"" if "leer" in name else pdf_bytes()
+    with pytest.raises(asyncssh.SFTPFailure, match=reason):
+        await _put(server, MD_NW, f"/outbox/{name}", data)
+    assert await _listdir(server, LV_NW, "/inbox") == []
+
+
+async def test_facility_in_a_land_without_route_is_rejected(server: Server) -> None:
+    # Region 14 (SN) has no route and the facility has no account.
+    from qprserver.ik import check_digit
+
+    ik = "5114" + "4444"
+    ik += str(check_digit(ik))
+    with pytest.raises(asyncssh.SFTPFailure, match="kein Empfänger"):
+        await _put(server, MD_NW, f"/outbox/{ik}_bericht.pdf", pdf_bytes())
+
+
+async def test_direct_address_reaches_exactly_that_recipient(server: Server) -> None:
+    await _put(server, MD_NW, f"/outbox/{LV_BY}/rundschreiben.pdf", pdf_bytes())
+    assert await _listdir(server, LV_BY, "/inbox") == ["rundschreiben.pdf"]
+    assert await _listdir(server, LV_NW, "/inbox") == []
+
+
+async def test_upload_to_temp_name_becomes_a_document_only_on_rename(server: Server) -> None:
+    data = pdf_bytes(200_000)
+    async with server.connect(MD_NW) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open(f"/outbox/{REPORT}.filepart", "wb") as f:
+            await f.write(data)
+        assert await sftp.exists(f"/outbox/{REPORT}.filepart")
+        assert await _listdir(server, LV_NW, "/inbox") == []
+        await sftp.rename(f"/outbox/{REPORT}.filepart", f"/outbox/{REPORT}")
+    assert await _listdir(server, LV_NW, "/inbox") == [REPORT]
+    assert await _get(server, LV_NW, f"/inbox/{REPORT}") == data
+
+
+async def test_dropped_connection_midway_leaves_nothing_visible(server: Server) -> None:
+    conn = await server.connect(MD_NW)
+    sftp = await conn.start_sftp_client()
+    f = await sftp.open(f"/outbox/{REPORT}", "wb")
+    await f.write(pdf_bytes(100_000)[:60_000])
+    assert len(server.temp_files()) == 1
+    conn.abort()
+    await conn.wait_closed()
+    # The server learns of the loss asynchronously; wait until it has cleaned up.
+    for _ in range(200):
+        if not server.listener.connections:
+            break
+        await asyncio.sleep(0.01)
+    assert server.temp_files() == []
+    assert await _listdir(server, LV_NW, "/inbox") == []
+    assert await _listdir(server, MD_NW, "/receipts") == []
+
+
+async def test_same_name_again_supersedes_the_earlier_version(server: Server) -> None:
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes(seed=b"v1"))
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes(seed=b"v2"))
+    assert await _listdir(server, LV_NW, "/inbox") == [REPORT]
+    assert await _get(server, LV_NW, f"/inbox/{REPORT}") == pdf_bytes(seed=b"v2")
+
+
+async def test_same_content_for_many_recipients_is_stored_once(server: Server) -> None:
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes(seed=b"once"))
+    await _put(server, MD_NW, f"/outbox/{LV_BY}/kopie.pdf", pdf_bytes(seed=b"once"))
+    blobs = list((server.settings.storage.data_dir / "blobs").glob("*/*/*"))
+    assert len(blobs) == 1
+
+
+async def test_complete_download_records_a_receipt_visible_to_the_depositor(
+    server: Server,
+) -> None:
+    from qprserver import mailbox
+
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes(500_000))
+    await _get(server, LV_NW, f"/inbox/{REPORT}")
+    async with (
+        server.connect(FACILITY_NW) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(f"/inbox/{REPORT}", "rb") as f,
+    ):
+        await f.read(1000)  # a partial read is no download
+    await server.listener.ctx.receipts.flush()
+    async with server.db.read_session() as session:
+        deliveries = await mailbox.deliveries_of_document(session, 1)
+    downloads = {d["recipient"]: d["downloads"] for d in deliveries}
+    assert len(downloads[LV_NW]) == 1  # type: ignore[arg-type]
+    assert downloads[FACILITY_NW] == []
+
+
+async def test_unknown_and_disabled_accounts_cannot_log_in_alike(server: Server) -> None:
+    from qprserver import accounts
+    from qprserver.clock import SystemClock
+    from tests.functional.harness import ADMIN
+
+    key = server.keys[LV_NW]
+    with pytest.raises(asyncssh.PermissionDenied) as unknown:
+        await asyncssh.connect(
+            "127.0.0.1", server.port, username="185830016", client_keys=[key], known_hosts=None
+        )
+    async with server.db.session() as session:
+        await accounts.set_status(session, ADMIN, SystemClock().now(), LV_NW, "disabled")
+    with pytest.raises(asyncssh.PermissionDenied) as disabled:
+        await server.connect(LV_NW)
+    # The same answer for both; only the echoed user name differs.
+    assert str(unknown.value).replace("185830016", "U") == str(disabled.value).replace(LV_NW, "U")
+
+
+async def test_password_login_works_when_a_password_is_set(server: Server) -> None:
+    from qprserver import accounts
+    from qprserver.clock import SystemClock
+    from tests.functional.harness import ADMIN
+
+    async with server.db.session() as session:
+        await accounts.set_password(
+            session, ADMIN, SystemClock().now(), LV_NW, "ein langes Passwort"
+        )
+    async with (
+        asyncssh.connect(
+            "127.0.0.1",
+            server.port,
+            username=LV_NW,
+            password="ein langes Passwort",
+            client_keys=None,
+            known_hosts=None,
+        ) as conn,
+        conn.start_sftp_client() as sftp,
+    ):
+        assert "inbox" in await sftp.listdir("/")
+    with pytest.raises(asyncssh.PermissionDenied):
+        await asyncssh.connect(
+            "127.0.0.1",
+            server.port,
+            username=LV_NW,
+            password="falsch falsch falsch",
+            client_keys=None,
+            known_hosts=None,
+        )
