@@ -21,6 +21,7 @@ from qprserver.audit import Actor
 from qprserver.db.models import ROLES, Account, PasswordCredential, SSHKey
 from qprserver.errors import AlreadyExists, InvalidInput, NotFound
 from qprserver.ik import IK, validate_land
+from qprserver.notify import Notifier
 from qprserver.passwords import hash_password
 from qprserver.sshkeys import parse_public_key
 
@@ -92,6 +93,7 @@ async def add_account(
     email: str | None,
     roles: Iterable[str],
     land: str | None = None,
+    notifier: Notifier | None = None,
 ) -> Account:
     """Create an account; the Land comes from the IK unless given."""
     parsed = IK.parse(ik)
@@ -115,7 +117,7 @@ async def add_account(
     )
     session.add(account)
     await session.flush()
-    await audit.record(
+    event = await audit.record(
         session,
         actor,
         "account.add",
@@ -123,11 +125,29 @@ async def add_account(
         target=parsed.value,
         details={"name": account.name, "roles": role_str, "land": land_code, "email": address},
     )
+    if notifier is not None:
+        await notifier.queue(
+            session,
+            key=f"account:{event.id}",
+            template="account_created",
+            account=account,
+            context={
+                "ik": account.ik,
+                "name": account.name,
+                "roles": ", ".join(sorted(account.role_set)),
+            },
+            now=now,
+        )
     return account
 
 
 async def set_status(
-    session: AsyncSession, actor: Actor, now: datetime, ik: str, status: str
+    session: AsyncSession,
+    actor: Actor,
+    now: datetime,
+    ik: str,
+    status: str,
+    notifier: Notifier | None = None,
 ) -> Account:
     """Enable or disable an account."""
     account = await get_account(session, ik)
@@ -135,12 +155,60 @@ async def set_status(
         account.status = status
         account.updated_at = now
         action = "account.enable" if status == "active" else "account.disable"
-        await audit.record(session, actor, action, at=now, target=account.ik)
+        event = await audit.record(session, actor, action, at=now, target=account.ik)
+        if notifier is not None and status == "disabled":
+            await notifier.queue(
+                session,
+                key=f"account:{event.id}",
+                template="account_disabled",
+                account=account,
+                context={"ik": account.ik, "name": account.name},
+                now=now,
+            )
+    return account
+
+
+async def update_account(
+    session: AsyncSession,
+    actor: Actor,
+    now: datetime,
+    ik: str,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+    notify: bool | None = None,
+    bundles: bool | None = None,
+) -> Account:
+    """Change an account's name, address or switches; an empty email removes it."""
+    account = await get_account(session, ik)
+    changes: dict[str, object] = {}
+    if name is not None:
+        if not name.strip():
+            raise InvalidInput("Name darf nicht leer sein")
+        changes["name"] = name.strip()
+    if email is not None:
+        changes["email"] = normalise_email(email)
+    if notify is not None:
+        changes["notify"] = notify
+    if bundles is not None:
+        changes["bundles"] = bundles
+    for key, value in changes.items():
+        setattr(account, key, value)
+    if changes:
+        account.updated_at = now
+        await audit.record(
+            session, actor, "account.update", at=now, target=account.ik, details=changes
+        )
     return account
 
 
 async def add_key(
-    session: AsyncSession, actor: Actor, now: datetime, ik: str, key_line: str
+    session: AsyncSession,
+    actor: Actor,
+    now: datetime,
+    ik: str,
+    key_line: str,
+    notifier: Notifier | None = None,
 ) -> SSHKey:
     """Vet and attach an SSH public key."""
     account = await get_account(session, ik)
@@ -159,7 +227,7 @@ async def add_key(
     session.add(row)
     account.updated_at = now
     await session.flush()
-    await audit.record(
+    event = await audit.record(
         session,
         actor,
         "key.add",
@@ -167,6 +235,20 @@ async def add_key(
         target=account.ik,
         details={"fingerprint": key.fingerprint, "algorithm": key.algorithm},
     )
+    if notifier is not None:
+        await notifier.queue(
+            session,
+            key=f"account:{event.id}",
+            template="key_added",
+            account=account,
+            context={
+                "ik": account.ik,
+                "name": account.name,
+                "fingerprint": key.fingerprint,
+                "algorithm": key.algorithm,
+            },
+            now=now,
+        )
     return row
 
 
@@ -221,6 +303,7 @@ class AccountSummary(TypedDict):
     land: str | None
     status: str
     notify: bool
+    bundles: bool
     keys: list[KeySummary]
     password: bool
     created_at: str
@@ -237,6 +320,7 @@ def account_summary(account: Account) -> AccountSummary:
         "land": account.land,
         "status": account.status,
         "notify": account.notify,
+        "bundles": account.bundles,
         "keys": [
             {"fingerprint": k.fingerprint, "algorithm": k.algorithm, "comment": k.comment}
             for k in account.keys

@@ -86,7 +86,7 @@ async def record(
     session.add(event)
     try:
         async with session.begin_nested():
-            await session.flush([event])
+            await session.flush()
     except IntegrityError:
         # Another writer appended first (SQLite without the advisory lock): chain on it.
         session.expunge(event)
@@ -102,7 +102,7 @@ async def record(
             hash=row_hash(prev, at, actor.name, action, target, actor.source, details_json),
         )
         session.add(event)
-        await session.flush([event])
+        await session.flush()
     return event
 
 

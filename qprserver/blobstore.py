@@ -103,8 +103,10 @@ class BlobWriter:
         self._fd = None
         target = self._store.path_for(digest)
         if target.exists():
-            # Stored once: the same content is already durable there.
+            # Stored once: the same content is already durable there. Touch it so the
+            # garbage collector's grace period covers the reference about to be written.
             self.temp_path.unlink(missing_ok=True)
+            os.utime(target)
             return BlobInfo(digest, self._size)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.temp_path, 0o400)
@@ -146,6 +148,31 @@ class FileBlobStore:
 
     def begin_write(self) -> BlobWriter:
         return BlobWriter(self, self.tmp / f"upload-{secrets.token_hex(12)}.part")
+
+    def new_temp_path(self, suffix: str = ".part") -> Path:
+        """A fresh path in the temp folder, for files built elsewhere and adopted later."""
+        return self.tmp / f"build-{secrets.token_hex(12)}{suffix}"
+
+    def adopt(self, path: Path) -> BlobInfo:
+        """Move a complete file from the temp folder into the store under its hash."""
+        if path.parent != self.tmp:
+            raise ValueError("only files in the store's temp folder can be adopted")
+        h = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                h.update(chunk)
+            os.fsync(handle.fileno())
+        digest, size = h.hexdigest(), path.stat().st_size
+        target = self.path_for(digest)
+        if target.exists():
+            path.unlink()
+            os.utime(target)
+            return BlobInfo(digest, size)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o400)
+        os.replace(path, target)
+        _fsync_dir(target.parent)
+        return BlobInfo(digest, size)
 
     def path_for(self, sha256: str) -> Path:
         h = _check_hash(sha256)

@@ -100,11 +100,87 @@ class DatabaseSettings(_Section):
 
 
 class MailSettings(_Section):
-    """Outgoing mail."""
+    """Outgoing mail: the SMTP relay, retries, digests, and what mails tell users."""
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=8025, ge=1, le=65535)
+    security: str = "none"
+    username: str = ""
+    password: str = Field(default="", repr=False)
+    timeout: float = Field(default=30.0, gt=0)
     sender: str = "qpr-portal@example.org"
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_base: float = Field(default=60.0, gt=0)
+    digest_interval: int = Field(default=900, ge=60)
+    collect_host: str = "sftp.example.org"
+    collect_port: int = Field(default=2222, ge=1, le=65535)
+    portal_name: str = "QPR-Portal"
+
+    @field_validator("security")
+    @classmethod
+    def _known_security(cls, value: str) -> str:
+        if value not in {"none", "starttls", "tls"}:
+            raise ValueError("must be one of none, starttls, tls")
+        return value
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_schedule(text: str) -> tuple[str | None, int, int]:
+    """``"mon 02:00"`` → ("mon", 2, 0); ``"03:30"`` → (None, 3, 30) for every day."""
+    parts = text.split()
+    day = parts[0].lower() if len(parts) == 2 else None
+    clock = parts[-1]
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", clock)
+    if len(parts) not in (1, 2) or match is None or (day is not None and day not in _WEEKDAYS):
+        raise ValueError(f"{text!r} is no schedule; use 'HH:MM' or 'mon HH:MM'")
+    return day, int(match.group(1)), int(match.group(2))
+
+
+class JobsSettings(_Section):
+    """The scheduler inside ``serve``: when jobs run and what they keep."""
+
+    timezone: str = "Europe/Berlin"
+    bundles: str = "mon 02:00"
+    retention: str = "03:30"
+    send_interval: int = Field(default=60, ge=5)
+    sweep_interval: int = Field(default=3600, ge=60)
+    lease: int = Field(default=600, ge=10)
+    archive_days: int = Field(default=42, ge=1)
+    inbox_days: int = Field(default=42, ge=1)
+    bundle_days: int = Field(default=42, ge=1)
+    final_bundle_kind: str = "qualitaetsbericht"
+    final_bundle_after: str = ""
+
+    @field_validator("bundles", "retention")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("final_bundle_after")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        from datetime import date
+
+        if value:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be an ISO date (YYYY-MM-DD) or empty") from None
+        return value
 
 
 class KindSettings(_Section):
@@ -140,6 +216,7 @@ class Settings(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     kinds: dict[str, KindSettings] = Field(default_factory=dict)
     config_path: Path | None = Field(default=None, exclude=True)
 

@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver import audit
 from qprserver.audit import Actor
-from qprserver.db.models import Account, Delivery, Document, DownloadReceipt, UploadProtocol
+from qprserver.db.models import (
+    Account,
+    Bundle,
+    Delivery,
+    Document,
+    DownloadReceipt,
+    UploadProtocol,
+)
 from qprserver.errors import NotFound, PermissionDenied
 
 RECIPIENT_FOLDERS = ("inbox", "archive", "bundles")
@@ -67,6 +74,19 @@ async def page(
             .limit(limit)
         )
         return [Entry(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    if folder == "bundles":
+        # Each bundle shows as two files; entry ids 2n and 2n+1 keep keyset paging simple.
+        bundles = await session.scalars(
+            select(Bundle)
+            .where(
+                Bundle.recipient_id == account.id,
+                Bundle.acknowledged_at.is_(None),
+                Bundle.id > after_id // 2,
+            )
+            .order_by(Bundle.id)
+            .limit(limit)
+        )
+        return [e for b in bundles for e in _bundle_entries(b)]
     if folder == "receipts":
         protocols = await session.scalars(
             select(UploadProtocol)
@@ -75,7 +95,51 @@ async def page(
             .limit(limit)
         )
         return [_protocol_entry(p) for p in protocols]
-    return []  # bundles (built by the scheduler) and outbox (write-only) list empty here
+    return []  # the outbox is write-only and lists empty here
+
+
+def _bundle_entries(bundle: Bundle) -> tuple[Entry, Entry]:
+    checksum = f"{bundle.sha256}  {bundle.name}\n".encode("ascii")
+    return (
+        Entry(bundle.id * 2, bundle.name, bundle.size, bundle.created_at, bundle.sha256),
+        Entry(
+            bundle.id * 2 + 1,
+            bundle.name + ".sha256",
+            len(checksum),
+            bundle.created_at,
+            None,
+            checksum,
+        ),
+    )
+
+
+async def _find_bundle(session: AsyncSession, account: Account, name: str) -> Bundle | None:
+    zip_name = name.removesuffix(".sha256")
+    return await session.scalar(
+        select(Bundle).where(
+            Bundle.recipient_id == account.id,
+            Bundle.name == zip_name,
+            Bundle.acknowledged_at.is_(None),
+        )
+    )
+
+
+async def acknowledge_bundle(
+    session: AsyncSession, account: Account, actor: Actor, now: datetime, name: str
+) -> None:
+    """Deleting a bundle (or its .sha256) acknowledges it; both leave /bundles."""
+    bundle = await _find_bundle(session, account, name)
+    if bundle is None:
+        raise NotFound(f"/bundles/{name}")
+    bundle.acknowledged_at = now
+    await audit.record(
+        session,
+        actor,
+        "bundle.acknowledge",
+        at=now,
+        target=account.ik,
+        details={"bundle": bundle.id, "name": bundle.name, "sha256": bundle.sha256},
+    )
 
 
 def _protocol_entry(protocol: UploadProtocol) -> Entry:
@@ -99,6 +163,12 @@ async def lookup(session: AsyncSession, account: Account, folder: str, name: str
         if row is None:
             raise NotFound(f"/{folder}/{name}")
         return Entry(row[0], row[1], row[2], row[3], row[4])
+    if folder == "bundles":
+        bundle = await _find_bundle(session, account, name)
+        if bundle is None:
+            raise NotFound(f"/{folder}/{name}")
+        zip_entry, checksum_entry = _bundle_entries(bundle)
+        return checksum_entry if name.endswith(".sha256") else zip_entry
     if folder == "receipts":
         protocol = await session.scalar(
             select(UploadProtocol).where(

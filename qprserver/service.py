@@ -15,6 +15,9 @@ from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, load_config
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
+from qprserver.jobs.registry import JobContext
+from qprserver.jobs.scheduler import JobScheduler
+from qprserver.notify import SmtpMailer
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.sftp.server import ServerContext, SFTPListener
 from qprserver.uploads import UploadService
@@ -35,6 +38,16 @@ def build_context(settings: Settings, db: Database, clock: Clock | None = None) 
     )
 
 
+def job_context(settings: Settings, db: Database, blobs: FileBlobStore | None = None) -> JobContext:
+    """The inputs of the jobs, wired for this settings and database."""
+    return JobContext(
+        db=db,
+        settings=settings,
+        blobs=blobs or FileBlobStore(settings.storage.data_dir),
+        mailer=SmtpMailer(settings.mail),
+    )
+
+
 def sweep_stale_uploads(settings: Settings) -> int:
     """Remove temp files of uploads that never completed (a killed server's leftovers)."""
     return FileBlobStore(settings.storage.data_dir).sweep_temp(
@@ -49,8 +62,11 @@ async def serve_forever(
     db = Database(settings.database)
     try:
         await require_head(db)
-        listener = SFTPListener(build_context(settings, db))
+        ctx = build_context(settings, db)
+        listener = SFTPListener(ctx)
         await listener.start(reuse_port=reuse_port)
+        scheduler = JobScheduler(job_context(settings, db, ctx.blobs))
+        await scheduler.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,6 +76,7 @@ async def serve_forever(
             ready(listener.port)
         await stop.wait()
         log.info("shutting down (grace %.0fs)", settings.server.shutdown_grace)
+        scheduler.stop()
         await listener.stop()
     finally:
         await db.dispose()

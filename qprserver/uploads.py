@@ -24,6 +24,7 @@ from qprserver.content import ContentRejected, check_content
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Delivery, Document, UploadProtocol
 from qprserver.errors import QuotaExceeded, Rejected
+from qprserver.notify import Notifier
 
 MAX_NAME = 255
 
@@ -62,6 +63,7 @@ class UploadService:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        self.notifier = Notifier(settings.mail)
 
     async def complete(
         self,
@@ -98,8 +100,9 @@ class UploadService:
                 await self._check_quota(session, depositor, size)
             blob = await asyncio.to_thread(writer.finish)
         except Rejected as exc:
+            size = writer.size
             writer.abort()
-            await self.reject(depositor, actor, now, shown=shown, reason=str(exc))
+            await self.reject(depositor, actor, now, shown=shown, reason=str(exc), size=size)
             raise
         kind = classification.kind if classification else routing.DIRECT_KIND
         subject = (
@@ -179,8 +182,23 @@ class UploadService:
                 "empfaenger_anzahl": len(recipients),
                 "zeitpunkt": now.isoformat(),
             }
-            protocol_name = await self._protocol(
+            protocol = await self._protocol(
                 session, depositor, now, shown, "accepted", body, document.id
+            )
+            await self._notify(
+                session,
+                depositor,
+                now,
+                protocol,
+                {"size": blob.size, "sha256": blob.sha256},
+                {
+                    "accepted": True,
+                    "document_id": document.id,
+                    "version": version,
+                    "sha256": blob.sha256,
+                    "recipients": len(recipients),
+                    "findings": [],
+                },
             )
             await audit.record(
                 session,
@@ -203,7 +221,7 @@ class UploadService:
             blob.sha256,
             blob.size,
             tuple(r.ik for r in recipients),
-            protocol_name,
+            protocol.file_name,
         )
 
     async def _check_quota(self, session: AsyncSession, depositor: Account, size: int) -> None:
@@ -228,7 +246,7 @@ class UploadService:
         outcome: str,
         body: dict[str, object],
         document_id: int | None,
-    ) -> str:
+    ) -> UploadProtocol:
         protocol = UploadProtocol(
             depositor_id=depositor.id,
             file_name="",
@@ -241,10 +259,51 @@ class UploadService:
         session.add(protocol)
         await session.flush()
         protocol.file_name = _protocol_name(now, protocol.id, outcome, shown.replace("/", "_"))
-        return protocol.file_name
+        return protocol
+
+    async def _notify(
+        self,
+        session: AsyncSession,
+        depositor: Account,
+        now: datetime,
+        protocol: UploadProtocol,
+        received: dict[str, object],
+        result: dict[str, object],
+    ) -> None:
+        """Queue the receipt (Eingangsbestätigung) and the result mail of one upload."""
+        common = {
+            "name": protocol.upload_name,
+            "protocol": protocol.file_name,
+            "depositor_name": depositor.name,
+            "depositor_ik": depositor.ik,
+        }
+        await self.notifier.queue(
+            session,
+            key=f"upload:{protocol.id}:receipt",
+            template="upload_receipt",
+            account=depositor,
+            context={**common, "received_at": now.isoformat(timespec="seconds"), **received},
+            now=now,
+        )
+        await self.notifier.queue(
+            session,
+            key=f"upload:{protocol.id}:result",
+            template="upload_result",
+            account=depositor,
+            context={**common, **result},
+            now=now,
+        )
 
     async def reject(
-        self, depositor: Account, actor: Actor, now: datetime, *, shown: str, reason: str
+        self,
+        depositor: Account,
+        actor: Actor,
+        now: datetime,
+        *,
+        shown: str,
+        reason: str,
+        size: int = 0,
+        sha256: str = "",
     ) -> None:
         """Record a refused upload: its protocol and an audit event."""
         async with self.db.session() as session:
@@ -254,7 +313,26 @@ class UploadService:
                 "gruende": [reason],
                 "zeitpunkt": now.isoformat(),
             }
-            await self._protocol(session, depositor, now, shown, "rejected", body, None)
+            protocol = await self._protocol(session, depositor, now, shown, "rejected", body, None)
+            await self._notify(
+                session,
+                depositor,
+                now,
+                protocol,
+                {"size": size, "sha256": sha256 or "(nicht gespeichert)"},
+                {
+                    "accepted": False,
+                    "findings": [
+                        {
+                            "rule": "",
+                            "klass": "",
+                            "message": reason,
+                            "location": "",
+                            "instruction": "",
+                        }
+                    ],
+                },
+            )
             await audit.record(
                 session,
                 actor,

@@ -56,6 +56,7 @@ def account_add(
                 email=email,
                 roles=roles,
                 land=land,
+                notifier=app.notifier(),
             )
             await session.refresh(acc, ["keys", "password"])
             return accounts.account_summary(acc)
@@ -131,10 +132,46 @@ def account_show(app: App, ik: str, as_json: bool) -> None:
         click.echo(f"key         {k['fingerprint']} {k['algorithm']} {k['comment']}")
 
 
+@account.command("update")
+@click.argument("ik")
+@click.option("--name", default=None, help="New display name.")
+@click.option("--email", default=None, help="New address; '' removes it.")
+@click.option("--notify/--no-notify", default=None, help="Mails on or off.")
+@click.option("--bundles/--no-bundles", default=None, help="Weekly ZIP bundles on or off.")
+@pass_app
+def account_update(
+    app: App,
+    ik: str,
+    name: str | None,
+    email: str | None,
+    notify: bool | None,
+    bundles: bool | None,
+) -> None:
+    """Change an account's name, address, mail and bundle switches."""
+
+    async def work(db: Database) -> str:
+        async with db.session() as session:
+            acc = await accounts.update_account(
+                session,
+                app.actor(),
+                app.clock.now(),
+                ik,
+                name=name,
+                email=email,
+                notify=notify,
+                bundles=bundles,
+            )
+            return acc.ik
+
+    click.echo(f"account {app.run(work)} updated")
+
+
 def _set_status(app: App, ik: str, status: str) -> None:
     async def work(db: Database) -> str:
         async with db.session() as session:
-            acc = await accounts.set_status(session, app.actor(), app.clock.now(), ik, status)
+            acc = await accounts.set_status(
+                session, app.actor(), app.clock.now(), ik, status, app.notifier()
+            )
             return acc.ik
 
     click.echo(f"account {app.run(work)} {'enabled' if status == 'active' else 'disabled'}")
@@ -182,7 +219,9 @@ def key_add(app: App, ik: str, pubkey_file: str) -> None:
 
     async def work(db: Database) -> str:
         async with db.session() as session:
-            row = await accounts.add_key(session, app.actor(), app.clock.now(), ik, lines[0])
+            row = await accounts.add_key(
+                session, app.actor(), app.clock.now(), ik, lines[0], app.notifier()
+            )
             return row.fingerprint
 
     try:

@@ -21,6 +21,7 @@ from qprserver.config import Settings, load_config
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
 from qprserver.errors import QprError
+from qprserver.notify import Notifier
 
 T = TypeVar("T")
 
@@ -38,6 +39,10 @@ class App:
         if self._settings is None:
             self._settings = load_config(self.config)
         return self._settings
+
+    def notifier(self) -> Notifier:
+        """Queues mails for the changes an operator makes."""
+        return Notifier(self.settings.mail)
 
     def actor(self) -> Actor:
         """The operator at this terminal, as the audit log names them."""

@@ -10,6 +10,8 @@ from qprserver.cli.admin import db_group, init, serve
 from qprserver.cli.app import App
 from qprserver.cli.audit import audit_group
 from qprserver.cli.documents import document_group
+from qprserver.cli.jobs import jobs_group
+from qprserver.cli.mail import mail_group
 from qprserver.cli.routes import route_group
 
 
@@ -35,6 +37,8 @@ cli.add_command(account)
 cli.add_command(audit_group)
 cli.add_command(route_group)
 cli.add_command(document_group)
+cli.add_command(mail_group)
+cli.add_command(jobs_group)
 
 
 def main() -> None:

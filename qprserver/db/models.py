@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -40,6 +41,7 @@ class Account(Base):
     land: Mapped[str | None] = mapped_column(String(2))
     status: Mapped[str] = mapped_column(String(16), default="active")
     notify: Mapped[bool] = mapped_column(Boolean, default=True)
+    bundles: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[utc]
     updated_at: Mapped[utc]
 
@@ -184,6 +186,9 @@ class Delivery(Base):
     folder: Mapped[str] = mapped_column(String(16), default="inbox")
     created_at: Mapped[utc]
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when the recipient's digest mail listing this delivery was queued; the
+    # delivery row itself is the durable intent to notify.
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     document: Mapped[Document] = relationship()
     recipient: Mapped[Account] = relationship()
@@ -223,3 +228,76 @@ class UploadProtocol(Base):
     )
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[utc]
+
+
+MAIL_STATUSES = ("queued", "sending", "sent", "dead")
+
+
+class MailMessage(Base):
+    """A mail in the transactional outbox, rendered when queued, sent by a job."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key"),
+        Index("ix_mail_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        CheckConstraint("status IN ('queued', 'sending', 'sent', 'dead')", name="status"),
+    )
+
+    id: Mapped[intpk]
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    template: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("accounts.id", ondelete="SET NULL")
+    )
+    to_addr: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[utc]
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[utc]
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobRun(Base):
+    """One run of a job for one period; the unique key makes each period run once."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        UniqueConstraint("job", "period"),
+        CheckConstraint("status IN ('running', 'done', 'failed')", name="status"),
+    )
+
+    id: Mapped[intpk]
+    job: Mapped[str] = mapped_column(String(64))
+    period: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    holder: Mapped[str] = mapped_column(String(128))
+    lease_until: Mapped[utc]
+    started_at: Mapped[utc]
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    result: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Bundle(Base):
+    """A ZIP of a recipient's documents for one period, shown in ``/bundles``."""
+
+    __tablename__ = "bundles"
+    __table_args__ = (
+        UniqueConstraint("recipient_id", "kind", "period"),
+        Index("ix_bundles_recipient_id_id", "recipient_id", "id"),
+    )
+
+    id: Mapped[intpk]
+    recipient_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(40))  # "weekly" or "final:<document kind>"
+    period: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[sha256_hex] = mapped_column(index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int]
+    created_at: Mapped[utc]
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,116 @@
+"""``jobs``: the scheduled work, listed and run by hand."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import click
+
+from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.db.engine import Database
+from qprserver.errors import InvalidInput
+from qprserver.jobs import claims
+from qprserver.jobs.registry import job_specs, run_job
+from qprserver.jobs.scheduler import next_run
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Scheduled jobs."""
+
+
+@jobs_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def jobs_list(app: App, as_json: bool) -> None:
+    """Every job with its schedule, next run and last result."""
+    settings = app.settings
+    now = app.clock.now()
+
+    async def work(db: Database) -> list[dict[str, object]]:
+        last = await claims.last_runs(db)
+        rows: list[dict[str, object]] = []
+        for spec in job_specs(settings).values():
+            run = last.get(spec.name)
+            kind, value = spec.schedule
+            upcoming = next_run(spec, settings, now)
+            rows.append(
+                {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "schedule": f"{value}" if kind == "cron" else f"every {value}s",
+                    "next_run": upcoming.isoformat() if upcoming else None,
+                    "last_period": run.period if run else None,
+                    "last_status": run.status if run else None,
+                    "last_finished": run.finished_at.isoformat()
+                    if run and run.finished_at
+                    else None,
+                    "last_result": json.loads(run.result) if run else None,
+                }
+            )
+        return rows
+
+    rows = app.run(work)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        None,
+        ["Job", "Zeitplan", "Nächster Lauf", "Letzte Periode", "Status", "Ergebnis"],
+        [
+            [
+                r["name"],
+                r["schedule"],
+                r["next_run"],
+                r["last_period"] or "-",
+                r["last_status"] or "-",
+                json.dumps(r["last_result"], ensure_ascii=False)[:60]
+                if r["last_result"] is not None
+                else "-",
+            ]
+            for r in rows
+        ],
+    )
+
+
+@jobs_group.command("run")
+@click.argument("name")
+@click.option("--at", "at_text", default=None, help="Run as if at this ISO-8601 time.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be done (retention).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: bool) -> None:
+    """Run job NAME now (or as if at --at); a period already done is not redone."""
+    from qprserver.service import job_context
+
+    if at_text is None:
+        at = app.clock.now()
+    else:
+        try:
+            at = datetime.fromisoformat(at_text)
+        except ValueError:
+            raise click.ClickException(f"--at {at_text!r} is no ISO-8601 time") from None
+        if at.tzinfo is None:
+            raise click.ClickException("--at needs a time zone, e.g. 2026-11-23T02:00+01:00")
+
+    async def work(db: Database) -> dict[str, object]:
+        if name not in job_specs(app.settings):
+            raise InvalidInput(
+                f"unknown job {name!r}; jobs: {', '.join(sorted(job_specs(app.settings)))}"
+            )
+        outcome = await run_job(job_context(app.settings, db), name, at, dry_run=dry_run)
+        return {
+            "job": outcome.job,
+            "period": outcome.period,
+            "ran": outcome.ran,
+            "result": outcome.result,
+        }
+
+    data = app.run(work)
+    if as_json:
+        print_json(data)
+        return
+    state = "ran" if data["ran"] else "skipped (period already done)"
+    click.echo(f"{data['job']} for {data['period']}: {state}")
+    click.echo(json.dumps(data["result"], ensure_ascii=False, indent=2, default=str))

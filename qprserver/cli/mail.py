@@ -1,0 +1,94 @@
+"""``mail``: the outbox, and a test of the SMTP settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+from sqlalchemy import select
+
+from qprserver import notify
+from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.db.engine import Database
+from qprserver.db.models import MAIL_STATUSES, MailMessage
+
+
+@click.group("mail")
+def mail_group() -> None:
+    """Outgoing mail."""
+
+
+@mail_group.command("list")
+@click.option("--status", type=click.Choice(MAIL_STATUSES), default=None)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def mail_list(app: App, status: str | None, limit: int, as_json: bool) -> None:
+    """Messages in the outbox, newest first."""
+
+    async def work(db: Database) -> list[dict[str, object]]:
+        async with db.read_session() as session:
+            query = select(MailMessage).order_by(MailMessage.id.desc()).limit(limit)
+            if status:
+                query = query.where(MailMessage.status == status)
+            return [
+                {
+                    "id": m.id,
+                    "status": m.status,
+                    "template": m.template,
+                    "to": m.to_addr,
+                    "subject": m.subject,
+                    "attempts": m.attempts,
+                    "last_error": m.last_error,
+                    "created_at": m.created_at.isoformat(),
+                    "sent_at": m.sent_at.isoformat() if m.sent_at else None,
+                }
+                for m in await session.scalars(query)
+            ]
+
+    rows = app.run(work)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        None,
+        ["ID", "Status", "Vorlage", "An", "Versuche", "Letzter Fehler"],
+        [
+            [r["id"], r["status"], r["template"], r["to"], r["attempts"], r["last_error"] or ""]
+            for r in rows
+        ],
+    )
+
+
+@mail_group.command("send-test")
+@click.argument("address")
+@pass_app
+def mail_send_test(app: App, address: str) -> None:
+    """Send a test message to ADDRESS directly (not through the outbox)."""
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid
+
+    from qprserver.accounts import normalise_email
+
+    settings = app.settings.mail
+    to = normalise_email(address)
+    if to is None:
+        raise click.ClickException("an address is needed")
+    relay = f"{settings.smtp_host}:{settings.smtp_port}"
+    subject, text, html = notify.render("test", {"portal": settings.portal_name, "relay": relay})
+    message = EmailMessage()
+    message["From"] = settings.sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(app.clock.now())
+    message["Message-ID"] = make_msgid(domain=settings.sender.rpartition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    try:
+        asyncio.run(notify.SmtpMailer(settings).send(message))
+    except Exception as exc:  # the operator wants the relay's reason, whatever it is
+        raise click.ClickException(
+            f"sending via {relay} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    click.echo(f"test message sent to {to} via {relay}")

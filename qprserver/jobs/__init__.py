@@ -1,0 +1,1 @@
+"""Periodic work: plain async functions with explicit inputs, claimed per period."""

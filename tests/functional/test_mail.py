@@ -1,0 +1,196 @@
+"""Notifications through the outbox to a real SMTP server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from qprserver import notify
+from qprserver.clock import SystemClock
+from qprserver.config import Settings
+from qprserver.db.models import MailMessage
+from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, pdf_bytes
+from tests.functional.smtp import SmtpServer
+
+REPORT = f"{FACILITY_NW}_pruefbericht.pdf"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _mail_settings(settings: Settings, smtp: SmtpServer) -> Settings:
+    mail = settings.mail.model_copy(
+        update={"smtp_port": smtp.port, "retry_base": 1.0, "max_attempts": 3}
+    )
+    return settings.model_copy(update={"mail": mail})
+
+
+async def _put(server: Server, ik: str, path: str, data: bytes) -> None:
+    async with (
+        server.connect(ik) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(path, "wb") as f,
+    ):
+        await f.write(data)
+
+
+async def _drain(server: Server, settings: Settings) -> dict[str, int]:
+    now = SystemClock().now()
+    await notify.queue_digests(server.db, settings, now)
+    return await notify.send_pending(
+        server.db, notify.SmtpMailer(settings.mail), settings.mail, now
+    )
+
+
+async def _three_recipients(server: Server) -> None:
+    # LV NW and the facility by route and subject; LV BY by a second route for NW.
+    await server.add_route("pruefbericht", "NW", LV_BY)
+
+
+async def test_one_upload_to_three_recipients_yields_exactly_three_digests(
+    server: Server, smtp: SmtpServer
+) -> None:
+    await _three_recipients(server)
+    settings = _mail_settings(server.settings, smtp)
+    # Only the Landesverband accounts have addresses in the fixture; give one more.
+    from qprserver.db.models import Account
+
+    async with server.db.session() as session:
+        for ik, addr in ((FACILITY_NW, "heim@example.org"), (LV_BY, "lv-by@example.org")):
+            account = await session.scalar(select(Account).where(Account.ik == ik))
+            assert account is not None
+            account.email = addr
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
+    for _ in range(3):
+        await _drain(server, settings)
+    digests = [m for m in smtp.messages if "zum Abruf bereit" in str(m["Subject"])]
+    assert sorted(str(m["To"]) for m in digests) == [
+        "heim@example.org",
+        "lv-by@example.org",
+        "lv@example.org",
+    ]
+    mail = next(m for m in digests if str(m["To"]) == "lv@example.org")
+    assert str(mail["From"]) == "qpr-portal@example.org"
+    assert mail["Auto-Submitted"] == "auto-generated"
+    assert mail["Message-ID"] and mail["Date"]
+    assert mail.get_content_type() == "multipart/alternative"
+    text = mail.get_body(("plain",))
+    html = mail.get_body(("html",))
+    assert text is not None and html is not None
+    assert REPORT in text.get_content()
+    assert "IK 180500016" in text.get_content()
+    assert "/inbox" in text.get_content()
+    assert f"<code>{REPORT}</code>" in html.get_content()
+    # No document content in any mail.
+    assert "%PDF" not in mail.as_string()
+
+
+async def test_digest_gathers_many_deliveries_into_one_mail(
+    server: Server, smtp: SmtpServer
+) -> None:
+    settings = _mail_settings(server.settings, smtp)
+    for i in range(12):
+        await _put(server, MD_NW, f"/outbox/{FACILITY_NW}_bericht_{i:02d}.pdf", pdf_bytes())
+    await _drain(server, settings)
+    digests = [m for m in smtp.messages if str(m["To"]) == "lv@example.org"]
+    assert len(digests) == 1
+    body = digests[0].get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "12 neue Dokumente" in str(digests[0]["Subject"])
+    assert "… und 2 weitere" in text
+    assert "Prüfbericht nach § 115 Abs. 1 SGB XI: 12" in text
+
+
+async def test_depositor_gets_receipt_and_result_for_accepted_and_rejected_uploads(
+    server: Server, smtp: SmtpServer
+) -> None:
+    from qprserver.db.models import Account
+
+    async with server.db.session() as session:
+        account = await session.scalar(select(Account).where(Account.ik == MD_NW))
+        assert account is not None
+        account.email = "md@example.org"
+    settings = _mail_settings(server.settings, smtp)
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
+    with pytest.raises(Exception, match="unvollständig"):
+        await _put(server, MD_NW, f"/outbox/{FACILITY_NW}_kaputt.pdf", b"%PDF-1.4 abgeschnitten")
+    await _drain(server, settings)
+    to_md = [m for m in smtp.messages if str(m["To"]) == "md@example.org"]
+    subjects = sorted(str(m["Subject"]) for m in to_md)
+    assert subjects == sorted(
+        [
+            f"QPR-Portal: Eingangsbestätigung für {FACILITY_NW}_kaputt.pdf",
+            f"QPR-Portal: Eingangsbestätigung für {REPORT}",
+            f"QPR-Portal: {FACILITY_NW}_kaputt.pdf abgelehnt",
+            f"QPR-Portal: {REPORT} angenommen",
+        ]
+    )
+    rejected = next(m for m in to_md if "abgelehnt" in str(m["Subject"]))
+    body = rejected.get_body(("plain",))
+    assert body is not None and "%%EOF fehlt" in body.get_content()
+
+
+async def test_smtp_down_keeps_messages_queued_and_delivers_each_once_when_back(
+    server: Server, smtp: SmtpServer
+) -> None:
+    settings = _mail_settings(server.settings, smtp)
+    smtp.stop()
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
+    stats = await _drain(server, settings)
+    assert stats["sent"] == 0 and stats["failed"] >= 1
+    async with server.db.read_session() as session:
+        queued = (await session.scalars(select(MailMessage))).all()
+    assert queued and all(m.status == "queued" and m.last_error for m in queued)
+    smtp.start()
+    later = SystemClock().now() + timedelta(minutes=5)
+    for _ in range(2):
+        await notify.send_pending(server.db, notify.SmtpMailer(settings.mail), settings.mail, later)
+    assert len(smtp.messages) == len(queued)
+    async with server.db.read_session() as session:
+        statuses = {m.status for m in (await session.scalars(select(MailMessage))).all()}
+    assert statuses == {"sent"}
+
+
+async def test_a_message_is_dead_after_the_last_attempt(server: Server, smtp: SmtpServer) -> None:
+    settings = _mail_settings(server.settings, smtp)
+    smtp.stop()
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
+    now = SystemClock().now()
+    await notify.queue_digests(server.db, settings, now)
+    for step in range(4):
+        await notify.send_pending(
+            server.db,
+            notify.SmtpMailer(settings.mail),
+            settings.mail,
+            now + timedelta(hours=step),
+        )
+    async with server.db.read_session() as session:
+        rows = (await session.scalars(select(MailMessage))).all()
+    assert rows and all(m.status == "dead" and m.attempts == 3 for m in rows)
+
+
+async def test_accounts_without_address_or_with_notifications_off_get_no_mail(
+    server: Server, smtp: SmtpServer
+) -> None:
+    from qprserver.db.models import Account
+
+    async with server.db.session() as session:
+        lv = await session.scalar(select(Account).where(Account.ik == LV_NW))
+        assert lv is not None
+        lv.notify = False
+    settings = _mail_settings(server.settings, smtp)
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
+    await _drain(server, settings)
+    # LV NW switched off, the facility has no address, MD NW has no address.
+    assert smtp.messages == []
