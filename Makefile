@@ -22,8 +22,8 @@ test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check qprserver tests bench
-	$(BIN)/ruff format --check qprserver tests bench
+	$(BIN)/ruff check qprserver tests $(wildcard bench)
+	$(BIN)/ruff format --check qprserver tests $(wildcard bench)
 	$(BIN)/mypy qprserver
 
 bench: venv

@@ -82,16 +82,23 @@ async def serve_forever(
         await db.dispose()
 
 
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    # asyncssh logs every channel at INFO; operators want qprserver's events.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
 def _worker(config_path: str) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _setup_logging()
     asyncio.run(serve_forever(load_config(config_path), reuse_port=True))
 
 
 def run(settings: Settings) -> None:
     """The ``serve`` command: one process, or ``workers`` processes sharing the port."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
-    )
+    _setup_logging()
     swept = sweep_stale_uploads(settings)
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)
