@@ -7,6 +7,7 @@ without changing anything.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TypedDict
@@ -47,6 +48,19 @@ def normalise_email(email: str | None) -> str | None:
         return validate_email(email.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise InvalidInput(f"ungültige E-Mail-Adresse {email!r}: {exc}") from None
+
+
+def normalise_networks(networks: Iterable[str]) -> list[str]:
+    """Validate CIDR networks; refuse anything that is not one."""
+    result = []
+    for net in networks:
+        if not net.strip():
+            continue
+        try:
+            result.append(str(ipaddress.ip_network(net.strip(), strict=False)))
+        except ValueError:
+            raise InvalidInput(f"{net!r} ist kein IP-Netz (CIDR)") from None
+    return result
 
 
 async def get_account(session: AsyncSession, ik: str) -> Account:
@@ -178,10 +192,25 @@ async def update_account(
     email: str | None = None,
     notify: bool | None = None,
     bundles: bool | None = None,
+    allowed_networks: list[str] | None = None,
+    max_sessions: int | None = None,
+    expires_at: datetime | None = None,
 ) -> Account:
-    """Change an account's name, address or switches; an empty email removes it."""
+    """Change an account's name, address, switches or restrictions.
+
+    An empty email removes the address; an empty network list allows any source;
+    max_sessions 0 removes the limit; expires_at in the year 1 removes the expiry.
+    """
     account = await get_account(session, ik)
     changes: dict[str, object] = {}
+    if allowed_networks is not None:
+        changes["allowed_networks"] = ",".join(normalise_networks(allowed_networks))
+    if max_sessions is not None:
+        if max_sessions < 0:
+            raise InvalidInput("max_sessions darf nicht negativ sein")
+        changes["max_sessions"] = max_sessions or None
+    if expires_at is not None:
+        changes["expires_at"] = None if expires_at.year == 1 else expires_at
     if name is not None:
         if not name.strip():
             raise InvalidInput("Name darf nicht leer sein")
@@ -197,7 +226,14 @@ async def update_account(
     if changes:
         account.updated_at = now
         await audit.record(
-            session, actor, "account.update", at=now, target=account.ik, details=changes
+            session,
+            actor,
+            "account.update",
+            at=now,
+            target=account.ik,
+            details={
+                k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()
+            },
         )
     return account
 
@@ -304,6 +340,10 @@ class AccountSummary(TypedDict):
     status: str
     notify: bool
     bundles: bool
+    second_factor: bool
+    allowed_networks: list[str]
+    max_sessions: int | None
+    expires_at: str | None
     keys: list[KeySummary]
     password: bool
     created_at: str
@@ -321,6 +361,10 @@ def account_summary(account: Account) -> AccountSummary:
         "status": account.status,
         "notify": account.notify,
         "bundles": account.bundles,
+        "second_factor": account.totp_secret is not None,
+        "allowed_networks": [n for n in account.allowed_networks.split(",") if n],
+        "max_sessions": account.max_sessions,
+        "expires_at": account.expires_at.isoformat() if account.expires_at else None,
         "keys": [
             {"fingerprint": k.fingerprint, "algorithm": k.algorithm, "comment": k.comment}
             for k in account.keys

@@ -183,6 +183,43 @@ class JobsSettings(_Section):
         return value
 
 
+class SecuritySettings(_Section):
+    """Second factor, brute-force defence and per-session limits."""
+
+    totp_key: FilePath = Path("keys/totp.key")
+    require_2fa_roles: list[str] = Field(default_factory=list)
+    totp_issuer: str = "QPR-Portal"
+    ban_threshold: int = Field(default=10, ge=1)
+    ban_window: int = Field(default=600, ge=1)
+    ban_time: int = Field(default=900, ge=1)
+    ban_max_time: int = Field(default=86400, ge=1)
+    allowlist: list[str] = Field(default_factory=list)
+    max_auth_attempts: int = Field(default=6, ge=1)
+    max_unauthenticated_per_address: int = Field(default=10, ge=1)
+    max_handles_per_session: int = Field(default=64, ge=1)
+    max_write_buffer: int = Field(default=16 * 1024 * 1024, ge=65536)
+
+    @field_validator("require_2fa_roles")
+    @classmethod
+    def _roles(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {"depositor", "recipient", "admin"}
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}")
+        return value
+
+    @field_validator("allowlist")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is no IP network") from None
+        return value
+
+
 class KindSettings(_Section):
     """A document kind: which file names it matches and what content it must have."""
 
@@ -217,6 +254,7 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     kinds: dict[str, KindSettings] = Field(default_factory=dict)
     config_path: Path | None = Field(default=None, exclude=True)
 
@@ -281,8 +319,12 @@ def parse_config(data: dict[str, Any], path: Path) -> Settings:
     database = settings.database.model_copy(
         update={"url": _resolve_sqlite_url(base, settings.database.url)}
     )
+    security = settings.security.model_copy(
+        update={"totp_key": _resolve(base, settings.security.totp_key)}
+    )
     return settings.model_copy(
         update={
+            "security": security,
             "server": server,
             "storage": storage,
             "database": database,

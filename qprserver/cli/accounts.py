@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -138,6 +139,14 @@ def account_show(app: App, ik: str, as_json: bool) -> None:
 @click.option("--email", default=None, help="New address; '' removes it.")
 @click.option("--notify/--no-notify", default=None, help="Mails on or off.")
 @click.option("--bundles/--no-bundles", default=None, help="Weekly ZIP bundles on or off.")
+@click.option(
+    "--allow-network",
+    "networks",
+    multiple=True,
+    help="Allowed source network (CIDR); repeat; '' = any.",
+)
+@click.option("--max-sessions", type=click.IntRange(0), default=None, help="0 = unlimited.")
+@click.option("--expires", default=None, help="ISO date/time after which logins fail; '' = never.")
 @pass_app
 def account_update(
     app: App,
@@ -146,8 +155,22 @@ def account_update(
     email: str | None,
     notify: bool | None,
     bundles: bool | None,
+    networks: tuple[str, ...],
+    max_sessions: int | None,
+    expires: str | None,
 ) -> None:
-    """Change an account's name, address, mail and bundle switches."""
+    """Change an account's name, address, switches and restrictions."""
+    expires_at: datetime | None = None
+    if expires is not None:
+        if expires == "":
+            expires_at = datetime(1, 1, 1, tzinfo=UTC)
+        else:
+            try:
+                expires_at = datetime.fromisoformat(expires)
+            except ValueError:
+                raise click.ClickException(f"--expires {expires!r} is no ISO date") from None
+            if expires_at.tzinfo is None:
+                expires_at = expires_at.replace(tzinfo=UTC)
 
     async def work(db: Database) -> str:
         async with db.session() as session:
@@ -160,6 +183,9 @@ def account_update(
                 email=email,
                 notify=notify,
                 bundles=bundles,
+                allowed_networks=list(networks) if networks else None,
+                max_sessions=max_sessions,
+                expires_at=expires_at,
             )
             return acc.ik
 

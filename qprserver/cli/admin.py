@@ -8,6 +8,7 @@ from qprserver.cli.app import App, handle_errors, pass_app, print_json
 from qprserver.db import migrate
 from qprserver.db.engine import Database
 from qprserver.hostkeys import ensure_host_key
+from qprserver.totp import ensure_key
 
 DATA_SUBDIRS = ("blobs", "tmp")
 
@@ -22,6 +23,8 @@ def init(app: App) -> None:
     data_dir.chmod(0o700)
     for sub in DATA_SUBDIRS:
         (data_dir / sub).mkdir(exist_ok=True, mode=0o700)
+    if ensure_key(settings.security.totp_key):
+        click.echo(f"TOTP key created: {settings.security.totp_key}")
     for path in settings.server.host_keys:
         if ensure_host_key(path):
             click.echo(f"host key created: {path}")

@@ -13,6 +13,7 @@ from qprserver.cli.documents import document_group
 from qprserver.cli.jobs import jobs_group
 from qprserver.cli.mail import mail_group
 from qprserver.cli.routes import route_group
+from qprserver.cli.security import bans_group, totp_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +40,8 @@ cli.add_command(route_group)
 cli.add_command(document_group)
 cli.add_command(mail_group)
 cli.add_command(jobs_group)
+cli.add_command(bans_group)
+account.add_command(totp_group)
 
 
 def main() -> None:

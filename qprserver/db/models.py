@@ -42,6 +42,15 @@ class Account(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     notify: Mapped[bool] = mapped_column(Boolean, default=True)
     bundles: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Second factor: the TOTP secret encrypted with the instance key (never in clear),
+    # and the last time step used, so each code works once.
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Restrictions: source networks (comma-separated CIDRs, empty = any), concurrent
+    # sessions (None = unlimited), and an expiry after which logins are refused.
+    allowed_networks: Mapped[str] = mapped_column(Text, default="", server_default="")
+    max_sessions: Mapped[int | None]
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[utc]
     updated_at: Mapped[utc]
 
@@ -301,3 +310,32 @@ class Bundle(Base):
     count: Mapped[int]
     created_at: Mapped[utc]
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RecoveryCode(Base):
+    """A single-use code that stands in for the TOTP code (hashed)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[intpk]
+    account_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[sha256_hex]
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuthScore(Base):
+    """Failed logins of one source address or account, and its ban, shared by all nodes."""
+
+    __tablename__ = "auth_scores"
+    __table_args__ = (UniqueConstraint("key"),)
+
+    id: Mapped[intpk]
+    # "addr:<ip>" or "account:<ik>"
+    key: Mapped[str] = mapped_column(String(80))
+    failures: Mapped[int] = mapped_column(default=0)
+    window_start: Mapped[utc]
+    offences: Mapped[int] = mapped_column(default=0)
+    banned_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[utc]

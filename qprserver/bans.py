@@ -1,0 +1,98 @@
+"""Brute-force defence: failed logins score per address and per account.
+
+Over ``ban_threshold`` failures within ``ban_window`` seconds the address (or the
+account) is banned for ``ban_time`` seconds, doubling with every repeat offence up to
+``ban_max_time``. Addresses in the allowlist are never banned. The state lives in the
+database, so every process and node sees the same bans.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from qprserver.config import SecuritySettings
+from qprserver.db.engine import Database
+from qprserver.db.models import AuthScore
+from qprserver.errors import NotFound
+
+
+def address_key(address: str) -> str:
+    return f"addr:{address}"
+
+
+def account_key(ik: str) -> str:
+    return f"account:{ik}"
+
+
+def allowlisted(address: str, settings: SecuritySettings) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in settings.allowlist)
+
+
+async def banned(db: Database, keys: list[str], now: datetime) -> bool:
+    """True when any of the keys is banned at ``now``."""
+    async with db.read_session() as session:
+        hit = await session.scalar(
+            select(AuthScore.id).where(AuthScore.key.in_(keys), AuthScore.banned_until > now)
+        )
+    return hit is not None
+
+
+async def record_failure(
+    db: Database, keys: list[str], now: datetime, settings: SecuritySettings
+) -> list[str]:
+    """Count one failed login against each key; return the keys banned by it."""
+    newly: list[str] = []
+    for key in keys:
+        for _attempt in range(3):
+            try:
+                async with db.session() as session:
+                    row = await session.scalar(select(AuthScore).where(AuthScore.key == key))
+                    if row is None:
+                        row = AuthScore(
+                            key=key, failures=0, window_start=now, offences=0, updated_at=now
+                        )
+                        session.add(row)
+                    if now - row.window_start > timedelta(seconds=settings.ban_window):
+                        row.window_start = now
+                        row.failures = 0
+                    row.failures += 1
+                    row.updated_at = now
+                    if row.failures >= settings.ban_threshold:
+                        seconds = min(settings.ban_time * 2**row.offences, settings.ban_max_time)
+                        row.banned_until = now + timedelta(seconds=seconds)
+                        row.offences += 1
+                        row.failures = 0
+                        row.window_start = now
+                        newly.append(key)
+                break
+            except IntegrityError:
+                continue  # another node created the row first; count on top of it
+    return newly
+
+
+async def list_bans(db: Database, now: datetime) -> list[AuthScore]:
+    async with db.read_session() as session:
+        rows = await session.scalars(
+            select(AuthScore).where(AuthScore.banned_until > now).order_by(AuthScore.key)
+        )
+        return list(rows.all())
+
+
+async def remove_ban(db: Database, key: str) -> None:
+    """Lift a ban (``addr:<ip>`` or ``account:<ik>``; a bare address or IK works too)."""
+    if ":" not in key or not key.startswith(("addr:", "account:")):
+        key = account_key(key) if key.isdigit() and len(key) == 9 else address_key(key)
+    async with db.session() as session:
+        row = await session.scalar(select(AuthScore).where(AuthScore.key == key))
+        if row is None or row.banned_until is None:
+            raise NotFound(f"keine Sperre für {key}")
+        row.banned_until = None
+        row.failures = 0

@@ -1,0 +1,107 @@
+"""``account totp`` and ``bans``: second factor and brute-force bans."""
+
+from __future__ import annotations
+
+import io
+
+import click
+import qrcode
+
+from qprserver import bans, totp
+from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.db.engine import Database
+
+
+@click.group("totp")
+def totp_group() -> None:
+    """Second factor (TOTP) of an account."""
+
+
+@totp_group.command("enable")
+@click.argument("ik")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def totp_enable(app: App, ik: str, as_json: bool) -> None:
+    """New TOTP secret: prints the otpauth URI, a QR code and single-use recovery codes."""
+    settings = app.settings.security
+    key = totp.load_key(settings.totp_key)
+
+    async def work(db: Database) -> totp.Enrolment:
+        async with db.session() as session:
+            return await totp.enable(
+                session, app.actor(), app.clock.now(), ik, key, settings.totp_issuer
+            )
+
+    enrolment = app.run(work)
+    if as_json:
+        print_json({"uri": enrolment.uri, "recovery_codes": enrolment.recovery_codes})
+        return
+    qr = qrcode.QRCode(border=1)
+    qr.add_data(enrolment.uri)
+    out = io.StringIO()
+    qr.print_ascii(out=out, invert=True)
+    click.echo(out.getvalue())
+    click.echo(enrolment.uri)
+    click.echo("\nWiederherstellungscodes (je einmal gültig, sicher aufbewahren):")
+    for code in enrolment.recovery_codes:
+        click.echo(f"  {code}")
+
+
+@totp_group.command("disable")
+@click.argument("ik")
+@pass_app
+def totp_disable(app: App, ik: str) -> None:
+    """Remove the account's second factor and its recovery codes."""
+
+    async def work(db: Database) -> None:
+        async with db.session() as session:
+            await totp.disable(session, app.actor(), app.clock.now(), ik)
+
+    app.run(work)
+    click.echo(f"second factor of {ik.strip()} removed")
+
+
+@click.group("bans")
+def bans_group() -> None:
+    """Addresses and accounts banned after failed logins."""
+
+
+@bans_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def bans_list(app: App, as_json: bool) -> None:
+    """Bans in force now."""
+    now = app.clock.now()
+
+    async def work(db: Database) -> list[dict[str, object]]:
+        return [
+            {
+                "key": row.key,
+                "banned_until": row.banned_until.isoformat() if row.banned_until else None,
+                "offences": row.offences,
+            }
+            for row in await bans.list_bans(db, now)
+        ]
+
+    rows = app.run(work)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        None,
+        ["Wer", "Gesperrt bis", "Verstöße"],
+        [[r["key"], r["banned_until"], r["offences"]] for r in rows],
+    )
+
+
+@bans_group.command("remove")
+@click.argument("key")
+@pass_app
+def bans_remove(app: App, key: str) -> None:
+    """Lift the ban of an address or IK (or addr:/account: key)."""
+
+    async def work(db: Database) -> None:
+        await bans.remove_ban(db, key)
+
+    app.run(work)
+    click.echo(f"ban on {key} lifted")
