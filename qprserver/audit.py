@@ -72,26 +72,11 @@ async def record(
         # Serialise writers on the chain head; released at commit.
         await session.execute(text("SELECT pg_advisory_xact_lock(7158201)"))
     details_json = json.dumps(dict(details or {}), ensure_ascii=False, sort_keys=True)
-    prev = await _last_hash(session)
-    event = AuditEvent(
-        at=at,
-        actor=actor.name,
-        action=action,
-        target=target,
-        source=actor.source,
-        details=details_json,
-        prev_hash=prev,
-        hash=row_hash(prev, at, actor.name, action, target, actor.source, details_json),
-    )
-    session.add(event)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        # Another writer appended first (SQLite without the advisory lock): chain on it.
-        session.expunge(event)
-        prev = await _last_hash(session)
-        event = AuditEvent(
+    # The caller's pending changes first, so the savepoint below holds only this event.
+    await session.flush()
+
+    def chained(prev: str) -> AuditEvent:
+        return AuditEvent(
             at=at,
             actor=actor.name,
             action=action,
@@ -101,6 +86,16 @@ async def record(
             prev_hash=prev,
             hash=row_hash(prev, at, actor.name, action, target, actor.source, details_json),
         )
+
+    event = chained(await _last_hash(session))
+    session.add(event)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        # Another writer appended first (SQLite without the advisory lock): chain on it.
+        session.expunge(event)
+        event = chained(await _last_hash(session))
         session.add(event)
         await session.flush()
     return event
