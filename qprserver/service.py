@@ -59,26 +59,33 @@ async def serve_forever(
     settings: Settings, *, reuse_port: bool = False, ready: Callable[[int], None] | None = None
 ) -> None:
     """Run one server process until SIGTERM or SIGINT, then shut down gracefully."""
+    # Signals first: a SIGTERM during start-up must still shut down in order.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     db = Database(settings.database)
     try:
         await require_head(db)
         ctx = build_context(settings, db)
         listener = SFTPListener(ctx)
         await listener.start(reuse_port=reuse_port)
-        scheduler = JobScheduler(job_context(settings, db, ctx.blobs))
-        await scheduler.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         log.info("listening on %s:%d", settings.server.host, listener.port)
         if ready is not None:
             ready(listener.port)
+        scheduler = JobScheduler(job_context(settings, db, ctx.blobs))
+        # Catch-up of missed runs may take a while (a bundle); it runs beside serving.
+        starting = asyncio.create_task(scheduler.start(), name="scheduler-start")
         await stop.wait()
         log.info("shutting down (grace %.0fs)", settings.server.shutdown_grace)
+        if not starting.done():
+            starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
         scheduler.stop()
         await listener.stop()
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await db.dispose()
 
 

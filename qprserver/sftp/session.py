@@ -340,7 +340,13 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     @guarded
     async def close(self, file_obj: object) -> None:
         self.state.touch()
-        self.state.open_files = max(0, self.state.open_files - 1)
+        try:
+            await self._close(file_obj)
+        finally:
+            # Counted down only when done: a shutdown waits for uploads still completing.
+            self.state.open_files = max(0, self.state.open_files - 1)
+
+    async def _close(self, file_obj: object) -> None:
         if isinstance(file_obj, DownloadHandle):
             file_obj.close()
             if file_obj.complete:
