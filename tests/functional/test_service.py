@@ -171,9 +171,12 @@ async def test_two_worker_processes_share_the_port_and_serve_logins(
     running: Running,
 ) -> None:
     for i in range(6):
-        async with running.connect(MD_NW) as conn, conn.start_sftp_client() as sftp:
-            async with sftp.open(f"/outbox/{FACILITY_NW}_w{i}.pdf", "wb") as f:
-                await f.write(pdf_bytes(seed=bytes([i])))
+        async with (
+            running.connect(MD_NW) as conn,
+            conn.start_sftp_client() as sftp,
+            sftp.open(f"/outbox/{FACILITY_NW}_w{i}.pdf", "wb") as f,
+        ):
+            await f.write(pdf_bytes(seed=bytes([i])))
     assert sorted(await running.documents()) == [f"{FACILITY_NW}_w{i}.pdf" for i in range(6)]
     running.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(running.proc.wait(), 30) == 0
