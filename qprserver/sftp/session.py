@@ -370,9 +370,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if handle.closed:
             return
         handle.closed = True
-        if self.state.lost or self.channel.is_closing():
-            # The connection dropped: asyncssh closes open handles for us, but an
-            # incomplete upload must leave nothing behind.
+        if self._client_gone():
+            # asyncssh closes the handles still open when a session ends; such a close
+            # is no client's "done", so the upload must leave nothing behind.
             handle.writer.abort()
             return
         assert handle.path.name is not None
@@ -380,6 +380,18 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             self.state.pending[self._pending_key(handle.path)] = handle
             return
         await self._complete(handle, handle.path)
+
+    def _client_gone(self) -> bool:
+        """True once the client dropped, closed, or sent EOF on the session.
+
+        A client's FXP_CLOSE always arrives before its EOF, so a close after that can
+        only be asyncssh's clean-up of a dead session (e.g. a killed `sftp` whose `ssh`
+        child half-closes the channel). The receive state is private to asyncssh 2.24;
+        see sftp/twofactor.py for the version pin.
+        """
+        if self.state.lost or self.channel.is_closing():
+            return True
+        return getattr(self.channel, "_recv_state", "open") != "open"
 
     async def _complete(self, handle: UploadHandle, target: VPath) -> None:
         assert target.name is not None
