@@ -19,7 +19,8 @@ from qprserver.jobs.registry import JobContext
 from qprserver.jobs.scheduler import JobScheduler
 from qprserver.notify import SmtpMailer
 from qprserver.sftp.receipts import ReceiptRecorder
-from qprserver.sftp.server import ServerContext, SFTPListener
+from qprserver.sftp.server import SFTPListener
+from qprserver.sftp.state import ServerContext
 from qprserver.uploads import UploadService
 
 log = logging.getLogger("qprserver")

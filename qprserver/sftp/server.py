@@ -1,125 +1,30 @@
-"""The SSH listener: authentication by IK, connection tracking, timeouts, shutdown."""
+"""The SSH listener: connection tracking, timeouts, bans, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import Any
 
 import asyncssh
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from qprserver import audit
 from qprserver.audit import Actor
-from qprserver.blobstore import FileBlobStore
-from qprserver.clock import Clock, SystemClock
-from qprserver.config import Settings
-from qprserver.db.engine import Database
-from qprserver.db.models import Account
-from qprserver.passwords import verify_password
-from qprserver.sftp.handles import UploadHandle
-from qprserver.sftp.receipts import ReceiptRecorder
+from qprserver.db.models import Account, AuthScore
+from qprserver.sftp import twofactor
+from qprserver.sftp.auth import AccountSSHServer
 from qprserver.sftp.session import MailboxSFTPServer
-from qprserver.uploads import UploadService
+from qprserver.sftp.state import ConnectionState, ServerContext
+
+__all__ = ["ConnectionState", "SFTPListener", "ServerContext"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class ServerContext:
-    """Everything a session needs, made once per server process."""
-
-    settings: Settings
-    db: Database
-    blobs: FileBlobStore
-    uploads: UploadService
-    receipts: ReceiptRecorder
-    clock: Clock = field(default_factory=SystemClock)
-
-
-@dataclass(eq=False)
-class ConnectionState:
-    """Per-connection state: who logged in, activity, uploads in flight."""
-
-    peer: str
-    account: Account | None = None
-    authenticated: bool = False
-    lost: bool = False
-    last_activity: float = field(default_factory=time.monotonic)
-    pending: dict[str, UploadHandle] = field(default_factory=dict)
-    uploads: set[UploadHandle] = field(default_factory=set)
-    open_files: int = 0
-
-    def touch(self) -> None:
-        self.last_activity = time.monotonic()
-
-
-class AccountSSHServer(asyncssh.SSHServer):
-    """Authenticates an IK's account by SSH key or password."""
-
-    def __init__(self, ctx: ServerContext, listener: SFTPListener) -> None:
-        self.ctx = ctx
-        self.listener = listener
-        self.conn: Any = None
-        self.state = ConnectionState(peer="")
-
-    def connection_made(self, conn: Any) -> None:
-        self.conn = conn
-        peer = conn.get_extra_info("peername") or ("?", 0)
-        self.state.peer = f"{peer[0]}:{peer[1]}"
-        self.listener.connections[conn] = self.state
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.state.lost = True
-        for handle in list(self.state.uploads) + list(self.state.pending.values()):
-            handle.writer.abort()
-        self.state.uploads.clear()
-        self.state.pending.clear()
-        self.listener.connections.pop(self.conn, None)
-
-    async def begin_auth(self, username: str) -> bool:
-        self.state.touch()
-        if len(username) == 9 and username.isascii() and username.isdigit():
-            async with self.ctx.db.read_session() as session:
-                self.state.account = await session.scalar(
-                    select(Account)
-                    .where(Account.ik == username)
-                    .options(selectinload(Account.keys), selectinload(Account.password))
-                )
-        return True
-
-    def _usable(self) -> Account | None:
-        account = self.state.account
-        if account is None or not account.active:
-            return None
-        return account
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def validate_public_key(self, username: str, key: Any) -> bool:
-        account = self._usable()
-        if account is None:
-            return False
-        fingerprint = key.get_fingerprint("sha256")
-        return any(k.fingerprint == fingerprint for k in account.keys)
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    async def validate_password(self, username: str, password: str) -> bool:
-        account = self._usable()
-        stored = account.password.password_hash if account and account.password else None
-        # Same work whether or not the account exists or has a password.
-        ok = await asyncio.to_thread(verify_password, stored, password)
-        return ok and account is not None
-
-    def auth_completed(self) -> None:
-        self.state.authenticated = True
-        self.state.touch()
+# How often shared state (bans, disabled accounts) is re-read from the database.
+REFRESH_SECONDS = 2.0
 
 
 class SFTPListener:
@@ -130,7 +35,15 @@ class SFTPListener:
         self.connections: dict[Any, ConnectionState] = {}
         self._acceptor: Any = None
         self._idle_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.banned_addresses: set[str] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine beside the sessions, keeping it referenced until done."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def port(self) -> int:
@@ -138,6 +51,8 @@ class SFTPListener:
 
     async def start(self, *, reuse_port: bool = False) -> None:
         server = self.ctx.settings.server
+        twofactor.install()
+        await self._refresh()
         self.ctx.receipts.start()
         self._acceptor = await asyncssh.create_server(
             lambda: AccountSSHServer(self.ctx, self),
@@ -146,6 +61,7 @@ class SFTPListener:
             server_host_keys=[str(p) for p in server.host_keys],
             sftp_factory=self._sftp_factory,
             allow_scp=True,
+            kbdint_auth=True,
             encryption_algs=server.ciphers,
             mac_algs=server.macs,
             kex_algs=server.kex,
@@ -156,13 +72,51 @@ class SFTPListener:
             server_version="qprserver",
         )
         self._idle_task = asyncio.create_task(self._close_idle(), name="idle-sessions")
+        self._refresh_task = asyncio.create_task(self._refresh_loop(), name="refresh")
+
+    async def _refresh(self) -> None:
+        """Re-read bans and close sessions of accounts no longer allowed in."""
+        now = self.ctx.clock.now()
+        async with self.ctx.db.read_session() as session:
+            keys = await session.scalars(
+                select(AuthScore.key).where(
+                    AuthScore.key.like("addr:%"), AuthScore.banned_until > now
+                )
+            )
+            self.banned_addresses = {k.removeprefix("addr:") for k in keys}
+            ids = {s.account.id for s in self.connections.values() if s.account is not None}
+            if not ids:
+                return
+            rows = (
+                await session.execute(
+                    select(Account.id, Account.status, Account.expires_at).where(
+                        Account.id.in_(ids)
+                    )
+                )
+            ).all()
+            present = {account_id for account_id, _, _ in rows}
+            gone = (ids - present) | {
+                account_id
+                for account_id, status, expires in rows
+                if status != "active" or (expires is not None and expires <= now)
+            }
+        for conn, state in list(self.connections.items()):
+            if state.account is not None and state.account.id in gone:
+                log.info("closing session of %s: account disabled or expired", state.account.ik)
+                conn.disconnect(asyncssh.DISC_BY_APPLICATION, "account disabled")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await self._refresh()
+            except Exception:
+                log.exception("refreshing bans and account states failed")
 
     def _sftp_factory(self, chan: Any) -> MailboxSFTPServer:
         owner = chan.get_connection().get_owner()
         assert isinstance(owner, AccountSSHServer) and owner.state.account is not None
-        task = asyncio.create_task(audit_login(self.ctx, owner.state.account, owner.state.peer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn(audit_login(self.ctx, owner.state.account, owner.state.peer))
         return MailboxSFTPServer(chan, self.ctx, owner.state)
 
     async def _close_idle(self) -> None:
@@ -192,8 +146,9 @@ class SFTPListener:
         for conn in list(self.connections):
             await conn.wait_closed()
         await self._acceptor.wait_closed()
-        if self._idle_task is not None:
-            self._idle_task.cancel()
+        for task in (self._idle_task, self._refresh_task):
+            if task is not None:
+                task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ctx.receipts.stop()

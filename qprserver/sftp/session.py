@@ -7,6 +7,7 @@ exception text of the backend ever reaches the client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -28,7 +29,7 @@ from qprserver.sftp.paths import BadPath, VPath, is_temp_name, normalise, parse
 
 if TYPE_CHECKING:
     from qprserver.db.models import Account
-    from qprserver.sftp.server import ConnectionState, ServerContext
+    from qprserver.sftp.state import ConnectionState, ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         self.folders = mailbox.folders_for(self.account)
         self.actor = Actor(self.account.ik, state.peer)
         self.started = time.time()
+        self.open_handles = 0
+        self.max_handles = ctx.settings.security.max_handles_per_session
+        self.max_buffer = ctx.settings.security.max_write_buffer
 
     # -- helpers ---------------------------------------------------------------
 
@@ -279,6 +283,13 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     @guarded
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
         vpath = self._parse(path)
+        if self.open_handles >= self.max_handles:
+            raise asyncssh.SFTPFailure("Too many open files")
+        handle = await self._open(vpath, pflags)
+        self.open_handles += 1
+        return handle
+
+    async def _open(self, vpath: VPath, pflags: int) -> object:
         writing = bool(pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC))
         if vpath.is_dir:
             raise asyncssh.SFTPFailure("Is a directory")
@@ -315,14 +326,27 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         self.state.open_files += 1
         return handle
 
-    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, DownloadHandle | MemoryHandle):
+            if self.channel.get_write_buffer_size() > self.max_buffer:
+                # A client that sends reads but does not take the replies: wait, so the
+                # server never buffers without bound. The common case never awaits.
+                await self._drain()
             try:
                 return file_obj.read(offset, size)
             except OSError:
                 log.exception("reading a document failed")
                 raise asyncssh.SFTPFailure("Read failed") from None
         raise asyncssh.SFTPPermissionDenied("Not open for reading")
+
+    async def _drain(self) -> None:
+        for _ in range(6000):
+            if self.channel.get_write_buffer_size() <= self.max_buffer // 2:
+                return
+            if self.channel.is_closing():
+                raise asyncssh.SFTPConnectionLost("Connection closed")
+            await asyncio.sleep(0.01)
+        raise asyncssh.SFTPFailure("Client does not read")
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
         if not isinstance(file_obj, UploadHandle):
@@ -340,6 +364,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     @guarded
     async def close(self, file_obj: object) -> None:
         self.state.touch()
+        self.open_handles = max(0, self.open_handles - 1)
         try:
             await self._close(file_obj)
         finally:

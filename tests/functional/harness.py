@@ -21,6 +21,7 @@ from qprserver.db.engine import Database
 from qprserver.hostkeys import ensure_host_key
 from qprserver.service import build_context
 from qprserver.sftp.server import SFTPListener
+from qprserver.totp import ensure_key
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "qprserver.example.toml"
 ADMIN = Actor("test", "local")
@@ -157,6 +158,7 @@ def make_settings(root: Path, database_url: str, schema: str, **storage: Any) ->
     settings = parse_config(data, root / "qprserver.toml")
     for path in settings.server.host_keys:
         ensure_host_key(path)
+    ensure_key(settings.security.totp_key)
     return settings
 
 

@@ -1,0 +1,234 @@
+"""Authentication of an IK's account, with the guards operators expect of OpenSSH.
+
+- First factor: an SSH key or the password; a second factor (TOTP by
+  keyboard-interactive) when the account has one or its role requires one; see
+  ``twofactor.py`` for how the partial success reaches the client.
+- Unknown, disabled and expired accounts, and logins from outside an account's
+  allowed networks, fail exactly like a wrong key (no account is revealed).
+- Bans: banned addresses are dropped at connect; every failed connection and every
+  wrong password or code scores against the address and the account (``bans.py``).
+- At most ``max_auth_attempts`` failed attempts per connection, at most
+  ``max_unauthenticated_per_address`` connections per address still logging in, and
+  at most ``max_sessions`` logged-in connections per account in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from qprserver import bans, totp
+from qprserver.db.models import Account
+from qprserver.passwords import verify_password
+from qprserver.sftp.state import ConnectionState, ServerContext
+
+if TYPE_CHECKING:
+    from qprserver.sftp.server import SFTPListener
+
+log = logging.getLogger(__name__)
+
+SECOND_FACTOR_PROMPT = (
+    "Zweiter Faktor",
+    "Bitte den Code aus der Authenticator-App (oder einen Wiederherstellungscode) eingeben.",
+    "",
+    [("Code: ", False)],
+)
+
+
+class AccountSSHServer(asyncssh.SSHServer):
+    """One connection's authentication."""
+
+    def __init__(self, ctx: ServerContext, listener: SFTPListener) -> None:
+        self.ctx = ctx
+        self.listener = listener
+        self.conn: Any = None
+        self.state = ConnectionState(peer="")
+
+    @property
+    def security(self) -> Any:
+        return self.ctx.settings.security
+
+    # -- connection -------------------------------------------------------------
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self.state.address = str(peer[0])
+        self.state.peer = f"{peer[0]}:{peer[1]}"
+        allowlisted = bans.allowlisted(self.state.address, self.security)
+        waiting = sum(
+            1
+            for s in self.listener.connections.values()
+            if s.address == self.state.address and not s.authenticated
+        )
+        if not allowlisted and (
+            self.state.address in self.listener.banned_addresses
+            or waiting >= self.security.max_unauthenticated_per_address
+        ):
+            # Before the version banner: abort, as a disconnect here confuses OpenSSH.
+            log.info("dropping connection from %s (banned or too many)", self.state.peer)
+            conn.abort()
+            return
+        self.listener.connections[conn] = self.state
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.lost = True
+        for handle in list(self.state.uploads) + list(self.state.pending.values()):
+            handle.writer.abort()
+        self.state.uploads.clear()
+        self.state.pending.clear()
+        if self.listener.connections.pop(self.conn, None) is None:
+            return
+        # A failed connection counts once, unless its wrong passwords or codes counted.
+        if (
+            not self.state.authenticated
+            and not self.state.scored
+            and (self.state.auth_failures or self.state.first_factor is not None)
+        ):
+            self.listener.spawn(self._score_failure())
+
+    async def _score_failure(self) -> None:
+        if bans.allowlisted(self.state.address, self.security):
+            return
+        keys = [bans.address_key(self.state.address)]
+        if self.state.account is not None:
+            keys.append(bans.account_key(self.state.account.ik))
+        try:
+            newly = await bans.record_failure(
+                self.ctx.db, keys, self.ctx.clock.now(), self.security
+            )
+        except Exception:
+            log.exception("recording a failed login failed")
+            return
+        for key in newly:
+            log.warning("banned %s after repeated failed logins", key)
+            if key.startswith("addr:"):
+                self.listener.banned_addresses.add(key.removeprefix("addr:"))
+
+    # -- account -----------------------------------------------------------------
+
+    async def begin_auth(self, username: str) -> bool:
+        self.state.touch()
+        now = self.ctx.clock.now()
+        keys = [bans.address_key(self.state.address)]
+        if len(username) == 9 and username.isascii() and username.isdigit():
+            keys.append(bans.account_key(username))
+            async with self.ctx.db.read_session() as session:
+                self.state.account = await session.scalar(
+                    select(Account)
+                    .where(Account.ik == username)
+                    .options(selectinload(Account.keys), selectinload(Account.password))
+                )
+        if not bans.allowlisted(self.state.address, self.security) and await bans.banned(
+            self.ctx.db, keys, now
+        ):
+            raise asyncssh.PermissionDenied("Permission denied")
+        return True
+
+    def _usable(self) -> Account | None:
+        """The account when it may log in from here now, else None (never says why)."""
+        account = self.state.account
+        if account is None or not account.active:
+            return None
+        if account.expires_at is not None and account.expires_at <= self.ctx.clock.now():
+            return None
+        networks = [n for n in account.allowed_networks.split(",") if n]
+        if networks:
+            try:
+                address = ipaddress.ip_address(self.state.address)
+            except ValueError:
+                return None
+            if not any(address in ipaddress.ip_network(n, strict=False) for n in networks):
+                return None
+        if account.max_sessions is not None:
+            logged_in = sum(
+                1
+                for s in self.listener.connections.values()
+                if s.authenticated and s.account is not None and s.account.id == account.id
+            )
+            if logged_in >= account.max_sessions:
+                return None
+        if totp.requires_second_factor(account, self.security) and (
+            account.totp_secret is None or self.ctx.totp_key is None
+        ):
+            log.warning("account %s needs a second factor but has none enrolled", account.ik)
+            return None
+        return account
+
+    def _failed(self) -> bool:
+        self.state.auth_failures += 1
+        if self.state.auth_failures >= self.security.max_auth_attempts:
+            raise asyncssh.PermissionDenied("Too many authentication failures")
+        return False
+
+    # -- first factor ------------------------------------------------------------
+
+    def public_key_auth_supported(self) -> bool:
+        return self.state.first_factor is None
+
+    def validate_public_key(self, username: str, key: Any) -> bool:
+        account = self._usable()
+        if account is None:
+            return self._failed()
+        fingerprint = key.get_fingerprint("sha256")
+        if any(k.fingerprint == fingerprint for k in account.keys):
+            return True
+        return self._failed()
+
+    def password_auth_supported(self) -> bool:
+        return self.state.first_factor is None
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        account = self._usable()
+        stored = account.password.password_hash if account and account.password else None
+        # Same work whether or not the account exists or has a password.
+        ok = await asyncio.to_thread(verify_password, stored, password)
+        if ok and account is not None:
+            return True
+        self.state.scored += 1
+        self.listener.spawn(self._score_failure())
+        return self._failed()
+
+    def first_factor_verified(self, method: str) -> bool:
+        """Called by twofactor.py once a key or password is verified."""
+        account = self.state.account
+        if (
+            account is not None
+            and totp.requires_second_factor(account, self.security)
+            and self.state.first_factor is None
+        ):
+            self.state.first_factor = method
+            return False
+        return True
+
+    # -- second factor -----------------------------------------------------------
+
+    def kbdint_auth_supported(self) -> bool:
+        return self.state.first_factor is not None
+
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+        return SECOND_FACTOR_PROMPT
+
+    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
+        account = self.state.account
+        key = self.ctx.totp_key
+        if self.state.first_factor is None or account is None or key is None:
+            return self._failed()
+        if len(responses) == 1:
+            async with self.ctx.db.session() as session:
+                if await totp.verify(session, account.id, responses[0], key, self.ctx.clock.now()):
+                    return True
+        self.state.scored += 1
+        self.listener.spawn(self._score_failure())
+        return self._failed()
+
+    def auth_completed(self) -> None:
+        self.state.authenticated = True
+        self.state.touch()

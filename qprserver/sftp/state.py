@@ -1,0 +1,64 @@
+"""What the SFTP edge keeps: the server process's parts and each connection's state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from cryptography.fernet import Fernet
+
+from qprserver.blobstore import FileBlobStore
+from qprserver.clock import Clock, SystemClock
+from qprserver.config import Settings
+from qprserver.db.engine import Database
+from qprserver.sftp.receipts import ReceiptRecorder
+from qprserver.uploads import UploadService
+
+if TYPE_CHECKING:
+    from qprserver.db.models import Account
+    from qprserver.sftp.handles import UploadHandle
+
+
+@dataclass
+class ServerContext:
+    """Everything a session needs, made once per server process."""
+
+    settings: Settings
+    db: Database
+    blobs: FileBlobStore
+    uploads: UploadService
+    receipts: ReceiptRecorder
+    clock: Clock = field(default_factory=SystemClock)
+
+    @cached_property
+    def totp_key(self) -> Fernet | None:
+        """The key of the TOTP secrets; None when missing (2FA logins then fail)."""
+        from qprserver.totp import load_key
+
+        try:
+            return load_key(self.settings.security.totp_key)
+        except Exception:
+            return None
+
+
+@dataclass(eq=False)
+class ConnectionState:
+    """Per-connection state: who logs in, how far, activity, uploads in flight."""
+
+    peer: str
+    address: str = ""
+    account: Account | None = None
+    authenticated: bool = False
+    first_factor: str | None = None
+    auth_failures: int = 0
+    scored: int = 0
+    lost: bool = False
+    last_activity: float = field(default_factory=time.monotonic)
+    pending: dict[str, UploadHandle] = field(default_factory=dict)
+    uploads: set[UploadHandle] = field(default_factory=set)
+    open_files: int = 0
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
