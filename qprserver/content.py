@@ -26,6 +26,7 @@ _PDF_TAIL_WINDOW = 1024
 _PDF_TAIL_READ = 64 * 1024
 _PDF_PADDING = b" \t\r\n\f\x00"
 _PROBE_CHUNK = 64 * 1024
+_DTD_REJECTED = "XML enthält eine DTD/Entitäten; nicht erlaubt"
 # libxml2 appends the position to its messages; the reason already names the line.
 _POSITION_SUFFIX = re.compile(r",\s*line \d+, column \d+\s*$")
 
@@ -38,28 +39,13 @@ class ContentRejected(Exception):
         self.reason = reason
 
 
-_DTD_REJECTED = "XML enthält eine DTD/Entitäten; nicht erlaubt"
-
-
-def _safe_parser(target: object | None = None) -> etree.XMLParser:
-    # huge_tree=False keeps libxml2's limits on depth, text size and entity
-    # amplification; the DOCTYPE ban below is the main defence, this the second.
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        target=target,
-    )
-
-
 class _PrologProbe:
     """Parser target that notes whether a DOCTYPE comes before the root element.
 
     A target sees the DOCTYPE as libxml2 reads it, before any entity declaration in
     it is parsed, and whatever the document's encoding (a byte search for
-    ``<!DOCTYPE`` misses UTF-16 and long prologs).
+    ``<!DOCTYPE`` misses UTF-16 and long prologs). The other callbacks exist only
+    to satisfy lxml's target protocol.
     """
 
     def __init__(self) -> None:
@@ -69,14 +55,33 @@ class _PrologProbe:
     def doctype(self, name: str | None, public_id: str | None, system_url: str | None) -> None:
         self.doctype_seen = True
 
-    def start(self, tag: str, attrib: object, nsmap: object = None) -> None:
+    def start(self, tag: str | bytes, attrib: dict[Any, Any], nsmap: object = None) -> None:
         self.root_seen = True
 
-    def end(self, tag: str) -> None:
+    def end(self, tag: str | bytes) -> None:
+        pass
+
+    def data(self, data: str | bytes) -> None:
+        pass
+
+    def comment(self, text: str | bytes) -> None:
         pass
 
     def close(self) -> None:
         return None
+
+
+def _safe_parser(target: _PrologProbe | None = None) -> etree.XMLParser:
+    # huge_tree=False keeps libxml2's limits on depth, text size and entity
+    # amplification; the DOCTYPE ban is the main defence, these limits the second.
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        target=target,
+    )
 
 
 def _syntax_reason(exc: etree.XMLSyntaxError) -> str:
