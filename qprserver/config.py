@@ -10,10 +10,19 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from qprserver.errors import ConfigError
 
@@ -48,6 +57,8 @@ DEFAULT_KEX = [
 
 # Paths are written as TOML strings; strict mode would only accept Path objects.
 FilePath = Annotated[Path, Strict(False)]
+# Dates may be TOML dates (2020-10-15) or ISO strings ("2020-10-15").
+IsoDate = Annotated[date, Strict(False)]
 
 
 class _Section(BaseModel):
@@ -246,6 +257,56 @@ class KindSettings(_Section):
         return value
 
 
+class DateRange(_Section):
+    """A span of calendar days, both ends included."""
+
+    start: IsoDate
+    end: IsoDate
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRange:
+        if self.end < self.start:
+            raise ValueError("end lies before start")
+        return self
+
+
+class QbWindows(_Section):
+    """Delivery windows of one report year; a missing window is closed."""
+
+    main: DateRange | None = None
+    c1: DateRange | None = None
+    replacement: DateRange | None = None
+
+
+class QbSettings(_Section):
+    """Acceptance checks of hospital quality reports (Qb-R): schemas, rules, windows."""
+
+    schemas: dict[str, FilePath] = Field(default_factory=dict)
+    rules: dict[str, FilePath] = Field(default_factory=dict)
+    windows: dict[str, QbWindows] = Field(default_factory=dict)
+    timezone: str = "Europe/Berlin"
+    max_xml_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+    @field_validator("schemas", "rules", "windows")
+    @classmethod
+    def _years(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for year in value:
+            if not re.fullmatch(r"(19|20)\d\d", year):
+                raise ValueError(f"{year!r} is no report year (YYYY)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
 class Settings(_Section):
     """All settings of one qprserver instance."""
 
@@ -256,6 +317,7 @@ class Settings(_Section):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     kinds: dict[str, KindSettings] = Field(default_factory=dict)
+    qb: QbSettings = Field(default_factory=QbSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("kinds")
@@ -322,8 +384,17 @@ def parse_config(data: dict[str, Any], path: Path) -> Settings:
     security = settings.security.model_copy(
         update={"totp_key": _resolve(base, settings.security.totp_key)}
     )
+    # A configured schema or rules file may be missing at start-up (the operator adds
+    # the year's G-BA file later); the check that needs it reports it.
+    qb = settings.qb.model_copy(
+        update={
+            "schemas": {y: _resolve(base, p) for y, p in settings.qb.schemas.items()},
+            "rules": {y: _resolve(base, p) for y, p in settings.qb.rules.items()},
+        }
+    )
     return settings.model_copy(
         update={
+            "qb": qb,
             "security": security,
             "server": server,
             "storage": storage,

@@ -25,8 +25,18 @@ from qprserver.db.engine import Database
 from qprserver.db.models import Account, Delivery, Document, UploadProtocol
 from qprserver.errors import QuotaExceeded, Rejected
 from qprserver.notify import Notifier
+from qprserver.qb.engine import QbResult, validate_upload
 
 MAX_NAME = 255
+QUALITY_REPORT = "qualitaetsbericht"
+
+
+class ReportRejected(Rejected):
+    """A quality report failed its acceptance checks; the protocol says why."""
+
+    def __init__(self, result: QbResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,7 @@ class UploadService:
                 )
             except ContentRejected as exc:
                 raise Rejected(str(exc)) from None
+            report = await self._check_report(classification, writer, name, depositor, now)
             async with self.db.read_session() as session:
                 recipients = await routing.recipients_for(
                     session, classification, direct_ik=direct_ik, depositor=depositor
@@ -102,7 +113,13 @@ class UploadService:
         except Rejected as exc:
             size = writer.size
             writer.abort()
-            await self.reject(depositor, actor, now, shown=shown, reason=str(exc), size=size)
+            result = exc.result if isinstance(exc, ReportRejected) else None
+            await self.reject(
+                depositor, actor, now, shown=shown, reason=str(exc), size=size, report=result
+            )
+            raise
+        except BaseException:
+            writer.abort()  # whatever went wrong, no half-checked upload stays behind
             raise
         kind = classification.kind if classification else routing.DIRECT_KIND
         subject = (
@@ -182,6 +199,8 @@ class UploadService:
                 "empfaenger_anzahl": len(recipients),
                 "zeitpunkt": now.isoformat(),
             }
+            if report is not None:
+                body["pruefung"] = report.protocol
             protocol = await self._protocol(
                 session, depositor, now, shown, "accepted", body, document.id
             )
@@ -197,7 +216,7 @@ class UploadService:
                     "version": version,
                     "sha256": blob.sha256,
                     "recipients": len(recipients),
-                    "findings": [],
+                    "findings": report.mail_findings() if report is not None else [],
                 },
             )
             await audit.record(
@@ -223,6 +242,22 @@ class UploadService:
             tuple(r.ik for r in recipients),
             protocol.file_name,
         )
+
+    async def _check_report(
+        self,
+        classification: routing.Classification | None,
+        writer: BlobWriter,
+        name: str,
+        depositor: Account,
+        now: datetime,
+    ) -> QbResult | None:
+        """The acceptance checks of a hospital quality report; ReportRejected on ``hart``."""
+        if classification is None or classification.kind != QUALITY_REPORT:
+            return None
+        result = await validate_upload(writer.temp_path, name, depositor.ik, self.settings.qb, now)
+        if not result.accepted:
+            raise ReportRejected(result)
+        return result
 
     async def _check_quota(self, session: AsyncSession, depositor: Account, size: int) -> None:
         used = int(
@@ -304,6 +339,7 @@ class UploadService:
         reason: str,
         size: int = 0,
         sha256: str = "",
+        report: QbResult | None = None,
     ) -> None:
         """Record a refused upload: its protocol and an audit event."""
         async with self.db.session() as session:
@@ -313,6 +349,8 @@ class UploadService:
                 "gruende": [reason],
                 "zeitpunkt": now.isoformat(),
             }
+            if report is not None:
+                body["pruefung"] = report.protocol
             protocol = await self._protocol(session, depositor, now, shown, "rejected", body, None)
             await self._notify(
                 session,
@@ -322,7 +360,9 @@ class UploadService:
                 {"size": size, "sha256": sha256 or "(nicht gespeichert)"},
                 {
                     "accepted": False,
-                    "findings": [
+                    "findings": report.mail_findings()
+                    if report is not None
+                    else [
                         {
                             "rule": "",
                             "klass": "",

@@ -9,6 +9,7 @@ from qprserver.cli.accounts import account
 from qprserver.cli.admin import db_group, init, serve
 from qprserver.cli.app import App
 from qprserver.cli.audit import audit_group
+from qprserver.cli.check import check
 from qprserver.cli.documents import document_group
 from qprserver.cli.jobs import jobs_group
 from qprserver.cli.mail import mail_group
@@ -41,6 +42,7 @@ cli.add_command(document_group)
 cli.add_command(mail_group)
 cli.add_command(jobs_group)
 cli.add_command(bans_group)
+cli.add_command(check)
 account.add_command(totp_group)
 
 

@@ -1,0 +1,256 @@
+"""Acceptance check of one quality report: name, safe parse, XML schema, plausibility.
+
+The steps, each adding findings to one protocol:
+
+1. File name ``<IK>-<Standort>-<Berichtsjahr>-xml.xml``; the IK must be valid and be
+   the uploader's own (or one it delivers for). The report year selects schema and rules.
+2. Delivery windows of that year, when a time is given (uploads; not ``check``).
+3. Safe parse: size limit, no DOCTYPE (so no entity expansion or external entities),
+   no network. A file that fails here is rejected at once.
+4. XML schema of the year; the first 50 errors with line and element path.
+5. Only for a schema-valid report: the year's plausibility rules (Schematron).
+
+Any ``hart`` finding rejects the report. The checks block (CPU and file reads); the
+async entry point for uploads runs them in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from qprserver.config import QbSettings
+from qprserver.content import ContentRejected, parse_xml_safely
+from qprserver.errors import InvalidIK
+from qprserver.ik import IK
+from qprserver.qb.filename import PATTERN_TEXT, ReportName, parse_report_name
+from qprserver.qb.plausibility import load_rules, rules_path
+from qprserver.qb.protocol import Finding, Protocol, RuleSetInfo
+from qprserver.qb.schema import load_schema
+from qprserver.qb.windows import windows_message, windows_open
+
+
+def _finding(rule: str, message: str, instruction: str, title: str, category: str) -> Finding:
+    return Finding(
+        rule=rule,
+        klass="hart",
+        message=message,
+        instruction=instruction,
+        title=title,
+        category=category,
+    )
+
+
+def _name_findings(
+    filename: str,
+    name: ReportName | None,
+    year: int | None,
+    uploader_ik: str | None,
+    delivers_for: Collection[str],
+) -> tuple[list[Finding], int | None, dict[str, str]]:
+    """Findings about the file name, the report year to check for, the rule parameters."""
+    findings: list[Finding] = []
+    if name is None:
+        findings.append(
+            _finding(
+                "DATEI-01",
+                f"Der Dateiname {filename} folgt nicht dem Muster {PATTERN_TEXT}.",
+                f"Die Datei nach dem Muster {PATTERN_TEXT} benennen, "
+                "z. B. 260100023-01-2019-xml.xml.",
+                "Dateiname",
+                "Datei",
+            )
+        )
+        parameters = {"berichtsjahr": str(year)} if year is not None else {}
+        return findings, year, parameters
+    try:
+        IK(name.ik)
+    except InvalidIK as exc:
+        findings.append(
+            _finding(
+                "DATEI-02",
+                f"Dateiname: {exc}",
+                "Die Datei mit dem IK des Krankenhauses benennen.",
+                "IK im Dateinamen",
+                "Datei",
+            )
+        )
+    allowed = {uploader_ik, *delivers_for} if uploader_ik else set()
+    if uploader_ik and name.ik not in allowed:
+        findings.append(
+            _finding(
+                "DATEI-03",
+                f"Der Bericht ist für das IK {name.ik}; das Konto {uploader_ik} darf nur "
+                "eigene Berichte liefern.",
+                "Den Bericht mit dem Konto des Krankenhauses liefern, dessen IK im "
+                "Dateinamen steht.",
+                "IK des Absenders",
+                "Datei",
+            )
+        )
+    if year is not None and year != name.year:
+        findings.append(
+            _finding(
+                "DATEI-04",
+                f"Der Dateiname nennt das Berichtsjahr {name.year}, geprüft wird für {year}.",
+                "Das Berichtsjahr im Dateinamen berichtigen.",
+                "Berichtsjahr im Dateinamen",
+                "Datei",
+            )
+        )
+    effective = year if year is not None else name.year
+    parameters = {
+        "datei_ik": name.ik,
+        "datei_standort": name.site,
+        "berichtsjahr": str(effective),
+    }
+    return findings, effective, parameters
+
+
+def check_report(
+    path: Path,
+    *,
+    filename: str,
+    settings: QbSettings,
+    year: int | None = None,
+    uploader_ik: str | None = None,
+    delivers_for: Collection[str] = (),
+    at: datetime | None = None,
+) -> Protocol:
+    """Check the report at path (named filename) and return its protocol.
+
+    year overrides the report year of the file name; uploader_ik (and delivers_for)
+    are the IKs the sender may deliver for; at enables the delivery window check.
+    Raises ConfigError when the year's configured schema or rules cannot be used.
+    """
+    name = parse_report_name(filename)
+    findings, effective, parameters = _name_findings(
+        filename, name, year, uploader_ik, delivers_for
+    )
+    base: dict[str, Any] = {
+        "filename": filename,
+        "year": effective,
+        "ik": name.ik if name else None,
+        "site": name.site if name else None,
+    }
+    if effective is None:
+        findings.append(
+            _finding(
+                "JAHR-01",
+                "Das Berichtsjahr ist unbekannt; es steht im Dateinamen.",
+                f"Die Datei nach dem Muster {PATTERN_TEXT} benennen.",
+                "Berichtsjahr",
+                "Datei",
+            )
+        )
+        return Protocol(**base, findings=tuple(findings))
+    if at is not None and not windows_open(settings, effective, at):
+        findings.append(
+            _finding(
+                "FRIST-01",
+                windows_message(settings, effective),
+                "Den Bericht innerhalb einer Lieferfrist liefern.",
+                "Lieferfrist",
+                "Datei",
+            )
+        )
+    schema_file = settings.schemas.get(str(effective))
+    if schema_file is None:
+        configured = ", ".join(sorted(settings.schemas)) or "keine"
+        findings.append(
+            _finding(
+                "JAHR-02",
+                f"Berichte für das Berichtsjahr {effective} werden nicht angenommen "
+                f"(angenommene Berichtsjahre: {configured}).",
+                "Das Berichtsjahr im Dateinamen prüfen.",
+                "Berichtsjahr",
+                "Datei",
+            )
+        )
+        return Protocol(**base, findings=tuple(findings))
+    schema = load_schema(schema_file, f"qb.schemas.{effective}")
+    located = rules_path(effective, settings.rules)
+    ruleset = load_rules(*located) if located else None
+    info: RuleSetInfo | None = ruleset.info if ruleset else None
+    try:
+        tree = parse_xml_safely(path, max_bytes=settings.max_xml_bytes)
+    except ContentRejected as exc:
+        findings.append(
+            _finding(
+                "XML-01",
+                exc.reason,
+                "Eine wohlgeformte XML-Datei ohne DOCTYPE und Entitäten liefern, "
+                f"höchstens {settings.max_xml_bytes} Bytes groß.",
+                "Lesbare XML-Datei",
+                "XML",
+            )
+        )
+        return Protocol(**base, findings=tuple(findings))
+    checked = schema.validate(tree, effective)
+    findings.extend(checked.findings)
+    omitted: dict[str, int] = {}
+    if checked.total > len(checked.findings):
+        omitted[checked.findings[0].rule] = checked.total - len(checked.findings)
+    if checked.total == 0 and ruleset is not None:
+        result = ruleset.check(tree, **parameters)
+        findings.extend(result.findings)
+        omitted.update(result.omitted)
+    return Protocol(
+        **base,
+        schema=schema_file.name,
+        ruleset=info if checked.total == 0 else None,
+        findings=tuple(findings),
+        omitted=omitted,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QbResult:
+    """The outcome of a delivered report, in the forms uploads need."""
+
+    accepted: bool
+    findings: tuple[Finding, ...]
+    protocol: dict[str, Any]
+    text: str
+    reason: str
+
+    def mail_findings(self) -> list[dict[str, str]]:
+        """Findings with the keys of the ``upload_result`` mail template."""
+        return [f.mail_context() for f in self.findings]
+
+
+def result_of(protocol: Protocol) -> QbResult:
+    """The upload-facing form of a protocol."""
+    return QbResult(
+        accepted=protocol.accepted,
+        findings=protocol.findings,
+        protocol=protocol.to_dict(),
+        text=protocol.render_text(),
+        reason=protocol.summary(),
+    )
+
+
+async def validate_upload(
+    path: Path,
+    filename: str,
+    uploader_ik: str,
+    settings: QbSettings,
+    now: datetime,
+    *,
+    delivers_for: Collection[str] = (),
+) -> QbResult:
+    """Check an uploaded report (in a thread), including the delivery windows at now."""
+    protocol = await asyncio.to_thread(
+        check_report,
+        path,
+        filename=filename,
+        settings=settings,
+        uploader_ik=uploader_ik,
+        delivers_for=delivers_for,
+        at=now,
+    )
+    return result_of(protocol)

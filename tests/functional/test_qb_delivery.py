@@ -1,0 +1,148 @@
+"""A hospital delivers its quality report over SFTP; the acceptance checks decide."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncssh
+import pytest
+from lxml import etree
+from sqlalchemy import select
+
+from qprserver.clock import FixedClock
+from qprserver.db.engine import Database
+from qprserver.db.models import MailMessage
+from qprserver.ik import check_digit
+from tests.conftest import QB_DATA
+from tests.functional.harness import Server, make_settings, start_server
+
+HOSPITAL = "260100023"  # the IK of the real 2019 report, region 01 (SH)
+REPORT = "260100023-01-2019-xml.xml"
+LV_SH = "10010000" + str(check_digit("10010000"))
+IN_WINDOW = datetime(2020, 10, 20, 10, 0, tzinfo=UTC)
+
+pytestmark = pytest.mark.skipif(
+    not (QB_DATA / REPORT).exists(), reason="G-BA test data (../shared/data/qb) not present"
+)
+
+
+@pytest.fixture
+async def qb_server(tmp_path: Path, db: Database) -> AsyncIterator[Server]:
+    settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
+    qb = settings.qb.model_validate(
+        {
+            "schemas": {"2019": str(QB_DATA / "qb-2019-schema.xsd")},
+            "windows": {
+                "2019": {
+                    "main": {"start": "2020-10-15", "end": "2020-11-15"},
+                    "replacement": {"start": "2020-11-23", "end": "2020-12-15"},
+                }
+            },
+        }
+    )
+    settings = settings.model_copy(update={"qb": qb})
+    srv = await start_server(settings, db, tmp_path)
+    srv.listener.ctx.clock = FixedClock(IN_WINDOW)
+    await srv.add_account(HOSPITAL, ["depositor"], email="qb@klinik.example")
+    await srv.add_account(LV_SH, ["recipient"], email="lv-sh@example.org")
+    await srv.add_route("qualitaetsbericht", "SH", LV_SH)
+    try:
+        yield srv
+    finally:
+        await srv.listener.stop(grace=0)
+
+
+async def _put(server: Server, data: bytes) -> None:
+    async with (
+        server.connect(HOSPITAL) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(f"/outbox/{REPORT}", "wb") as f,
+    ):
+        await f.write(data)
+
+
+async def _ls(server: Server, ik: str, folder: str) -> list[str]:
+    async with server.connect(ik) as conn, conn.start_sftp_client() as sftp:
+        return sorted(n for n in await sftp.listdir(folder) if n not in (".", ".."))
+
+
+async def _read(server: Server, ik: str, path: str) -> bytes:
+    async with (
+        server.connect(ik) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(path, "rb") as f,
+    ):
+        return bytes(await f.read())
+
+
+def _without_first(data: bytes, tag: str) -> bytes:
+    """The report with the first element called tag removed."""
+    root = etree.fromstring(data)
+    element = root.find(f".//{tag}")
+    assert element is not None, tag
+    parent = element.getparent()
+    assert parent is not None
+    parent.remove(element)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="utf-8"))
+
+
+async def test_the_real_report_is_accepted_and_reaches_the_recipient_circle(
+    qb_server: Server,
+) -> None:
+    data = (QB_DATA / REPORT).read_bytes()
+    await _put(qb_server, data)
+    assert await _ls(qb_server, LV_SH, "/inbox") == [REPORT]
+    assert await _read(qb_server, LV_SH, f"/inbox/{REPORT}") == data
+    (name,) = await _ls(qb_server, HOSPITAL, "/receipts")
+    protocol = json.loads(await _read(qb_server, HOSPITAL, f"/receipts/{name}"))
+    assert protocol["ergebnis"] == "angenommen"
+    assert protocol["pruefung"]["ergebnis"] == "angenommen"
+    assert all(f["klasse"] != "hart" for f in protocol["pruefung"]["befunde"])
+    async with qb_server.db.read_session() as session:
+        result_mail = await session.scalar(
+            select(MailMessage).where(MailMessage.template == "upload_result")
+        )
+    assert result_mail is not None and "angenommen" in result_mail.subject
+
+
+async def test_a_report_missing_a_required_element_is_rejected_with_its_protocol(
+    qb_server: Server,
+) -> None:
+    broken = _without_first((QB_DATA / REPORT).read_bytes(), "Krankenhauskontaktdaten")
+    with pytest.raises(asyncssh.SFTPFailure, match="abgelehnt"):
+        await _put(qb_server, broken)
+    assert await _ls(qb_server, LV_SH, "/inbox") == []
+    (name,) = await _ls(qb_server, HOSPITAL, "/receipts")
+    protocol = json.loads(await _read(qb_server, HOSPITAL, f"/receipts/{name}"))
+    assert protocol["ergebnis"] == "abgelehnt"
+    assert any(f["klasse"] == "hart" for f in protocol["pruefung"]["befunde"])
+    async with qb_server.db.read_session() as session:
+        mail = await session.scalar(
+            select(MailMessage).where(MailMessage.template == "upload_result")
+        )
+    assert mail is not None and "abgelehnt" in mail.subject
+
+
+async def test_a_corrected_upload_supersedes_the_earlier_version(qb_server: Server) -> None:
+    first = (QB_DATA / REPORT).read_bytes()
+    await _put(qb_server, first)
+    second = first + b"\n<!-- korrigierte Fassung -->\n"  # a comment after the root is legal
+    await _put(qb_server, second)
+    assert await _ls(qb_server, LV_SH, "/inbox") == [REPORT]
+    assert await _read(qb_server, LV_SH, f"/inbox/{REPORT}") == second
+
+
+async def test_an_upload_outside_every_window_is_refused_naming_the_windows(
+    qb_server: Server,
+) -> None:
+    qb_server.listener.ctx.clock = FixedClock(datetime(2021, 3, 1, tzinfo=UTC))
+    with pytest.raises(asyncssh.SFTPFailure, match="FRIST-01"):
+        await _put(qb_server, (QB_DATA / REPORT).read_bytes())
+    assert await _ls(qb_server, LV_SH, "/inbox") == []
+    (name,) = await _ls(qb_server, HOSPITAL, "/receipts")
+    protocol = json.loads(await _read(qb_server, HOSPITAL, f"/receipts/{name}"))
+    (window,) = [f for f in protocol["pruefung"]["befunde"] if f["regel"] == "FRIST-01"]
+    assert "15.10.2020" in window["meldung"] and "23.11.2020" in window["meldung"]
