@@ -180,3 +180,60 @@ async def test_two_worker_processes_share_the_port_and_serve_logins(
     assert sorted(await running.documents()) == [f"{FACILITY_NW}_w{i}.pdf" for i in range(6)]
     running.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(running.proc.wait(), 30) == 0
+
+
+async def _spawn_second(run: Running, tmp_path: Path) -> Running:
+    """A second `serve` process on the same database and data folder, another port."""
+    port = free_port()
+    config = tmp_path / "second.toml"
+    text = run.config.read_text().replace(f"port = {run.port}\n", f"port = {port}\n", 1)
+    config.write_text(text)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "qprserver",
+        "--config",
+        str(config),
+        "serve",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    second = Running(proc, port, config)
+    second.keys = run.keys
+    await _wait_listening(second)
+    return second
+
+
+@pytest.mark.parametrize("running", [""], indirect=True)
+async def test_a_ban_earned_at_one_server_process_holds_at_another(
+    running: Running, tmp_path: Path
+) -> None:
+    threshold = load_config(running.config).security.ban_threshold
+    second = await _spawn_second(running, tmp_path)
+    try:
+        async with second.connect(LV_NW) as before:  # admitted before any failure
+            assert before is not None
+        for _ in range(threshold):
+            with pytest.raises(asyncssh.PermissionDenied):
+                await asyncssh.connect(
+                    "127.0.0.1",
+                    running.port,
+                    username=LV_NW,
+                    password="falsch falsch falsch",
+                    client_keys=None,
+                    known_hosts=None,
+                )
+        # The scores reach the database asynchronously; the other process then refuses
+        # even the right key (at connect or at the start of authentication).
+        for _ in range(200):
+            try:
+                conn = await second.connect(LV_NW)
+            except (OSError, asyncssh.Error):
+                break
+            conn.close()
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the second server still lets the banned address in")
+    finally:
+        second.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.proc.wait(), 30)
