@@ -27,7 +27,7 @@ lint: venv
 	$(BIN)/mypy qprserver
 
 bench: venv
-	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -6,6 +6,7 @@ system call on a file opened at ``open`` time (DESIGN.md §5).
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -14,11 +15,15 @@ from qprserver.sftp.paths import VPath
 
 
 class DownloadHandle:
-    """A blob opened for reading; remembers which bytes were served."""
+    """A blob opened for reading; remembers which bytes were served.
+
+    ``delivery_id`` is None for files that are no delivery (bundles): a complete
+    download of those records no receipt.
+    """
 
     __slots__ = ("_gaps", "covered", "delivery_id", "fd", "name", "sha256", "size")
 
-    def __init__(self, fd: int, size: int, delivery_id: int, sha256: str, name: str) -> None:
+    def __init__(self, fd: int, size: int, delivery_id: int | None, sha256: str, name: str) -> None:
         self.fd = fd
         self.size = size
         self.delivery_id = delivery_id
@@ -28,6 +33,9 @@ class DownloadHandle:
         self._gaps: dict[int, int] = {}  # served ranges beyond `covered`: start -> end
 
     def read(self, offset: int, length: int) -> bytes:
+        if offset >= self.size:
+            # Also keeps offsets beyond what the OS takes (up to 2**64 - 1) from pread.
+            return b""
         data = os.pread(self.fd, length, offset)
         end = offset + len(data)
         if offset <= self.covered:
@@ -42,6 +50,10 @@ class DownloadHandle:
         elif data:
             self._gaps[offset] = max(end, self._gaps.get(offset, 0))
         return data
+
+    def seek(self, offset: int, whence: int) -> int:
+        """For asyncssh's ranges extension (SEEK_DATA/SEEK_HOLE); reads use pread."""
+        return os.lseek(self.fd, offset, whence)
 
     @property
     def complete(self) -> bool:
@@ -62,6 +74,16 @@ class MemoryHandle:
     def read(self, offset: int, length: int) -> bytes:
         return self.body[offset : offset + length]
 
+    def seek(self, offset: int, whence: int) -> int:
+        """For asyncssh's ranges extension: the body is one range of data, no holes."""
+        if whence == os.SEEK_DATA:
+            if offset >= len(self.body):
+                raise OSError(errno.ENXIO, "No more data")
+            return offset
+        if whence == os.SEEK_HOLE:
+            return len(self.body)
+        return offset
+
     @property
     def size(self) -> int:
         return len(self.body)
@@ -74,6 +96,7 @@ class UploadHandle:
     path: VPath
     writer: BlobWriter
     limit: int
+    owner: object = None  # the SFTP session that opened it
     failure: str | None = None
     closed: bool = False
 
@@ -82,3 +105,7 @@ class UploadHandle:
             self.failure = f"Datei größer als die erlaubten {self.limit} Bytes"
             raise OverflowError(self.failure)
         self.writer.write(offset, data)
+
+    def seek(self, offset: int, whence: int) -> int:
+        # asyncssh's ranges extension asks this of any handle; an upload is not for reading.
+        raise OSError(errno.EACCES, "Not open for reading")

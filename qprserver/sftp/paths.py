@@ -42,24 +42,43 @@ def _valid_component(part: str) -> bool:
     return not any(ord(c) < 32 or ord(c) == 127 for c in part)
 
 
-def normalise(path: bytes) -> str:
-    """The absolute, normalised text form of a client path; BadPath when impossible."""
+def _decode(path: bytes) -> str:
     if len(path) > MAX_PATH_BYTES:
         raise BadPath("path too long")
     if b"\x00" in path:
         raise BadPath("NUL in path")
     try:
-        text = path.decode("utf-8", errors="strict")
+        return path.decode("utf-8", errors="strict")
     except UnicodeDecodeError:
         raise BadPath("path is not UTF-8") from None
+
+
+def _normalise_text(text: str) -> str:
     # Relative paths start at the account's root; "//x" is "/x" here.
     norm = posixpath.normpath("/" + text.lstrip("/"))
     return "/" + norm.lstrip("/")
 
 
+def normalise(path: bytes) -> str:
+    """The absolute, normalised text form of a client path; BadPath when impossible."""
+    return _normalise_text(_decode(path))
+
+
 def parse(path: bytes, folders: tuple[str, ...]) -> VPath:
-    """The place a client path names within an account's folders; BadPath otherwise."""
-    parts = [p for p in normalise(path).split("/") if p]
+    """The place a client path names within an account's folders; BadPath otherwise.
+
+    A trailing ``/`` (or ``/.``) names a folder, as on POSIX: ``/inbox/a.pdf/`` is
+    nothing, not ``/inbox/a.pdf``.
+    """
+    text = _decode(path)
+    vpath = _parse_normalised(_normalise_text(text), folders)
+    if text.endswith(("/", "/.")) and not vpath.is_dir:
+        raise BadPath("not a folder")
+    return vpath
+
+
+def _parse_normalised(norm: str, folders: tuple[str, ...]) -> VPath:
+    parts = [p for p in norm.split("/") if p]
     if not all(_valid_component(p) for p in parts):
         raise BadPath("invalid name")
     if not parts:

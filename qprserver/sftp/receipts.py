@@ -25,6 +25,10 @@ class ReceiptRecorder:
         self._batch = batch
         self._pending: list[mailbox.Download] = []
         self._wake = asyncio.Event()
+        # One writer at a time: a flush returns only once what it found is written,
+        # even when the background task had already taken it.
+        self._lock = asyncio.Lock()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def add(self, download: mailbox.Download) -> None:
@@ -33,10 +37,11 @@ class ReceiptRecorder:
             self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="receipt-recorder")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
@@ -44,20 +49,22 @@ class ReceiptRecorder:
 
     async def flush(self) -> None:
         """Write everything gathered so far; kept for the next try when the database fails."""
-        while self._pending:
-            batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
-            try:
-                async with self._db.session() as session:
-                    await mailbox.record_downloads(session, batch)
-            except Exception:
-                log.exception("writing %d download receipts failed; will retry", len(batch))
-                self._pending[:0] = batch
-                return
+        async with self._lock:
+            while self._pending:
+                batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+                try:
+                    async with self._db.session() as session:
+                        await mailbox.record_downloads(session, batch)
+                except Exception:
+                    log.exception("writing %d download receipts failed; will retry", len(batch))
+                    self._pending[:0] = batch
+                    return
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Write what is left and stop; a batch being written is never cut off."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake.set()
+            await task
         await self.flush()

@@ -14,12 +14,15 @@ import inspect
 import logging
 import os
 import stat as statmod
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import asyncssh
 from asyncssh import SFTPAttrs, SFTPName, SFTPVFSAttrs
+from asyncssh.sftp import SFTPServerHandler
 
 from qprserver import mailbox
 from qprserver.audit import Actor
@@ -39,6 +42,10 @@ FXF_APPEND = 0x04
 FXF_CREAT = 0x08
 FXF_TRUNC = 0x10
 FXF_EXCL = 0x20
+
+# Replies longer than this are cut short (a short read is legal SFTP): asyncssh
+# advertises it as the read limit, and the client's packet limit is about as large.
+MAX_READ = 4 * 1024 * 1024
 
 DIR_RO = statmod.S_IFDIR | 0o500
 DIR_RW = statmod.S_IFDIR | 0o700
@@ -120,6 +127,25 @@ def guarded(func: F) -> F:
     return cast(F, functools.wraps(func)(sync))
 
 
+def _closed_by_session_end() -> bool:
+    """True when asyncssh, not the client, is closing a handle: its session is ending.
+
+    asyncssh's ``SFTPServerHandler._cleanup`` closes every handle still open when a
+    session ends for any reason, also while the channel is still open, e.g. after the
+    client sent a malformed packet. Only the call stack tells that close from a
+    client's FXP_CLOSE (a private name of asyncssh 2.24; see sftp/twofactor.py for
+    the version pin).
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_cleanup" and isinstance(
+            frame.f_locals.get("self"), SFTPServerHandler
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class MailboxSFTPServer(asyncssh.SFTPServer):
     """One SFTP session of one logged-in account."""
 
@@ -199,10 +225,16 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
 
     @guarded
     def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
-        # Clients send times and modes after uploads; accepted and ignored in /outbox.
+        # Clients send times and modes after uploads (WinSCP after the rename, when the
+        # name is a document already); accepted and ignored in /outbox.
         vpath = self._parse(path)
         if vpath.folder != "outbox":
             raise asyncssh.SFTPPermissionDenied("Permission denied")
+
+    @guarded
+    def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        # There are no links, so this is setstat (asyncssh's default maps onto real paths).
+        self.setstat(path, attrs)
 
     @guarded
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
@@ -218,8 +250,8 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPNoSuchFile("No such file") from None
 
     @guarded
-    def statvfs(self, path: bytes) -> SFTPVFSAttrs:
-        self._parse(path)
+    async def statvfs(self, path: bytes) -> SFTPVFSAttrs:
+        await self._attrs(self._parse(path))  # only of places that exist
         return self._vfs()
 
     @guarded
@@ -303,15 +335,17 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if entry.body is not None:
             self.state.open_files += 1
             return MemoryHandle(entry.body)
-        if vpath.folder not in ("inbox", "archive") or entry.sha256 is None:
+        if vpath.folder not in ("inbox", "archive", "bundles") or entry.sha256 is None:
             raise asyncssh.SFTPNoSuchFile("No such file")
         try:
             fd = os.open(self.ctx.blobs.path_for(entry.sha256), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            log.error("blob %s of delivery %s is missing", entry.sha256, entry.id)
+            log.error("blob %s of %s/%s is missing", entry.sha256, vpath.folder, entry.id)
             raise asyncssh.SFTPFailure("Document temporarily unavailable") from None
         self.state.open_files += 1
-        return DownloadHandle(fd, entry.size, entry.id, entry.sha256, entry.name)
+        # Receipts are for deliveries; a bundle's entry id is no delivery id.
+        delivery_id = entry.id if vpath.folder != "bundles" else None
+        return DownloadHandle(fd, entry.size, delivery_id, entry.sha256, entry.name)
 
     def _open_upload(self, vpath: VPath) -> UploadHandle:
         assert vpath.name is not None
@@ -320,7 +354,10 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if old is not None:
             old.writer.abort()
         handle = UploadHandle(
-            vpath, self.ctx.blobs.begin_write(), self.ctx.settings.storage.max_upload_bytes
+            vpath,
+            self.ctx.blobs.begin_write(),
+            self.ctx.settings.storage.max_upload_bytes,
+            owner=self,
         )
         self.state.uploads.add(handle)
         self.state.open_files += 1
@@ -333,7 +370,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
                 # server never buffers without bound. The common case never awaits.
                 await self._drain()
             try:
-                return file_obj.read(offset, size)
+                return file_obj.read(offset, min(size, MAX_READ))
             except OSError:
                 log.exception("reading a document failed")
                 raise asyncssh.SFTPFailure("Read failed") from None
@@ -355,7 +392,8 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             file_obj.write(offset, data)
         except OverflowError as exc:
             raise asyncssh.SFTPFailure(str(exc)) from None
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: the upload was thrown away meanwhile (its writer is closed).
             log.exception("writing an upload failed")
             file_obj.failure = "Speicherfehler beim Empfang"
             raise asyncssh.SFTPFailure("Write failed") from None
@@ -374,7 +412,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     async def _close(self, file_obj: object) -> None:
         if isinstance(file_obj, DownloadHandle):
             file_obj.close()
-            if file_obj.complete:
+            if file_obj.complete and file_obj.delivery_id is not None:
                 self.ctx.receipts.add(
                     mailbox.Download(
                         self.account.id,
@@ -402,7 +440,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             return
         assert handle.path.name is not None
         if handle.failure is None and is_temp_name(handle.path.name):
-            self.state.pending[self._pending_key(handle.path)] = handle
+            self._set_pending(handle.path, handle)
             return
         await self._complete(handle, handle.path)
 
@@ -416,7 +454,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         """
         if self.state.lost or self.channel.is_closing():
             return True
-        return getattr(self.channel, "_recv_state", "open") != "open"
+        if getattr(self.channel, "_recv_state", "open") != "open":
+            return True
+        return _closed_by_session_end()
 
     async def _complete(self, handle: UploadHandle, target: VPath) -> None:
         assert target.name is not None
@@ -454,9 +494,16 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         del self.state.pending[self._pending_key(old)]
         if is_temp_name(new.name):
             handle.path = new
-            self.state.pending[self._pending_key(new)] = handle
+            self._set_pending(new, handle)
             return
         await self._complete(handle, new)
+
+    def _set_pending(self, vpath: VPath, handle: UploadHandle) -> None:
+        # A temp upload replaced by another of the same name leaves nothing behind.
+        old = self.state.pending.get(self._pending_key(vpath))
+        if old is not None and old is not handle:
+            old.writer.abort()
+        self.state.pending[self._pending_key(vpath)] = handle
 
     @guarded
     async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
@@ -471,11 +518,14 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
                 raise asyncssh.SFTPNoSuchFile("No such file")
             handle.writer.abort()
             return
-        if vpath.folder != "inbox" or vpath.name is None:
+        if vpath.folder not in ("inbox", "bundles") or vpath.name is None:
             raise asyncssh.SFTPPermissionDenied("Permission denied")
+        # Deleting acknowledges: a delivery moves to /archive, a bundle (or its
+        # .sha256) leaves /bundles with its checksum file.
+        acknowledge = mailbox.acknowledge if vpath.folder == "inbox" else mailbox.acknowledge_bundle
         try:
             async with self.ctx.db.session() as session:
-                await mailbox.acknowledge(
+                await acknowledge(
                     session, self.account, self.actor, self.ctx.clock.now(), vpath.name
                 )
         except NotFound:
@@ -505,10 +555,20 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         raise asyncssh.SFTPPermissionDenied("Links are not allowed")
 
+    @guarded
+    def fsync(self, file_obj: object) -> None:
+        # An upload is fsynced when it completes, before it becomes a document; until
+        # then there is nothing a client could rely on, so nothing blocks here.
+        if not isinstance(file_obj, DownloadHandle | MemoryHandle | UploadHandle):
+            raise asyncssh.SFTPInvalidHandle("Invalid handle")
+
     def exit(self) -> None:
-        for handle in list(self.state.pending.values()):
-            handle.writer.abort()
-        self.state.pending.clear()
+        # Temp uploads of this session that were never renamed are thrown away; those
+        # of other sessions on the same connection stay theirs.
+        for key, handle in list(self.state.pending.items()):
+            if handle.owner is self:
+                handle.writer.abort()
+                del self.state.pending[key]
         # OpenSSH 9 scp speaks SFTP and exits 1 without an exit status.
         with contextlib.suppress(OSError, asyncssh.Error, AttributeError):
             self.channel.exit(0)

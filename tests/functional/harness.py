@@ -166,3 +166,23 @@ async def start_server(settings: Settings, db: Database, root: Path) -> Server:
     listener = SFTPListener(build_context(settings, db))
     await listener.start()
     return Server(root, settings, db, listener)
+
+
+async def start_sftp(
+    server: Server, ik: str, *options: str, cwd: Path
+) -> asyncio.subprocess.Process:
+    """Start OpenSSH ``sftp -b -`` without waiting; commands go to its stdin."""
+    return await asyncio.create_subprocess_exec(
+        "sftp",
+        *server.openssh_args(ik),
+        *options,
+        "-P",
+        str(server.port),
+        "-b",
+        "-",
+        f"{ik}@127.0.0.1",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=cwd,
+    )

@@ -220,3 +220,74 @@ def test_adopt_takes_only_files_from_the_temp_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         store.adopt(elsewhere)
     assert elsewhere.exists()
+
+
+def test_finish_is_atomic_the_blob_path_appears_only_at_finish(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    data = random.Random(1).randbytes(2 * 1024 * 1024 + 7)
+    digest = _sha(data)
+    w = store.begin_write()
+    for offset in range(0, len(data), 65536):
+        w.write(offset, data[offset : offset + 65536])
+        assert not store.path_for(digest).exists()
+        assert not store.exists(digest)
+    assert w.temp_path.stat().st_size == len(data)
+    info = w.finish()
+    assert info.sha256 == digest
+    assert store.path_for(digest).read_bytes() == data
+    assert not w.temp_path.exists()
+
+
+def test_a_failed_rename_leaves_neither_blob_nor_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileBlobStore(tmp_path)
+    w = store.begin_write()
+    w.write(0, b"never stored")
+
+    def failing_replace(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        w.finish()
+    assert w.closed
+    assert list(store.tmp.iterdir()) == []
+    assert list(store.iter_hashes()) == []
+
+
+def test_abort_after_finish_keeps_the_blob(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    w = store.begin_write()
+    w.write(0, b"kept")
+    info = w.finish()
+    w.abort()
+    assert store.path_for(info.sha256).read_bytes() == b"kept"
+
+
+def test_sweep_spares_a_temp_file_that_is_still_being_written(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    writing = store.begin_write()
+    os.utime(writing.temp_path, (1000, 1000))
+    writing.write(0, b"more")  # a write renews the mtime
+    now = writing.temp_path.stat().st_mtime + 10
+    assert store.sweep_temp(older_than_seconds=3600, now=now) == 0
+    assert writing.finish().sha256 == _sha(b"more")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "0" * 64 + "\n",
+        "0" * 62 + "/x",
+        "g" * 64,
+        "\x00" * 64,
+        "０" * 64,  # fullwidth zeros
+        "ab/../" + "0" * 58,
+    ],
+)
+def test_more_hashes_that_are_no_sha256_are_refused(tmp_path: Path, bad: str) -> None:
+    store = FileBlobStore(tmp_path)
+    with pytest.raises(ValueError, match="SHA-256"):
+        store.path_for(bad)

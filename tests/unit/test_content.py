@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from qprserver.content import MAX_XML_BYTES, ContentRejected, check_content, parse_xml_safely
 
@@ -162,3 +163,72 @@ def test_empty_file_is_rejected_whatever_its_type(tmp_path: Path) -> None:
 def test_other_types_only_need_content(tmp_path: Path) -> None:
     assert _accepts(_file(tmp_path, "a.csv", b"x;y\n"), "a.csv")
     assert _accepts(_file(tmp_path, "a.txt", b"<!DOCTYPE x>"), "a.txt")
+
+
+def test_xinclude_is_not_followed(tmp_path: Path) -> None:
+    secret = _file(tmp_path, "secret.txt", b"TOP-SECRET-CONTENT")
+    doc = (
+        b'<r xmlns:xi="http://www.w3.org/2001/XInclude">'
+        b'<xi:include href="' + secret.as_uri().encode() + b'" parse="text"/></r>'
+    )
+    path = _file(tmp_path, "xi.xml", doc)
+    assert _accepts(path, "xi.xml")  # well-formed; the include is an inert element
+    tree = parse_xml_safely(path)
+    assert b"TOP-SECRET" not in etree.tostring(tree)
+
+
+def test_parameter_entity_with_an_external_dtd_is_rejected(tmp_path: Path) -> None:
+    data = (
+        b'<?xml version="1.0"?>\n'
+        b'<!DOCTYPE r [<!ENTITY % ext SYSTEM "http://example.invalid/evil.dtd"> %ext;]>\n'
+        b"<r/>"
+    )
+    start = time.monotonic()
+    assert "DTD" in _rejection(_file(tmp_path, "pe.xml", data), "pe.xml")
+    assert time.monotonic() - start < 1.0
+
+
+def test_absurdly_deep_nesting_is_rejected_quickly(tmp_path: Path) -> None:
+    depth = 100_000
+    path = _file(tmp_path, "deep.xml", b"<a>" * depth + b"</a>" * depth)
+    start = time.monotonic()
+    assert _rejection(path, "deep.xml").startswith("XML nicht wohlgeformt: Zeile 1: ")
+    assert time.monotonic() - start < 2.0
+
+
+def test_xml_with_a_byte_order_mark_and_latin1_declaration_passes(tmp_path: Path) -> None:
+    bom = _file(tmp_path, "bom.xml", b"\xef\xbb\xbf<r>\xc3\xa4</r>")
+    assert _accepts(bom, "bom.xml")
+    latin1 = _file(tmp_path, "l1.xml", b'<?xml version="1.0" encoding="ISO-8859-1"?><r>\xe4</r>')
+    assert parse_xml_safely(latin1).getroot().text == "ä"
+
+
+def test_xml_that_is_not_xml_names_line_one(tmp_path: Path) -> None:
+    reason = _rejection(_file(tmp_path, "a.xml", b"%PDF-1.7\n%%EOF\n"), "a.xml")
+    assert reason.startswith("XML nicht wohlgeformt: Zeile 1: ")
+
+
+def test_pdf_header_must_start_the_file(tmp_path: Path) -> None:
+    data = b"\n%PDF-1.7\n...\n%%EOF\n"
+    assert _rejection(_file(tmp_path, "a.pdf", data), "a.pdf") == (
+        "Keine PDF-Datei: Kopfzeile %PDF- fehlt"
+    )
+
+
+def test_pdf_trailer_may_be_followed_by_padding(tmp_path: Path) -> None:
+    data = b"%PDF-1.7\n" + b"x" * 100 + b"%%EOF" + b"\r\n\x00 " * 10_000
+    assert _accepts(_file(tmp_path, "pad.pdf", data), "pad.pdf")
+
+
+def test_an_empty_zip_passes_and_a_cut_deflated_one_does_not(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w"):
+        pass
+    assert _accepts(_file(tmp_path, "empty.zip", buffer.getvalue()), "empty.zip")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("MANIFEST.csv", "a;b\n" * 1000)
+    whole = buffer.getvalue()
+    assert _accepts(_file(tmp_path, "ok.zip", whole), "ok.zip")
+    cut = _file(tmp_path, "cut.zip", whole[: len(whole) // 2])
+    assert _rejection(cut, "cut.zip") == "ZIP-Verzeichnis fehlt oder ist beschädigt"
