@@ -1,0 +1,125 @@
+"""Peak memory of a server's process tree, read from /proc.
+
+``VmHWM`` is a process's peak resident set since start, or since 5 was written to
+its ``clear_refs``; each scenario resets it first where allowed. Processes that
+live shorter than the sampling interval (an OpenSSH session of one login) may be
+missed; the sampler walks the tree every ``interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def _status_kb(pid: int, field: str) -> int | None:
+    try:
+        text = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def children(pid: int) -> list[int]:
+    result: list[int] = []
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return result
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            result.extend(int(c) for c in (task / "children").read_text().split())
+    return result
+
+
+def tree(root: int) -> list[int]:
+    """root and all its descendants that are alive now."""
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if not (PROC / str(pid)).exists():
+            continue
+        found.append(pid)
+        todo.extend(children(pid))
+    return found
+
+
+def reset_peaks(root: int) -> bool:
+    """Reset VmHWM of every process in the tree; False when the kernel refused."""
+    ok = True
+    for pid in tree(root):
+        try:
+            (PROC / str(pid) / "clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+@dataclass
+class Peak:
+    """Peaks in MB (10^6 bytes): largest single process, and largest sum at one moment."""
+
+    process_mb: float = 0.0
+    total_mb: float = 0.0
+    processes: int = 0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "peak_rss_mb": round(self.process_mb, 1),
+            "peak_rss_total_mb": round(self.total_mb, 1),
+            "processes_seen": self.processes,
+        }
+
+
+class TreeSampler:
+    """Samples a process tree in a thread until stopped."""
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        self.root = root
+        self.interval = interval
+        self._hwm: dict[int, int] = {}
+        self._total_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="rss-sampler")
+
+    def __enter__(self) -> TreeSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        total = 0
+        for pid in tree(self.root):
+            hwm = _status_kb(pid, "VmHWM")
+            rss = _status_kb(pid, "VmRSS")
+            if hwm is not None:
+                self._hwm[pid] = max(self._hwm.get(pid, 0), hwm)
+            if rss is not None:
+                total += rss
+        self._total_kb = max(self._total_kb, total)
+
+    def peak(self) -> Peak:
+        largest = max(self._hwm.values(), default=0)
+        # The total is the largest sum of resident sets seen in one sample.
+        return Peak(
+            process_mb=largest * 1024 / 1e6,
+            total_mb=self._total_kb * 1024 / 1e6,
+            processes=len(self._hwm),
+        )
