@@ -15,8 +15,9 @@ signature, so "first factor done" is never decided on the unsigned probe.
 This depends on private names of asyncssh (``asyncssh.auth._server_auth_handlers``,
 ``_ServerPublicKeyAuth``, ``_ServerPasswordAuth``) as of the versions in
 ``TESTED_VERSIONS``; so does ``session.py``, which recognises asyncssh's clean-up of a
-dead session (``SFTPServerHandler._cleanup``, the channel's receive state); ``install`` refuses any other version, and
-``tests/functional/test_two_factor.py`` fails if an upgrade changes the behaviour.
+dead session (``SFTPServerHandler._cleanup``, the channel's receive state). ``install``
+refuses any other version, and ``tests/functional/test_security.py`` fails if an
+upgrade changes the behaviour.
 """
 
 from __future__ import annotations

@@ -67,6 +67,15 @@ async def _provision(run: Running) -> None:
         await db.dispose()
 
 
+async def _serve(config: Path) -> asyncio.subprocess.Process:
+    """Start `qprserver serve` with a config, output discarded."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "qprserver", "--config", str(config), "serve",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 async def _wait_listening(run: Running) -> None:
     for _ in range(400):
         if run.proc.returncode is not None:
@@ -96,25 +105,15 @@ async def running(
         config.read_text().replace("port = 0\n", f"port = {port}\n{server_extra}", 1) + "\n" + kinds
     )
     Instance(tmp_path, config).ok("init")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "qprserver",
-        "--config",
-        str(config),
-        "serve",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    run = Running(proc, port, config)
+    run = Running(await _serve(config), port, config)
     try:
         await _provision(run)
         await _wait_listening(run)
         yield run
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+        if run.proc.returncode is None:
+            run.proc.kill()
+        await run.proc.wait()
 
 
 @pytest.mark.parametrize("running", ["shutdown_grace = 20.0\n"], indirect=True)
@@ -188,17 +187,7 @@ async def _spawn_second(run: Running, tmp_path: Path) -> Running:
     config = tmp_path / "second.toml"
     text = run.config.read_text().replace(f"port = {run.port}\n", f"port = {port}\n", 1)
     config.write_text(text)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "qprserver",
-        "--config",
-        str(config),
-        "serve",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    second = Running(proc, port, config)
+    second = Running(await _serve(config), port, config)
     second.keys = run.keys
     await _wait_listening(second)
     return second
