@@ -76,15 +76,6 @@ async def get_account(session: AsyncSession, ik: str) -> Account:
     return account
 
 
-async def find_account(session: AsyncSession, ik: str) -> Account | None:
-    """The account with this IK, or None (also for strings that are no IK)."""
-    if not (len(ik) == 9 and ik.isascii() and ik.isdigit()):
-        return None
-    return await session.scalar(
-        select(Account).where(Account.ik == ik).options(selectinload(Account.keys))
-    )
-
-
 async def list_accounts(session: AsyncSession, role: str | None = None) -> list[Account]:
     """All accounts by IK, optionally only those having a role."""
     rows = (

@@ -11,7 +11,7 @@ import posixpath
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver import audit
@@ -24,7 +24,7 @@ from qprserver.db.models import (
     DownloadReceipt,
     UploadProtocol,
 )
-from qprserver.errors import NotFound, PermissionDenied
+from qprserver.errors import NotFound
 
 RECIPIENT_FOLDERS = ("inbox", "archive", "bundles")
 DEPOSITOR_FOLDERS = ("outbox", "receipts")
@@ -181,20 +181,6 @@ async def lookup(session: AsyncSession, account: Account, folder: str, name: str
     raise NotFound(f"/{folder}/{name}")
 
 
-async def count(session: AsyncSession, account: Account, folder: str) -> int:
-    """Number of entries in a folder (for directory link counts and statvfs)."""
-    if folder in ("inbox", "archive"):
-        return int(
-            await session.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                .where(Delivery.recipient_id == account.id, Delivery.folder == folder)
-            )
-            or 0
-        )
-    return 0
-
-
 async def _free_name(session: AsyncSession, account: Account, folder: str, name: str) -> bool:
     taken = await session.scalar(
         select(Delivery.id).where(
@@ -251,10 +237,6 @@ async def acknowledge(
         target=account.ik,
         details={"delivery": delivery.id, "name": name, "sha256": document.sha256},
     )
-
-
-def refuse_write(folder: str) -> PermissionDenied:
-    return PermissionDenied(f"/{folder} ist nur lesbar")
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,9 +147,3 @@ async def verify(
         return False
     row.used_at = now
     return True
-
-
-def current_code(secret_enc: str, key: Fernet, at: datetime) -> str:
-    """The code an authenticator shows at ``at`` (for operators' tests and tooling)."""
-    secret = key.decrypt(secret_enc.encode()).decode()
-    return pyotp.TOTP(secret, interval=STEP).at(at)
