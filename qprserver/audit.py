@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,46 @@ async def _last_hash(session: AsyncSession) -> str:
     return result.scalar_one_or_none() or GENESIS
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event to append with ``record_many``."""
+
+    actor: Actor
+    action: str
+    at: datetime
+    target: str = ""
+    details: Mapping[str, Any] | None = None
+
+
+def _chained(prev: str, events: Sequence[Event]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for e in events:
+        details = json.dumps(dict(e.details or {}), ensure_ascii=False, sort_keys=True)
+        digest = row_hash(prev, e.at, e.actor.name, e.action, e.target, e.actor.source, details)
+        rows.append(
+            {
+                "at": e.at,
+                "actor": e.actor.name,
+                "action": e.action,
+                "target": e.target,
+                "source": e.actor.source,
+                "details": details,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    return rows
+
+
+async def _lock_chain(session: AsyncSession) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialise writers on the chain head; released at commit.
+        await session.execute(text("SELECT pg_advisory_xact_lock(7158201)"))
+    # The caller's pending changes first, so the savepoint below holds only the events.
+    await session.flush()
+
+
 async def record(
     session: AsyncSession,
     actor: Actor,
@@ -68,26 +108,9 @@ async def record(
     details: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one audit event in the caller's transaction."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialise writers on the chain head; released at commit.
-        await session.execute(text("SELECT pg_advisory_xact_lock(7158201)"))
-    details_json = json.dumps(dict(details or {}), ensure_ascii=False, sort_keys=True)
-    # The caller's pending changes first, so the savepoint below holds only this event.
-    await session.flush()
-
-    def chained(prev: str) -> AuditEvent:
-        return AuditEvent(
-            at=at,
-            actor=actor.name,
-            action=action,
-            target=target,
-            source=actor.source,
-            details=details_json,
-            prev_hash=prev,
-            hash=row_hash(prev, at, actor.name, action, target, actor.source, details_json),
-        )
-
-    event = chained(await _last_hash(session))
+    await _lock_chain(session)
+    one = [Event(actor, action, at, target, details)]
+    event = AuditEvent(**_chained(await _last_hash(session), one)[0])
     session.add(event)
     try:
         async with session.begin_nested():
@@ -95,10 +118,26 @@ async def record(
     except IntegrityError:
         # Another writer appended first (SQLite without the advisory lock): chain on it.
         session.expunge(event)
-        event = chained(await _last_hash(session))
+        event = AuditEvent(**_chained(await _last_hash(session), one)[0])
         session.add(event)
         await session.flush()
     return event
+
+
+async def record_many(session: AsyncSession, events: Sequence[Event]) -> None:
+    """Append events in order in the caller's transaction: one read of the chain head
+    and one multi-row insert, however many events (download receipts come in batches).
+    """
+    if not events:
+        return
+    await _lock_chain(session)
+    # executemany without RETURNING inserts row by row, so ids follow the chain order.
+    statement = insert(AuditEvent)
+    try:
+        async with session.begin_nested():
+            await session.execute(statement, _chained(await _last_hash(session), events))
+    except IntegrityError:
+        await session.execute(statement, _chained(await _last_hash(session), events))
 
 
 async def events(

@@ -38,11 +38,8 @@ def allowlisted(address: str, settings: SecuritySettings) -> bool:
 
 async def banned(db: Database, keys: list[str], now: datetime) -> bool:
     """True when any of the keys is banned at ``now``."""
-    async with db.read_session() as session:
-        hit = await session.scalar(
-            select(AuthScore.id).where(AuthScore.key.in_(keys), AuthScore.banned_until > now)
-        )
-    return hit is not None
+    query = select(AuthScore.id).where(AuthScore.key.in_(keys), AuthScore.banned_until > now)
+    return await db.quick_read(lambda reads: reads.scalar(query)) is not None
 
 
 async def record_failure(

@@ -27,6 +27,7 @@ from sqlalchemy.orm import selectinload
 from qprserver import bans, totp
 from qprserver.db.models import Account
 from qprserver.passwords import verify_password
+from qprserver.sftp import chaff
 from qprserver.sftp.state import ConnectionState, ServerContext
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class AccountSSHServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
+        chaff.install(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.state.address = str(peer[0])
         self.state.peer = f"{peer[0]}:{peer[1]}"
@@ -120,12 +122,12 @@ class AccountSSHServer(asyncssh.SSHServer):
         keys = [bans.address_key(self.state.address)]
         if len(username) == 9 and username.isascii() and username.isdigit():
             keys.append(bans.account_key(username))
-            async with self.ctx.db.read_session() as session:
-                self.state.account = await session.scalar(
-                    select(Account)
-                    .where(Account.ik == username)
-                    .options(selectinload(Account.keys), selectinload(Account.password))
-                )
+            query = (
+                select(Account)
+                .where(Account.ik == username)
+                .options(selectinload(Account.keys), selectinload(Account.password))
+            )
+            self.state.account = await self.ctx.db.quick_read(lambda reads: reads.scalar(query))
         if not bans.allowlisted(self.state.address, self.security) and await bans.banned(
             self.ctx.db, keys, now
         ):
@@ -193,7 +195,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         if ok and account is not None:
             return True
         self.state.scored += 1
-        self.listener.spawn(self._score_failure())
+        await self._score_failure()  # counted before the client hears of it
         return self._failed()
 
     def first_factor_verified(self, method: str) -> bool:
@@ -226,7 +228,7 @@ class AccountSSHServer(asyncssh.SSHServer):
                 if await totp.verify(session, account.id, responses[0], key, self.ctx.clock.now()):
                     return True
         self.state.scored += 1
-        self.listener.spawn(self._score_failure())
+        await self._score_failure()
         return self._failed()
 
     def auth_completed(self) -> None:

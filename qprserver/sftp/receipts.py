@@ -1,7 +1,8 @@
-"""Download receipts written in batches, off the read path.
+"""Download receipts and login events written in batches, off the request path.
 
-A complete download only appends to a list; a background task writes what has
-gathered every ``interval`` seconds in one transaction, and once more at shutdown.
+A complete download or a login only appends to a list; a background task writes
+what has gathered every ``interval`` seconds in one transaction (two multi-row
+inserts and one audit-chain append), and once more at shutdown.
 """
 
 from __future__ import annotations
@@ -10,20 +11,24 @@ import asyncio
 import contextlib
 import logging
 
-from qprserver import mailbox
+from qprserver import audit, mailbox
 from qprserver.db.engine import Database
 
 log = logging.getLogger(__name__)
 
 
+def _event(item: mailbox.Download | audit.Event) -> audit.Event:
+    return mailbox.download_event(item) if isinstance(item, mailbox.Download) else item
+
+
 class ReceiptRecorder:
-    """Collects complete downloads and writes them in batches."""
+    """Collects complete downloads and other audit events and writes them in batches."""
 
     def __init__(self, db: Database, interval: float = 0.25, batch: int = 500) -> None:
         self._db = db
         self._interval = interval
         self._batch = batch
-        self._pending: list[mailbox.Download] = []
+        self._pending: list[mailbox.Download | audit.Event] = []
         self._wake = asyncio.Event()
         # One writer at a time: a flush returns only once what it found is written,
         # even when the background task had already taken it.
@@ -31,8 +36,8 @@ class ReceiptRecorder:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, download: mailbox.Download) -> None:
-        self._pending.append(download)
+    def add(self, item: mailbox.Download | audit.Event) -> None:
+        self._pending.append(item)
         if len(self._pending) >= self._batch:
             self._wake.set()
 
@@ -54,9 +59,12 @@ class ReceiptRecorder:
                 batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
                 try:
                     async with self._db.session() as session:
-                        await mailbox.record_downloads(session, batch)
+                        await mailbox.record_receipts(
+                            session, [d for d in batch if isinstance(d, mailbox.Download)]
+                        )
+                        await audit.record_many(session, [_event(item) for item in batch])
                 except Exception:
-                    log.exception("writing %d download receipts failed; will retry", len(batch))
+                    log.exception("writing %d receipts and events failed; will retry", len(batch))
                     self._pending[:0] = batch
                     return
 

@@ -61,6 +61,9 @@ class SFTPListener:
             server_host_keys=[str(p) for p in server.host_keys],
             sftp_factory=self._sftp_factory,
             allow_scp=True,
+            # No terminal sessions here: without the line editor each channel write
+            # goes straight to the channel.
+            line_editor=False,
             kbdint_auth=True,
             encryption_algs=server.ciphers,
             mac_algs=server.macs,
@@ -116,7 +119,12 @@ class SFTPListener:
     def _sftp_factory(self, chan: Any) -> MailboxSFTPServer:
         owner = chan.get_connection().get_owner()
         assert isinstance(owner, AccountSSHServer) and owner.state.account is not None
-        self.spawn(audit_login(self.ctx, owner.state.account, owner.state.peer))
+        account = owner.state.account
+        self.ctx.receipts.add(
+            audit.Event(
+                Actor(account.ik, owner.state.peer), "login", self.ctx.clock.now(), account.ik
+            )
+        )
         return MailboxSFTPServer(chan, self.ctx, owner.state)
 
     async def _close_idle(self) -> None:
@@ -153,14 +161,3 @@ class SFTPListener:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ctx.receipts.stop()
         self._acceptor = None
-
-
-async def audit_login(ctx: ServerContext, account: Account, peer: str) -> None:
-    """Record a login; a failure to record is logged, never fatal to the session."""
-    try:
-        async with ctx.db.session() as session:
-            await audit.record(
-                session, Actor(account.ik, peer), "login", at=ctx.clock.now(), target=account.ik
-            )
-    except Exception:
-        log.exception("recording the login of %s failed", account.ik)

@@ -183,9 +183,11 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
 
     async def _lookup(self, vpath: VPath) -> mailbox.Entry:
         assert vpath.folder is not None and vpath.name is not None
+        folder, name = vpath.folder, vpath.name
         try:
-            async with self.ctx.db.read_session() as session:
-                return await mailbox.lookup(session, self.account, vpath.folder, vpath.name)
+            return await self.ctx.db.quick_read(
+                lambda reads: mailbox.lookup(reads, self.account, folder, name)
+            )
         except NotFound:
             raise asyncssh.SFTPNoSuchFile("No such file") from None
 
@@ -298,11 +300,13 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         # Page by page, each page in a short read transaction: a mailbox of any size
         # lists in constant memory and holds no database connection between pages.
         after = 0
+        folder = vpath.folder
         while True:
-            async with self.ctx.db.read_session() as session:
-                entries = await mailbox.page(
-                    session, self.account, vpath.folder, after_id=after, limit=PAGE
+            entries = await self.ctx.db.quick_read(
+                functools.partial(
+                    mailbox.page, account=self.account, folder=folder, after_id=after, limit=PAGE
                 )
+            )
             for entry in entries:
                 yield SFTPName(entry.name.encode("utf-8"), attrs=_entry_attrs(entry))
             if len(entries) < PAGE:

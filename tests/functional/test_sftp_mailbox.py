@@ -190,6 +190,37 @@ async def test_complete_download_records_a_receipt_visible_to_the_depositor(
     assert downloads[FACILITY_NW] == []
 
 
+async def test_logins_and_downloads_land_in_the_audit_chain(server: Server) -> None:
+    from qprserver import audit
+
+    await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes(seed=b"audited"))
+    await _get(server, LV_NW, f"/inbox/{REPORT}")
+    await server.listener.ctx.receipts.flush()
+    async with server.db.read_session() as session:
+        events = [
+            e
+            for e in reversed(await audit.events(session, account=LV_NW))
+            if e.action in ("login", "download")
+        ]
+        assert await audit.verify(session) > 0
+    assert [e.action for e in events] == ["login", "download"]
+    assert all(e.source.startswith("127.0.0.1") for e in events)
+
+
+async def test_each_reply_is_one_packet_without_an_ignore_packet_before_it(
+    server: Server,
+) -> None:
+    # The client's receive sequence number counts the SSH packets it got (asyncssh
+    # 2.24, pinned in sftp/twofactor.py); asyncssh alone sends an empty ignore packet
+    # before each, which sftp/chaff.py drops.
+    async with server.connect(LV_NW) as conn, conn.start_sftp_client() as sftp:
+        before = conn._recv_seq
+        for _ in range(20):
+            await sftp.stat("/inbox")
+        received = (conn._recv_seq - before) & 0xFFFFFFFF
+    assert 20 <= received < 30
+
+
 async def test_unknown_and_disabled_accounts_cannot_log_in_alike(server: Server) -> None:
     from qprserver import accounts
     from qprserver.clock import SystemClock

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -65,3 +67,31 @@ async def test_events_filter_by_account(db: Database) -> None:
     async with db.read_session() as session:
         assert [e.target for e in await audit.events(session, account="260100023")] == ["260100023"]
         assert len(await audit.events(session, account="105830016")) == 3
+
+
+async def test_a_batch_chains_in_order_between_single_events(db: Database) -> None:
+    await _three_events(db)
+    batch = [
+        audit.Event(Actor("180500016", "192.0.2.9:2222"), "download", T0, "180500016", {"n": i})
+        for i in range(250)
+    ]
+    async with db.session() as session:
+        await audit.record_many(session, batch)
+        await audit.record_many(session, [])
+        await audit.record(session, Actor("cli"), "account.add", at=T0, target="260100023")
+    async with db.read_session() as session:
+        assert await audit.verify(session) == 3 + 250 + 1
+        newest = await audit.events(session, limit=251)
+    assert newest[0].action == "account.add"
+    assert [json.loads(e.details)["n"] for e in reversed(newest[1:])] == list(range(250))
+
+
+async def test_batches_written_at_once_keep_one_chain(db: Database) -> None:
+    async def batch(tag: str) -> None:
+        events = [audit.Event(Actor(tag), "download", T0, tag, {"n": i}) for i in range(50)]
+        async with db.session() as session:
+            await audit.record_many(session, events)
+
+    await asyncio.gather(batch("a"), batch("b"), batch("c"))
+    async with db.read_session() as session:
+        assert await audit.verify(session) == 150
