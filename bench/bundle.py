@@ -151,11 +151,20 @@ async def build(settings: Settings) -> dict[str, Any]:
 
 def _child(settings_root: str, db_url: str, schema: str) -> None:
     settings = settings_for(Path(settings_root), db_url, schema)
+    result_base = _rss_now_mb()
     start = time.perf_counter()
     result = asyncio.run(build(settings))
     result["seconds"] = time.perf_counter() - start
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["rss_before_build_mb"] = result_base  # the process with qprserver imported
     print(json.dumps(result))
+
+
+def _rss_now_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def run(count: int, size: int, db_url: str = "") -> dict[str, Any]:

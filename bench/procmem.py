@@ -1,7 +1,11 @@
 """Peak memory of a server's process tree, read from /proc.
 
 ``VmHWM`` is a process's peak resident set since start, or since 5 was written to
-its ``clear_refs``; each scenario resets it first where allowed. Processes that
+its ``clear_refs``; each scenario resets it first where allowed. For the whole tree
+the sampler adds up each process's proportional set size (``Pss`` in
+``smaps_rollup``: a page shared by n processes counts 1/n in each), which is what
+the tree holds of the machine's memory; the plain sum of resident sets is kept
+too, though it counts the shared libraries once per process. Processes that
 live shorter than the sampling interval (an OpenSSH session of one login) may be
 missed; the sampler walks the tree every ``interval`` seconds.
 """
@@ -23,6 +27,17 @@ def _status_kb(pid: int, field: str) -> int | None:
         return None
     for line in text.splitlines():
         if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _pss_kb(pid: int) -> int | None:
+    try:
+        text = (PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1])
     return None
 
@@ -65,16 +80,18 @@ def reset_peaks(root: int) -> bool:
 
 @dataclass
 class Peak:
-    """Peaks in MB (10^6 bytes): largest single process, and largest sum at one moment."""
+    """Peaks in MB (10^6 bytes): largest single process, and largest sums at one moment."""
 
     process_mb: float = 0.0
     total_mb: float = 0.0
+    pss_total_mb: float = 0.0
     processes: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
         return {
             "peak_rss_mb": round(self.process_mb, 1),
             "peak_rss_total_mb": round(self.total_mb, 1),
+            "peak_pss_total_mb": round(self.pss_total_mb, 1),
             "processes_seen": self.processes,
         }
 
@@ -87,6 +104,7 @@ class TreeSampler:
         self.interval = interval
         self._hwm: dict[int, int] = {}
         self._total_kb = 0
+        self._pss_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="rss-sampler")
 
@@ -105,7 +123,7 @@ class TreeSampler:
             self._sample()
 
     def _sample(self) -> None:
-        total = 0
+        total = pss = 0
         for pid in tree(self.root):
             hwm = _status_kb(pid, "VmHWM")
             rss = _status_kb(pid, "VmRSS")
@@ -113,7 +131,9 @@ class TreeSampler:
                 self._hwm[pid] = max(self._hwm.get(pid, 0), hwm)
             if rss is not None:
                 total += rss
+            pss += _pss_kb(pid) or 0
         self._total_kb = max(self._total_kb, total)
+        self._pss_kb = max(self._pss_kb, pss)
 
     def peak(self) -> Peak:
         largest = max(self._hwm.values(), default=0)
@@ -121,5 +141,6 @@ class TreeSampler:
         return Peak(
             process_mb=largest * 1024 / 1e6,
             total_mb=self._total_kb * 1024 / 1e6,
+            pss_total_mb=self._pss_kb * 1024 / 1e6,
             processes=len(self._hwm),
         )

@@ -11,9 +11,9 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, or_, select, text
+from sqlalchemy import Table, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,7 +132,7 @@ async def record_many(session: AsyncSession, events: Sequence[Event]) -> None:
         return
     await _lock_chain(session)
     # executemany without RETURNING inserts row by row, so ids follow the chain order.
-    statement = insert(AuditEvent)
+    statement = insert(cast(Table, AuditEvent.__table__))  # Core: no ORM bulk work per row
     try:
         async with session.begin_nested():
             await session.execute(statement, _chained(await _last_hash(session), events))

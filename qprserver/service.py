@@ -57,14 +57,28 @@ def sweep_stale_uploads(settings: Settings) -> int:
 
 
 async def serve_forever(
-    settings: Settings, *, reuse_port: bool = False, ready: Callable[[int], None] | None = None
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    ready: Callable[[int], None] | None = None,
+    on_signal: Callable[[int], None] | None = None,
 ) -> None:
-    """Run one server process until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run one server process until SIGTERM or SIGINT, then shut down gracefully.
+
+    ``on_signal`` is called with the signal first (the first process passes it on
+    to the other workers, so all of them shut down at once).
+    """
     # Signals first: a SIGTERM during start-up must still shut down in order.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def signalled(sig: int) -> None:
+        if on_signal is not None:
+            on_signal(sig)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signalled, sig)
     db = Database(settings.database)
     try:
         await require_head(db)
@@ -105,7 +119,12 @@ def _worker(config_path: str) -> None:
 
 
 def run(settings: Settings) -> None:
-    """The ``serve`` command: one process, or ``workers`` processes sharing the port."""
+    """The ``serve`` command: one process, or ``workers`` processes sharing the port.
+
+    With workers, this process is the first of them (no idle supervisor holding
+    memory): it starts the others, serves beside them, passes SIGTERM and SIGINT on
+    and waits for them before it exits.
+    """
     _setup_logging()
     swept = sweep_stale_uploads(settings)
     if swept:
@@ -120,17 +139,20 @@ def run(settings: Settings) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(str(settings.config_path),), name=f"qprserver-{i}")
-        for i in range(workers)
+        for i in range(1, workers)
     ]
     for proc in procs:
         proc.start()
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(_signum: int) -> None:
+        # SIGINT too becomes a graceful SIGTERM for the others.
         for proc in procs:
-            if proc.pid is not None:
-                proc.terminate() if signum == signal.SIGTERM else proc.kill()
+            if proc.pid is not None and proc.is_alive():
+                proc.terminate()
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
-    for proc in procs:
-        proc.join()
+    try:
+        asyncio.run(serve_forever(settings, reuse_port=True, on_signal=forward))
+    finally:
+        forward(signal.SIGTERM)  # also when this process failed: the others stop too
+        for proc in procs:
+            proc.join()

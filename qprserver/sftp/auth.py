@@ -191,7 +191,8 @@ class AccountSSHServer(asyncssh.SSHServer):
         account = self._usable()
         stored = account.password.password_hash if account and account.password else None
         # Same work whether or not the account exists or has a password.
-        ok = await asyncio.to_thread(verify_password, stored, password)
+        async with self.listener.password_checks:
+            ok = await asyncio.to_thread(verify_password, stored, password)
         if ok and account is not None:
             return True
         self.state.scored += 1

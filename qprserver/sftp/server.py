@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 2.0
 
 
+PASSWORD_CHECKS_AT_ONCE = 2
+
+
 class SFTPListener:
     """A running SFTP server: start, serve, and stop gracefully."""
 
@@ -38,6 +41,9 @@ class SFTPListener:
         self._refresh_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.banned_addresses: set[str] = set()
+        # Each argon2id check holds 64 MiB while it runs: a flood of password
+        # attempts queues here instead of growing the process by that much per try.
+        self.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine beside the sessions, keeping it referenced until done."""
