@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, or_, select, text
+from sqlalchemy import Connection, Table, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,8 +53,11 @@ def row_hash(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+_HEAD = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+
+
 async def _last_hash(session: AsyncSession) -> str:
-    result = await session.execute(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+    result = await session.execute(_HEAD)
     return result.scalar_one_or_none() or GENESIS
 
 
@@ -138,6 +141,16 @@ async def record_many(session: AsyncSession, events: Sequence[Event]) -> None:
             await session.execute(statement, _chained(await _last_hash(session), events))
     except IntegrityError:
         await session.execute(statement, _chained(await _last_hash(session), events))
+
+
+def append_now(conn: Connection, events: Sequence[Event]) -> None:
+    """``record_many`` on a synchronous connection already in a write transaction
+    that holds the database's write lock (SQLite ``BEGIN IMMEDIATE``): the head read
+    here stays the head until commit.
+    """
+    if events:
+        head = conn.execute(_HEAD).scalar_one_or_none() or GENESIS
+        conn.execute(insert(cast(Table, AuditEvent.__table__)), _chained(head, events))
 
 
 async def events(

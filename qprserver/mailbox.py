@@ -262,27 +262,30 @@ class Download:
     remote: str
 
 
+RECEIPTS = cast(Table, DownloadReceipt.__table__)  # Core inserts: no ORM work per row
+
+
+def receipt_rows(downloads: list[Download]) -> list[dict[str, object]]:
+    return [
+        {
+            "delivery_id": d.delivery_id,
+            "account_id": d.account_id,
+            "at": d.at,
+            "sha256": d.sha256,
+            "remote": d.remote,
+        }
+        for d in downloads
+    ]
+
+
 async def record_receipts(session: AsyncSession, downloads: list[Download]) -> None:
-    """Write the receipts of a batch of complete downloads in one multi-row insert.
+    """Write the receipts of a batch of complete downloads in one insert.
 
     The audit events go with them (``download_event``); the batch runs beside the
     downloads in the same process, so its cost per file is what a bulk ``mget`` feels.
     """
-    if not downloads:
-        return
-    await session.execute(
-        insert(cast(Table, DownloadReceipt.__table__)),  # Core: no ORM bulk work per row
-        [
-            {
-                "delivery_id": d.delivery_id,
-                "account_id": d.account_id,
-                "at": d.at,
-                "sha256": d.sha256,
-                "remote": d.remote,
-            }
-            for d in downloads
-        ],
-    )
+    if downloads:
+        await session.execute(insert(RECEIPTS), receipt_rows(downloads))
 
 
 def download_event(d: Download) -> audit.Event:

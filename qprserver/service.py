@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import signal
@@ -86,6 +87,11 @@ async def serve_forever(
         listener = SFTPListener(ctx)
         await listener.start(reuse_port=reuse_port)
         log.info("listening on %s:%d", settings.server.host, listener.port)
+        # Everything made so far (modules, tables, compiled statements) lives as long
+        # as the process: out of the collector's sight, a full collection scans only
+        # what sessions made since, not the whole heap of the libraries.
+        gc.collect()
+        gc.freeze()
         if ready is not None:
             ready(listener.port)
         scheduler = JobScheduler(job_context(settings, db, ctx.blobs))

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+
+from sqlalchemy import Connection, insert
 
 from qprserver import audit, mailbox
 from qprserver.db.engine import Database
@@ -21,10 +24,17 @@ def _event(item: mailbox.Download | audit.Event) -> audit.Event:
     return mailbox.download_event(item) if isinstance(item, mailbox.Download) else item
 
 
+def _write_now(conn: Connection, batch: list[mailbox.Download | audit.Event]) -> None:
+    downloads = [d for d in batch if isinstance(d, mailbox.Download)]
+    if downloads:
+        conn.execute(insert(mailbox.RECEIPTS), mailbox.receipt_rows(downloads))
+    audit.append_now(conn, [_event(item) for item in batch])
+
+
 class ReceiptRecorder:
     """Collects complete downloads and other audit events and writes them in batches."""
 
-    def __init__(self, db: Database, interval: float = 0.25, batch: int = 500) -> None:
+    def __init__(self, db: Database, interval: float = 0.25, batch: int = 200) -> None:
         self._db = db
         self._interval = interval
         self._batch = batch
@@ -58,6 +68,10 @@ class ReceiptRecorder:
             while self._pending:
                 batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
                 try:
+                    if self._db.can_write_now and self._db.write_now(
+                        functools.partial(_write_now, batch=batch)
+                    ):
+                        continue
                     async with self._db.session() as session:
                         await mailbox.record_receipts(
                             session, [d for d in batch if isinstance(d, mailbox.Download)]

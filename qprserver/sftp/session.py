@@ -52,6 +52,7 @@ DIR_RW = statmod.S_IFDIR | 0o700
 FILE_RO = statmod.S_IFREG | 0o400
 FILE_RW = statmod.S_IFREG | 0o600
 PAGE = 500
+DRAIN_TIMEOUT = 60.0
 
 
 def _dir_attrs(writable: bool, mtime: float) -> SFTPAttrs:
@@ -161,6 +162,10 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         self.open_handles = 0
         self.max_handles = ctx.settings.security.max_handles_per_session
         self.max_buffer = ctx.settings.security.max_write_buffer
+        # Reads wait (``_drain``) above this many queued reply bytes until a quarter
+        # is left: a session holds at most about that much, however many reads a
+        # client keeps in flight (OpenSSH: 64 × 256 KiB).
+        chan.set_write_buffer_limits(high=self.max_buffer, low=self.max_buffer // 4)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -381,12 +386,28 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         raise asyncssh.SFTPPermissionDenied("Not open for reading")
 
     async def _drain(self) -> None:
-        for _ in range(6000):
-            if self.channel.get_write_buffer_size() <= self.max_buffer // 2:
+        """Wait until the queued replies fall to a quarter of the limit.
+
+        asyncssh pauses the channel's session for writing above the high-water mark
+        set in ``__init__`` and wakes its drain waiters at the low-water mark (the
+        session's ``drain`` is not public; asyncssh 2.24, pinned in twofactor.py).
+        """
+        session = getattr(self.channel, "_session", None)
+        drain = getattr(session, "drain", None)
+        try:
+            if drain is not None:
+                await asyncio.wait_for(drain(None), DRAIN_TIMEOUT)
                 return
-            if self.channel.is_closing():
-                raise asyncssh.SFTPConnectionLost("Connection closed")
-            await asyncio.sleep(0.01)
+            for _ in range(int(DRAIN_TIMEOUT / 0.01)):
+                if self.channel.get_write_buffer_size() <= self.max_buffer // 4:
+                    return
+                if self.channel.is_closing():
+                    raise asyncssh.SFTPConnectionLost("Connection closed")
+                await asyncio.sleep(0.01)
+        except TimeoutError:
+            pass
+        except OSError:
+            raise asyncssh.SFTPConnectionLost("Connection closed") from None
         raise asyncssh.SFTPFailure("Client does not read")
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
