@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qprserver import blobstore
 from qprserver.blobstore import BlobNotFound, FileBlobStore
 
 
@@ -291,3 +292,38 @@ def test_more_hashes_that_are_no_sha256_are_refused(tmp_path: Path, bad: str) ->
     store = FileBlobStore(tmp_path)
     with pytest.raises(ValueError, match="SHA-256"):
         store.path_for(bad)
+
+
+def test_long_uploads_are_flushed_behind_while_they_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blobstore, "WRITE_BEHIND", 1000)
+    flushed: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(blobstore.os, "fdatasync", lambda fd: (flushed.append(fd), real(fd)))
+    store = FileBlobStore(tmp_path)
+    writer = store.begin_write()
+    for i in range(5):
+        writer.write(i * 600, b"x" * 600)
+        writer._join_behind()  # one flush at a time; wait so the count is exact
+    info = writer.finish()
+    assert len(flushed) == 2  # at 1,200 and at 2,400 bytes: each 1,000 or more past the last
+    assert info.size == 3000
+
+
+def test_an_error_of_a_flush_behind_fails_the_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blobstore, "WRITE_BEHIND", 1000)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(blobstore.os, "fdatasync", failing)
+    store = FileBlobStore(tmp_path)
+    writer = store.begin_write()
+    writer.write(0, b"y" * 1500)
+    with pytest.raises(OSError, match="Input/output"):
+        writer.finish()
+    assert list(store.iter_hashes()) == []
+    assert not writer.temp_path.exists()
