@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from qprserver.config import SecuritySettings
@@ -38,8 +38,19 @@ def allowlisted(address: str, settings: SecuritySettings) -> bool:
 
 async def banned(db: Database, keys: list[str], now: datetime) -> bool:
     """True when any of the keys is banned at ``now``."""
-    query = select(AuthScore.id).where(AuthScore.key.in_(keys), AuthScore.banned_until > now)
-    return await db.quick_read(lambda reads: reads.scalar(query)) is not None
+    params = {"keys": keys, "now": now}
+    return await db.quick_read(lambda reads: reads.scalar(_BANNED, params)) is not None
+
+
+# Built once: every connection runs it.
+_BANNED = (
+    select(AuthScore.id)
+    .where(
+        AuthScore.key.in_(bindparam("keys", expanding=True)),
+        AuthScore.banned_until > bindparam("now"),
+    )
+    .limit(1)
+)
 
 
 async def record_failure(

@@ -213,7 +213,7 @@ class SecuritySettings(_Section):
     max_auth_attempts: int = Field(default=6, ge=1)
     max_unauthenticated_per_address: int = Field(default=10, ge=1)
     max_handles_per_session: int = Field(default=64, ge=1)
-    max_write_buffer: int = Field(default=4 * 1024 * 1024, ge=65536)
+    max_write_buffer: int = Field(default=2 * 1024 * 1024, ge=65536)
 
     @field_validator("require_2fa_roles")
     @classmethod
