@@ -269,3 +269,30 @@ async def test_password_login_works_when_a_password_is_set(server: Server) -> No
             client_keys=None,
             known_hosts=None,
         )
+
+
+async def test_replies_held_back_for_a_slow_client_arrive_whole_and_in_order(
+    server: Server,
+) -> None:
+    # A 64 KiB reply cap: while the client stops reading, the session's replies pass the
+    # cap at once and it waits on the channel's drain; afterwards every read completes.
+    security = server.settings.security.model_copy(update={"max_write_buffer": 65536})
+    server.listener.ctx.settings = server.settings.model_copy(update={"security": security})
+    content = pdf_bytes(8_000_000, seed=b"slow reader")
+    await _put(server, MD_NW, f"/outbox/{REPORT}", content)
+    block = 256 * 1024
+    async with (
+        server.connect(LV_NW) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(f"/inbox/{REPORT}", "rb") as f,
+    ):
+        transport = conn._transport  # the client's socket transport (asyncssh 2.24)
+        transport.pause_reading()
+        reads = [
+            asyncio.ensure_future(f.read(block, offset)) for offset in range(0, len(content), block)
+        ]
+        await asyncio.sleep(0.5)
+        assert not any(r.done() for r in reads)
+        transport.resume_reading()
+        data = b"".join(await asyncio.wait_for(asyncio.gather(*reads), 30))
+    assert data == content
