@@ -54,6 +54,9 @@ def row_hash(
 
 
 _HEAD = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+# Core, not the ORM's bulk insert: no per-row ORM work. Given a list of rows it runs as
+# executemany without RETURNING, row by row, so ids follow the chain order.
+_APPEND = insert(cast(Table, AuditEvent.__table__))
 
 
 async def _last_hash(session: AsyncSession) -> str:
@@ -134,13 +137,11 @@ async def record_many(session: AsyncSession, events: Sequence[Event]) -> None:
     if not events:
         return
     await _lock_chain(session)
-    # executemany without RETURNING inserts row by row, so ids follow the chain order.
-    statement = insert(cast(Table, AuditEvent.__table__))  # Core: no ORM bulk work per row
     try:
         async with session.begin_nested():
-            await session.execute(statement, _chained(await _last_hash(session), events))
+            await session.execute(_APPEND, _chained(await _last_hash(session), events))
     except IntegrityError:
-        await session.execute(statement, _chained(await _last_hash(session), events))
+        await session.execute(_APPEND, _chained(await _last_hash(session), events))
 
 
 def append_now(conn: Connection, events: Sequence[Event]) -> None:
@@ -150,7 +151,7 @@ def append_now(conn: Connection, events: Sequence[Event]) -> None:
     """
     if events:
         head = conn.execute(_HEAD).scalar_one_or_none() or GENESIS
-        conn.execute(insert(cast(Table, AuditEvent.__table__)), _chained(head, events))
+        conn.execute(_APPEND, _chained(head, events))
 
 
 async def events(

@@ -262,7 +262,8 @@ class Download:
     remote: str
 
 
-RECEIPTS = cast(Table, DownloadReceipt.__table__)  # Core inserts: no ORM work per row
+# Core, not the ORM's bulk insert: no per-row ORM work (sync and async writers alike).
+INSERT_RECEIPTS = insert(cast(Table, DownloadReceipt.__table__))
 
 
 def receipt_rows(downloads: list[Download]) -> list[dict[str, object]]:
@@ -285,7 +286,7 @@ async def record_receipts(session: AsyncSession, downloads: list[Download]) -> N
     downloads in the same process, so its cost per file is what a bulk ``mget`` feels.
     """
     if downloads:
-        await session.execute(insert(RECEIPTS), receipt_rows(downloads))
+        await session.execute(INSERT_RECEIPTS, receipt_rows(downloads))
 
 
 def download_event(d: Download) -> audit.Event:

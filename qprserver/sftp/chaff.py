@@ -8,9 +8,10 @@ per SFTP reply. OpenSSH sends none.
 
 ``install`` replaces ``send_packet`` on one server connection only (the instance,
 not the class) with a wrapper that drops exactly those empty ignore packets; every
-other packet goes through unchanged. Pinned like ``twofactor.py``: asyncssh's own
-recursive call is what gets dropped, so ``install`` refuses other versions and
-``tests/functional/test_sftp_mailbox.py`` counts the packets a client receives.
+other packet goes through unchanged. It relies on asyncssh's own recursive call,
+so it holds for the versions ``twofactor.py`` accepts (the server refuses to start
+with others), and ``tests/functional/test_sftp_mailbox.py`` counts the packets a
+client receives.
 """
 
 from __future__ import annotations
@@ -18,19 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import asyncssh
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import String
-
-from qprserver.sftp.twofactor import TESTED_VERSIONS
 
 _EMPTY = String(b"")
 
 
 def install(conn: Any) -> None:
     """Drop asyncssh's per-packet empty ignore on this connection."""
-    if asyncssh.__version__ not in TESTED_VERSIONS:
-        return  # unknown internals: leave the connection as asyncssh made it
     send: Callable[..., None] = conn.send_packet
 
     def send_packet(pkttype: int, *args: bytes, handler: Any = None) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 
 from qprserver import audit, mailbox
 from qprserver.db.engine import Database
@@ -24,11 +24,12 @@ def _event(item: mailbox.Download | audit.Event) -> audit.Event:
     return mailbox.download_event(item) if isinstance(item, mailbox.Download) else item
 
 
-def _write_now(conn: Connection, batch: list[mailbox.Download | audit.Event]) -> None:
-    downloads = [d for d in batch if isinstance(d, mailbox.Download)]
+def _write_now(
+    conn: Connection, downloads: list[mailbox.Download], events: list[audit.Event]
+) -> None:
     if downloads:
-        conn.execute(insert(mailbox.RECEIPTS), mailbox.receipt_rows(downloads))
-    audit.append_now(conn, [_event(item) for item in batch])
+        conn.execute(mailbox.INSERT_RECEIPTS, mailbox.receipt_rows(downloads))
+    audit.append_now(conn, events)
 
 
 class ReceiptRecorder:
@@ -67,16 +68,16 @@ class ReceiptRecorder:
         async with self._lock:
             while self._pending:
                 batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+                downloads = [d for d in batch if isinstance(d, mailbox.Download)]
+                events = [_event(item) for item in batch]
                 try:
-                    if self._db.can_write_now and self._db.write_now(
-                        functools.partial(_write_now, batch=batch)
+                    if self._db.write_now(
+                        functools.partial(_write_now, downloads=downloads, events=events)
                     ):
                         continue
                     async with self._db.session() as session:
-                        await mailbox.record_receipts(
-                            session, [d for d in batch if isinstance(d, mailbox.Download)]
-                        )
-                        await audit.record_many(session, [_event(item) for item in batch])
+                        await mailbox.record_receipts(session, downloads)
+                        await audit.record_many(session, events)
                 except Exception:
                     log.exception("writing %d receipts and events failed; will retry", len(batch))
                     self._pending[:0] = batch

@@ -428,23 +428,13 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         set in ``__init__`` and wakes its drain waiters at the low-water mark (the
         session's ``drain`` is not public; asyncssh 2.24, pinned in twofactor.py).
         """
-        session = getattr(self.channel, "_session", None)
-        drain = getattr(session, "drain", None)
         try:
-            if drain is not None:
-                await asyncio.wait_for(drain(None), DRAIN_TIMEOUT)
-                return
-            for _ in range(int(DRAIN_TIMEOUT / 0.01)):
-                if self.channel.get_write_buffer_size() <= self.max_buffer // 4:
-                    return
-                if self.channel.is_closing():
-                    raise asyncssh.SFTPConnectionLost("Connection closed")
-                await asyncio.sleep(0.01)
+            session: Any = self.channel._session  # an SSHServerStreamSession
+            await asyncio.wait_for(session.drain(None), DRAIN_TIMEOUT)
         except TimeoutError:
-            pass
+            raise asyncssh.SFTPFailure("Client does not read") from None
         except OSError:
             raise asyncssh.SFTPConnectionLost("Connection closed") from None
-        raise asyncssh.SFTPFailure("Client does not read")
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
         if not isinstance(file_obj, UploadHandle):
