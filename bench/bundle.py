@@ -27,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from util import pg_admin  # noqa: E402
+
 from qprserver.blobstore import FileBlobStore  # noqa: E402
 from qprserver.config import Settings, parse_config  # noqa: E402
 from qprserver.db import migrate  # noqa: E402
@@ -174,7 +176,7 @@ def run(count: int, size: int, db_url: str = "") -> dict[str, Any]:
         root = Path(tmp)
         if db_url:
             schema = "bench_" + uuid.uuid4().hex[:10]
-            asyncio.run(_admin(db_url, f"CREATE SCHEMA {schema}"))
+            pg_admin(db_url, f"CREATE SCHEMA {schema}")
         try:
             settings = settings_for(root, db_url, schema)
             started = time.perf_counter()
@@ -210,19 +212,7 @@ def run(count: int, size: int, db_url: str = "") -> dict[str, Any]:
             return result
         finally:
             if schema:
-                asyncio.run(_admin(db_url, f"DROP SCHEMA {schema} CASCADE"))
-
-
-async def _admin(url: str, sql: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
+                pg_admin(db_url, f"DROP SCHEMA {schema} CASCADE")
 
 
 def main() -> None:

@@ -7,12 +7,9 @@ in-process (see there).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +18,16 @@ import uuid
 from pathlib import Path
 
 import procmem
-from util import BenchError, free_port, run, shell_join, wait_for_banner
+from util import (
+    BenchError,
+    free_port,
+    log_tail,
+    pg_admin,
+    run,
+    shell_join,
+    stop_process,
+    wait_for_banner,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "config" / "qprserver.example.toml"
@@ -57,18 +63,6 @@ def toml_text(data: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-async def _pg_admin(url: str, sql: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
 class QprServer:
     """One qprserver instance in a folder of its own."""
 
@@ -89,7 +83,7 @@ class QprServer:
             self.db_url = db_url
             # A schema of its own, dropped at the end: nothing else in that database is touched.
             self.schema = f"qprbench_{uuid.uuid4().hex[:12]}"
-            asyncio.run(_pg_admin(db_url, f"CREATE SCHEMA {self.schema}"))
+            pg_admin(db_url, f"CREATE SCHEMA {self.schema}")
         else:
             self.db_url = f"sqlite+aiosqlite:///{root / 'qprserver.db'}"
         root.mkdir(parents=True, exist_ok=True)
@@ -187,27 +181,16 @@ class QprServer:
         raise BenchError("not every worker is listening")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                # Workers first: killing only the parent would leave them serving.
-                for pid in reversed(procmem.tree(self.proc.pid)):
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
+        if self.proc is not None:
+            # Workers first: killing only the first process would leave them serving.
+            tree = list(reversed(procmem.tree(self.proc.pid)))[:-1]
+            stop_process(self.proc, 60, tree)
+            self.proc = None
 
     def drop_schema(self) -> None:
         if self.schema:
-            asyncio.run(_pg_admin(self.db_url, f"DROP SCHEMA {self.schema} CASCADE"))
+            pg_admin(self.db_url, f"DROP SCHEMA {self.schema} CASCADE")
             self.schema = ""
 
     def log_tail(self) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-5:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path)

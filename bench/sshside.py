@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
-from util import BenchError, free_port, log, run, wait_for_banner
+from util import BenchError, free_port, log, log_tail, run, stop_process, wait_for_banner
 
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
@@ -136,19 +135,9 @@ class OpenSSHServer:
             raise BenchError(f"sshd did not start: {self.log_tail()}") from None
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        if self.proc is not None:
+            stop_process(self.proc, 10, [])
+            self.proc = None
 
     def log_tail(self) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-5:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path)

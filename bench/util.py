@@ -154,3 +154,46 @@ class PdfMaker:
             yield view[:n]
             remaining -= n
         yield tail
+
+
+def pg_admin(url: str, sql: str) -> None:
+    """One statement on PostgreSQL outside a transaction (CREATE/DROP SCHEMA)."""
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def run_it() -> None:
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run_it())
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float, tree: list[int]) -> None:
+    """SIGTERM, wait up to timeout, then SIGKILL to tree (pids, children first) and proc."""
+    import contextlib
+    import signal
+
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [*tree, proc.pid]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    """The last lines of a log file on one line, or "" when it cannot be read."""
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
