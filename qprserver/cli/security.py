@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import click
-import qrcode
 
 from qprserver import bans, totp
 from qprserver.cli.app import App, pass_app, print_json, print_table
@@ -36,6 +35,8 @@ def totp_enable(app: App, ik: str, as_json: bool) -> None:
     if as_json:
         print_json({"uri": enrolment.uri, "recovery_codes": enrolment.recovery_codes})
         return
+    import qrcode
+
     qr = qrcode.QRCode(border=1)
     qr.add_data(enrolment.uri)
     out = io.StringIO()
