@@ -10,9 +10,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -22,9 +21,11 @@ from qprserver.audit import Actor
 from qprserver.db.models import ROLES, Account, PasswordCredential, SSHKey
 from qprserver.errors import AlreadyExists, InvalidInput, NotFound
 from qprserver.ik import IK, validate_land
-from qprserver.notify import Notifier
-from qprserver.passwords import hash_password
-from qprserver.sshkeys import parse_public_key
+
+if TYPE_CHECKING:
+    # Mail, key and password modules come in only with the commands that use them:
+    # ``account list`` should not import Jinja2, aiosmtplib, cryptography and argon2.
+    from qprserver.notify import Notifier
 
 
 def normalise_roles(roles: Iterable[str]) -> str:
@@ -44,6 +45,8 @@ def normalise_email(email: str | None) -> str | None:
     """Return a normalised address, None for none, or raise InvalidInput."""
     if email is None or not email.strip():
         return None
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         return validate_email(email.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
@@ -239,6 +242,8 @@ async def add_key(
 ) -> SSHKey:
     """Vet and attach an SSH public key."""
     account = await get_account(session, ik)
+    from qprserver.sshkeys import parse_public_key
+
     key = parse_public_key(key_line)
     if any(k.fingerprint == key.fingerprint for k in account.keys):
         raise AlreadyExists(f"Schlüssel {key.fingerprint} ist für {account.ik} schon hinterlegt")
@@ -306,6 +311,8 @@ async def set_password(
 ) -> None:
     """Set or replace the account's password (argon2id)."""
     account = await get_account(session, ik)
+    from qprserver.passwords import hash_password
+
     hashed = hash_password(password)
     if account.password is None:
         account.password = PasswordCredential(password_hash=hashed, updated_at=now)

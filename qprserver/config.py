@@ -262,6 +262,23 @@ class KindSettings(_Section):
         return value
 
 
+# The two standard kinds (DESIGN §4): they apply when the config has no [kinds] section,
+# so a minimal config routes Prüfberichte and quality reports. A [kinds] section
+# replaces them as a whole (the example config lists both, to copy from).
+STANDARD_KINDS: dict[str, KindSettings] = {
+    "pruefbericht": KindSettings(
+        pattern=r"^(?P<ik>\d{9})_[^/]+\.pdf$",
+        content="pdf",
+        description="Prüfbericht nach § 115 Abs. 1 SGB XI",
+    ),
+    "qualitaetsbericht": KindSettings(
+        pattern=r"^(?P<ik>\d{9})-(?P<standort>\d{2,6})-(?P<jahr>\d{4})-xml\.xml$",
+        content="xml",
+        description="Strukturierter Qualitätsbericht der Krankenhäuser",
+    ),
+}
+
+
 class DateRange(_Section):
     """A span of calendar days, both ends included."""
 
@@ -315,7 +332,7 @@ class Settings(_Section):
     mail: MailSettings = Field(default_factory=MailSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
-    kinds: dict[str, KindSettings] = Field(default_factory=dict)
+    kinds: dict[str, KindSettings] = Field(default_factory=lambda: dict(STANDARD_KINDS))
     qb: QbSettings = Field(default_factory=QbSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 

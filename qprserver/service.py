@@ -110,9 +110,20 @@ async def serve_forever(
         await db.dispose()
 
 
+def warn_unusable_files(settings: Settings) -> None:
+    """One warning per configured Qb-R schema or rules file that cannot be used, at
+    start, rather than first when a hospital's report meets it."""
+    from qprserver.qb.engine import configuration_problems
+
+    for problem in configuration_problems(settings.qb):
+        log.warning("%s", problem)
+
+
 def _setup_logging() -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
     )
     # asyncssh logs every channel at INFO; operators want qprserver's events.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
@@ -132,6 +143,7 @@ def run(settings: Settings) -> None:
     and waits for them before it exits.
     """
     _setup_logging()
+    warn_unusable_files(settings)
     swept = sweep_stale_uploads(settings)
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)

@@ -344,7 +344,8 @@ class UploadService:
         """Record a refused upload: its protocol and an audit event."""
         async with self.db.session() as session:
             body: dict[str, object] = {
-                "ergebnis": "abgelehnt",
+                # A report whose check could not run is not accepted, but not faulted.
+                "ergebnis": report.protocol["ergebnis"] if report is not None else "abgelehnt",
                 "datei": shown,
                 "gruende": [reason],
                 "zeitpunkt": now.isoformat(),
@@ -360,6 +361,7 @@ class UploadService:
                 {"size": size, "sha256": sha256 or "(nicht gespeichert)"},
                 {
                     "accepted": False,
+                    "unavailable": report is not None and report.unavailable,
                     "findings": report.mail_findings()
                     if report is not None
                     else [

@@ -323,3 +323,13 @@ def account_password(app: App, ik: str) -> None:
 
     app.run(work)
     click.echo(f"password for {ik.strip()} set")
+
+
+def _add_totp() -> None:
+    # ``account totp ...`` lives beside ``bans`` in the security module.
+    from qprserver.cli.security import totp_group
+
+    account.add_command(totp_group)
+
+
+_add_totp()

@@ -1,4 +1,8 @@
-"""Shared plumbing of the CLI: loading settings, running coroutines, printing."""
+"""Shared plumbing of the CLI: loading settings, running coroutines, printing.
+
+Imported by every command module, so it imports only click and light stdlib modules at
+the top; the database, Rich and the notifier come in when a command uses them.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,18 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from qprserver.audit import Actor
 from qprserver.clock import Clock, SystemClock
-from qprserver.config import Settings, load_config
-from qprserver.db.engine import Database
-from qprserver.db.migrate import require_head
 from qprserver.errors import QprError
-from qprserver.notify import Notifier
+
+if TYPE_CHECKING:
+    from qprserver.audit import Actor
+    from qprserver.config import Settings
+    from qprserver.db.engine import Database
+    from qprserver.notify import Notifier
 
 T = TypeVar("T")
 
@@ -37,15 +40,21 @@ class App:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from qprserver.config import load_config
+
             self._settings = load_config(self.config)
         return self._settings
 
     def notifier(self) -> Notifier:
         """Queues mails for the changes an operator makes."""
+        from qprserver.notify import Notifier
+
         return Notifier(self.settings.mail)
 
     def actor(self) -> Actor:
         """The operator at this terminal, as the audit log names them."""
+        from qprserver.audit import Actor
+
         try:
             user = getpass.getuser()
         except (KeyError, OSError):
@@ -54,6 +63,8 @@ class App:
 
     def run(self, work: Callable[[Database], Awaitable[T]], *, migrated: bool = True) -> T:
         """Run work against the database; domain errors become one-line CLI errors."""
+        from qprserver.db.engine import Database
+        from qprserver.db.migrate import require_head
 
         async def main() -> T:
             db = Database(self.settings.database)
@@ -86,6 +97,9 @@ def print_json(data: Any) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title)
     for col in columns:
         table.add_column(col)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -55,15 +56,16 @@ def jobs_list(app: App, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
+    zone = ZoneInfo(settings.jobs.timezone)
     print_table(
         None,
-        ["Job", "Zeitplan", "Nächster Lauf", "Letzte Periode", "Status", "Ergebnis"],
+        ["Job", "Zeitplan", "Nächster Lauf", "Letzter Lauf", "Status", "Ergebnis"],
         [
             [
                 r["name"],
                 r["schedule"],
-                r["next_run"],
-                r["last_period"] or "-",
+                _local(r["next_run"], zone),
+                _local(r["last_finished"], zone),
                 r["last_status"] or "-",
                 json.dumps(r["last_result"], ensure_ascii=False)[:60]
                 if r["last_result"] is not None
@@ -74,9 +76,21 @@ def jobs_list(app: App, as_json: bool) -> None:
     )
 
 
+def _local(value: object, zone: ZoneInfo) -> str:
+    """An ISO time from the rows as the operator's wall clock, or "-"."""
+    if not isinstance(value, str):
+        return "-"
+    return datetime.fromisoformat(value).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
 @jobs_group.command("run")
 @click.argument("name")
-@click.option("--at", "at_text", default=None, help="Run as if at this ISO-8601 time.")
+@click.option(
+    "--at",
+    "at_text",
+    default=None,
+    help="Run as if at this ISO-8601 time; without an offset in jobs.timezone.",
+)
 @click.option("--dry-run", is_flag=True, help="Only list what would be done (retention).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
@@ -92,7 +106,8 @@ def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: b
         except ValueError:
             raise click.ClickException(f"--at {at_text!r} is no ISO-8601 time") from None
         if at.tzinfo is None:
-            raise click.ClickException("--at needs a time zone, e.g. 2026-11-23T02:00+01:00")
+            # A wall-clock time means the schedules' zone, as in the config.
+            at = at.replace(tzinfo=ZoneInfo(app.settings.jobs.timezone))
 
     async def work(db: Database) -> dict[str, object]:
         if name not in job_specs(app.settings):
@@ -102,6 +117,7 @@ def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: b
         outcome = await run_job(job_context(app.settings, db), name, at, dry_run=dry_run)
         return {
             "job": outcome.job,
+            "at": at.isoformat(),
             "period": outcome.period,
             "ran": outcome.ran,
             "result": outcome.result,
@@ -112,5 +128,5 @@ def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: b
         print_json(data)
         return
     state = "ran" if data["ran"] else "skipped (period already done)"
-    click.echo(f"{data['job']} for {data['period']}: {state}")
+    click.echo(f"{data['job']} at {data['at']} for {data['period']}: {state}")
     click.echo(json.dumps(data["result"], ensure_ascii=False, indent=2, default=str))

@@ -1,23 +1,90 @@
-"""The ``qprserver`` command: a thin edge over the domain."""
+"""The ``qprserver`` command: a thin edge over the domain.
+
+Commands are imported only when they run: the domain brings SQLAlchemy, asyncssh,
+lxml, Alembic and more, about a second of imports that ``--help`` and a quick
+``account list`` should not pay. Each top-level command is named here with its
+module and its one-line help, so the overview needs none of them (a test checks that
+the help texts here match the commands').
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
 
 import click
 
 from qprserver import __version__
-from qprserver.cli.accounts import account
-from qprserver.cli.admin import db_group, init, serve
 from qprserver.cli.app import App
-from qprserver.cli.audit import audit_group
-from qprserver.cli.check import check
-from qprserver.cli.documents import document_group
-from qprserver.cli.jobs import jobs_group
-from qprserver.cli.mail import mail_group
-from qprserver.cli.routes import route_group
-from qprserver.cli.security import bans_group, totp_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Entry(NamedTuple):
+    """Where a top-level command lives and what ``--help`` says about it."""
+
+    module: str
+    attribute: str
+    short_help: str
+
+
+COMMANDS: dict[str, Entry] = {
+    "init": Entry(
+        "qprserver.cli.admin",
+        "init",
+        "Create data folders and host keys where missing, and migrate the schema.",
+    ),
+    "serve": Entry(
+        "qprserver.cli.admin",
+        "serve",
+        "Run the SFTP server in the foreground until SIGTERM/SIGINT.",
+    ),
+    "db": Entry("qprserver.cli.admin", "db_group", "Database schema: upgrade and check."),
+    "account": Entry("qprserver.cli.accounts", "account", "Accounts keyed by IK."),
+    "audit": Entry("qprserver.cli.audit", "audit_group", "The audit log."),
+    "route": Entry(
+        "qprserver.cli.routes", "route_group", "Routing rules: (kind, Land) → recipient."
+    ),
+    "document": Entry(
+        "qprserver.cli.documents",
+        "document_group",
+        "Delivered documents and their download receipts.",
+    ),
+    "mail": Entry("qprserver.cli.mail", "mail_group", "Outgoing mail."),
+    "jobs": Entry("qprserver.cli.jobs", "jobs_group", "Scheduled jobs."),
+    "bans": Entry(
+        "qprserver.cli.security",
+        "bans_group",
+        "Addresses and accounts banned after failed logins.",
+    ),
+    "check": Entry(
+        "qprserver.cli.check",
+        "check",
+        "Check the quality report FILE (XML schema, plausibility rules) and print the protocol.",
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        command = getattr(importlib.import_module(entry.module), entry.attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Same layout as click's, from the table above instead of the commands.
+        rows = [(name, COMMANDS[name].short_help) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config",
@@ -30,20 +97,6 @@ from qprserver.cli.security import bans_group, totp_group
 def cli(ctx: click.Context, config: str | None) -> None:
     """qprserver: SFTP document exchange for care and hospital quality reports."""
     ctx.obj = App(config=config)
-
-
-cli.add_command(init)
-cli.add_command(serve)
-cli.add_command(db_group)
-cli.add_command(account)
-cli.add_command(audit_group)
-cli.add_command(route_group)
-cli.add_command(document_group)
-cli.add_command(mail_group)
-cli.add_command(jobs_group)
-cli.add_command(bans_group)
-cli.add_command(check)
-account.add_command(totp_group)
 
 
 def main() -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import click
-import qrcode
 
-from qprserver import bans, totp
 from qprserver.cli.app import App, pass_app, print_json, print_table
-from qprserver.db.engine import Database
+
+if TYPE_CHECKING:
+    # The account commands register ``totp`` as a subgroup; its modules load on use.
+    from qprserver import totp
+    from qprserver.db.engine import Database
 
 
 @click.group("totp")
@@ -23,6 +26,8 @@ def totp_group() -> None:
 @pass_app
 def totp_enable(app: App, ik: str, as_json: bool) -> None:
     """New TOTP secret: prints the otpauth URI, a QR code and single-use recovery codes."""
+    from qprserver import totp
+
     settings = app.settings.security
     key = totp.load_key(settings.totp_key)
 
@@ -36,6 +41,8 @@ def totp_enable(app: App, ik: str, as_json: bool) -> None:
     if as_json:
         print_json({"uri": enrolment.uri, "recovery_codes": enrolment.recovery_codes})
         return
+    import qrcode
+
     qr = qrcode.QRCode(border=1)
     qr.add_data(enrolment.uri)
     out = io.StringIO()
@@ -52,6 +59,7 @@ def totp_enable(app: App, ik: str, as_json: bool) -> None:
 @pass_app
 def totp_disable(app: App, ik: str) -> None:
     """Remove the account's second factor and its recovery codes."""
+    from qprserver import totp
 
     async def work(db: Database) -> None:
         async with db.session() as session:
@@ -71,6 +79,8 @@ def bans_group() -> None:
 @pass_app
 def bans_list(app: App, as_json: bool) -> None:
     """Bans in force now."""
+    from qprserver import bans
+
     now = app.clock.now()
 
     async def work(db: Database) -> list[dict[str, object]]:
@@ -99,6 +109,7 @@ def bans_list(app: App, as_json: bool) -> None:
 @pass_app
 def bans_remove(app: App, key: str) -> None:
     """Lift the ban of an address or IK (or addr:/account: key)."""
+    from qprserver import bans
 
     async def work(db: Database) -> None:
         await bans.remove_ban(db, key)

@@ -72,6 +72,43 @@ async def finish(
         )
 
 
+async def record_unclaimed(
+    db: Database,
+    job: str,
+    period: str,
+    started: datetime,
+    finished: datetime,
+    result: dict[str, Any],
+    *,
+    ok: bool,
+) -> None:
+    """Keep the latest run of a job that is not claimed per period (``jobs list``).
+
+    Such jobs run often (the mail sender every minute), so one row per job is
+    updated in place rather than a row per run.
+    """
+    values = {
+        "period": period,
+        "status": "done" if ok else "failed",
+        "holder": HOLDER,
+        "lease_until": finished,
+        "started_at": started,
+        "finished_at": finished,
+        "result": json.dumps(result, ensure_ascii=False, default=str),
+    }
+    for _ in range(2):
+        async with db.session() as session:
+            updated = await session.execute(update(JobRun).where(JobRun.job == job).values(values))
+            if updated.rowcount:  # type: ignore[attr-defined]
+                return
+        try:
+            async with db.session() as session:
+                session.add(JobRun(job=job, **values))
+            return
+        except IntegrityError:
+            continue  # another process inserted it first: update that row
+
+
 async def last_runs(db: Database) -> dict[str, JobRun]:
     """The newest run of every job."""
     async with db.read_session() as session:

@@ -164,8 +164,22 @@ async def run_job(ctx: JobContext, name: str, at: datetime, *, dry_run: bool = F
     if dry_run and name != "retention":
         raise InvalidInput("--dry-run is supported by the retention job only")
     period = spec.period(at, ctx.settings)
-    if dry_run or not spec.claimed:
+    if dry_run:
         return RunOutcome(name, period, True, await spec.runner(ctx, at, dry_run))
+    if not spec.claimed:
+        started = ctx.clock.now()
+        try:
+            result = await spec.runner(ctx, at, False)
+        except Exception as exc:
+            failed = {"error": repr(exc)}
+            await claims.record_unclaimed(
+                ctx.db, name, period, started, ctx.clock.now(), failed, ok=False
+            )
+            raise
+        await claims.record_unclaimed(
+            ctx.db, name, period, started, ctx.clock.now(), result, ok=True
+        )
+        return RunOutcome(name, period, True, result)
     lease = timedelta(seconds=ctx.settings.jobs.lease)
     if not await claims.claim(ctx.db, name, period, ctx.clock.now(), lease):
         return RunOutcome(name, period, False, {"skipped": "already done or running"})

@@ -12,11 +12,17 @@ The steps, each adding findings to one protocol:
 
 Any ``hart`` finding rejects the report. The checks block (CPU and file reads); the
 async entry point for uploads runs them in a thread.
+
+When the year's configured schema or rules cannot be used (missing file, broken
+XSD), ``check`` stops with the reason; an upload instead gets the outcome
+"Prüfung derzeit nicht möglich" (not accepted, not faulted, deliver again later) and
+the operator a warning in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,13 +31,15 @@ from typing import Any
 
 from qprserver.config import QbSettings
 from qprserver.content import ContentRejected, parse_xml_safely
-from qprserver.errors import InvalidIK
+from qprserver.errors import ConfigError, InvalidIK
 from qprserver.ik import IK
 from qprserver.qb.filename import PATTERN_TEXT, ReportName, parse_report_name
 from qprserver.qb.plausibility import load_rules, rules_path
 from qprserver.qb.protocol import Finding, Protocol, RuleSetInfo
 from qprserver.qb.schema import load_schema
 from qprserver.qb.windows import windows_message, windows_open
+
+log = logging.getLogger(__name__)
 
 
 def _finding(rule: str, message: str, instruction: str, title: str, category: str) -> Finding:
@@ -120,12 +128,15 @@ def check_report(
     uploader_ik: str | None = None,
     delivers_for: Collection[str] = (),
     at: datetime | None = None,
+    unavailable_ok: bool = False,
 ) -> Protocol:
     """Check the report at path (named filename) and return its protocol.
 
     year overrides the report year of the file name; uploader_ik (and delivers_for)
     are the IKs the sender may deliver for; at enables the delivery window check.
-    Raises ConfigError when the year's configured schema or rules cannot be used.
+    Raises ConfigError when the year's configured schema or rules cannot be used,
+    unless unavailable_ok: then the protocol says the check could not run (or
+    rejects for the findings so far, when they already reject the report).
     """
     name = parse_report_name(filename)
     findings, effective, parameters = _name_findings(
@@ -172,6 +183,26 @@ def check_report(
             )
         )
         return Protocol(**base, findings=tuple(findings))
+    try:
+        return _check_content(path, settings, effective, schema_file, parameters, base, findings)
+    except ConfigError as exc:
+        if not unavailable_ok:
+            raise
+        if any(f.klass == "hart" for f in findings):
+            return Protocol(**base, findings=tuple(findings))
+        return Protocol(**base, findings=tuple(findings), unavailable=str(exc))
+
+
+def _check_content(
+    path: Path,
+    settings: QbSettings,
+    effective: int,
+    schema_file: Path,
+    parameters: dict[str, str],
+    base: dict[str, Any],
+    findings: list[Finding],
+) -> Protocol:
+    """Steps 3 to 5: safe parse, XML schema, plausibility rules."""
     schema = load_schema(schema_file, f"qb.schemas.{effective}")
     located = rules_path(effective, settings.rules)
     ruleset = load_rules(*located) if located else None
@@ -217,6 +248,8 @@ class QbResult:
     protocol: dict[str, Any]
     text: str
     reason: str
+    # The check could not run ("Prüfung derzeit nicht möglich"); not accepted either.
+    unavailable: bool = False
 
     def mail_findings(self) -> list[dict[str, str]]:
         """Findings with the keys of the ``upload_result`` mail template."""
@@ -231,6 +264,7 @@ def result_of(protocol: Protocol) -> QbResult:
         protocol=protocol.to_dict(),
         text=protocol.render_text(),
         reason=protocol.summary(),
+        unavailable=bool(protocol.unavailable),
     )
 
 
@@ -252,5 +286,36 @@ async def validate_upload(
         uploader_ik=uploader_ik,
         delivers_for=delivers_for,
         at=now,
+        unavailable_ok=True,
     )
+    if protocol.unavailable:
+        log.warning(
+            "quality report %s from %s not checked (Prüfung derzeit nicht möglich): %s",
+            filename,
+            uploader_ik,
+            protocol.unavailable,
+        )
     return result_of(protocol)
+
+
+def configuration_problems(settings: QbSettings) -> list[str]:
+    """One line for every configured schema or rules file that cannot be used, and
+    every year with delivery windows but no schema; ``serve`` logs them at start."""
+    problems: list[str] = []
+    for year, path in sorted(settings.schemas.items()):
+        try:
+            load_schema(path, f"qb.schemas.{year}")
+        except ConfigError as exc:
+            problems.append(f"{exc} (reports of {year}: Prüfung derzeit nicht möglich)")
+    for year, path in sorted(settings.rules.items()):
+        try:
+            load_rules(path, f"qb.rules.{year}")
+        except ConfigError as exc:
+            problems.append(f"{exc} (reports of {year}: Prüfung derzeit nicht möglich)")
+    for year in sorted(settings.windows):
+        if year not in settings.schemas:
+            problems.append(
+                f"qb.windows.{year}: no schema for report year {year} (qb.schemas.{year}); "
+                "its reports are refused"
+            )
+    return problems

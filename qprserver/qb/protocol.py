@@ -14,6 +14,16 @@ from typing import Any, Literal
 Klasse = Literal["hart", "weich", "Pilot"]
 KLASSEN: tuple[Klasse, ...] = ("hart", "weich", "Pilot")
 
+# The outcome when the portal's own schema or rules for the year cannot be used: the
+# report is neither accepted nor faulted, and the hospital is told what to do.
+UNAVAILABLE = "Prüfung derzeit nicht möglich"
+UNAVAILABLE_ADVICE = (
+    "Der Bericht konnte wegen einer Störung beim Portal nicht geprüft werden und wurde "
+    "deshalb nicht angenommen; beanstandet wurde er nicht. Bitte liefern Sie dieselbe "
+    "Datei später unverändert erneut. Hält die Störung an oder endet die Lieferfrist "
+    "bald, wenden Sie sich mit dem Namen dieses Protokolls an den Betreiber des Portals."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -85,13 +95,18 @@ class Protocol:
     findings: tuple[Finding, ...] = ()
     # Findings beyond the per-rule cap, counted but not listed (rule → count).
     omitted: dict[str, int] = field(default_factory=dict)
+    # Why the check could not run (for the operator's log; it names server paths, so
+    # it never goes into the protocol or a mail). Empty when the check ran.
+    unavailable: str = ""
 
     @property
     def accepted(self) -> bool:
-        return not any(f.klass == "hart" for f in self.findings)
+        return not self.unavailable and not any(f.klass == "hart" for f in self.findings)
 
     @property
     def outcome(self) -> str:
+        if self.unavailable:
+            return UNAVAILABLE
         return "angenommen" if self.accepted else "abgelehnt"
 
     def counts(self) -> dict[str, int]:
@@ -104,6 +119,11 @@ class Protocol:
 
     def summary(self) -> str:
         """One line: outcome and counts, with the rules of hart findings when rejected."""
+        if self.unavailable:
+            return (
+                f"Qualitätsbericht {self.filename}: {UNAVAILABLE}, nicht angenommen; "
+                "bitte später unverändert erneut liefern"
+            )
         counts = self.counts()
         numbers = ", ".join(f"{n} {k}" for k, n in counts.items())
         if self.accepted:
@@ -131,6 +151,7 @@ class Protocol:
             "anzahl": self.counts(),
             "nicht_aufgefuehrt": dict(self.omitted),
             "befunde": [f.to_dict() for f in self.findings],
+            **({"hinweis": UNAVAILABLE_ADVICE} if self.unavailable else {}),
         }
 
     def render_text(self) -> str:
@@ -153,6 +174,8 @@ class Protocol:
             lines.append("Regelwerk:    (nicht geprüft)")
         tally = ", ".join(f"{n} {k}" for k, n in counts.items())
         lines.append(f"Ergebnis:     {self.outcome.upper()} ({tally})")
+        if self.unavailable:
+            lines.append(f"Hinweis:      {UNAVAILABLE_ADVICE}")
         for finding in self.findings:
             lines.append("")
             head = f"[{finding.rule}] {finding.klass}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,12 +31,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-async def qb_server(tmp_path: Path, db: Database) -> AsyncIterator[Server]:
+async def _start_qb_server(tmp_path: Path, db: Database, schema: Path) -> Server:
     settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
     qb = settings.qb.model_validate(
         {
-            "schemas": {"2019": str(QB_DATA / "qb-2019-schema.xsd")},
+            "schemas": {"2019": str(schema)},
             "windows": {
                 "2019": {
                     "main": {"start": "2020-10-15", "end": "2020-11-15"},
@@ -49,6 +50,28 @@ async def qb_server(tmp_path: Path, db: Database) -> AsyncIterator[Server]:
     await srv.add_account(HOSPITAL, ["depositor"], email="qb@klinik.example")
     await srv.add_account(LV_SH, ["recipient"], email="lv-sh@example.org")
     await srv.add_route("qualitaetsbericht", "SH", LV_SH)
+    return srv
+
+
+@pytest.fixture
+async def qb_server(tmp_path: Path, db: Database) -> AsyncIterator[Server]:
+    srv = await _start_qb_server(tmp_path, db, QB_DATA / "qb-2019-schema.xsd")
+    try:
+        yield srv
+    finally:
+        await srv.listener.stop(grace=0)
+
+
+@pytest.fixture(params=["missing", "not a schema"])
+async def schema_trouble_server(
+    request: pytest.FixtureRequest, tmp_path: Path, db: Database
+) -> AsyncIterator[Server]:
+    """A server whose configured 2019 schema file is missing, or is no XML schema."""
+    schema = tmp_path / "schemas" / "qb-2019-schema.xsd"
+    if request.param == "not a schema":
+        schema.parent.mkdir()
+        schema.write_text("<xs:schema kaputt", encoding="utf-8")
+    srv = await _start_qb_server(tmp_path, db, schema)
     try:
         yield srv
     finally:
@@ -146,3 +169,36 @@ async def test_an_upload_outside_every_window_is_refused_naming_the_windows(
     protocol = json.loads(await _read(qb_server, HOSPITAL, f"/receipts/{name}"))
     (window,) = [f for f in protocol["pruefung"]["befunde"] if f["regel"] == "FRIST-01"]
     assert "15.10.2020" in window["meldung"] and "23.11.2020" in window["meldung"]
+
+
+async def test_a_report_that_cannot_be_checked_gets_a_protocol_and_mail_and_may_be_sent_again(
+    schema_trouble_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = schema_trouble_server
+    data = (QB_DATA / REPORT).read_bytes()
+    with pytest.raises(asyncssh.SFTPFailure, match="Prüfung derzeit nicht möglich"):
+        await _put(server, data)
+    assert await _ls(server, LV_SH, "/inbox") == []
+    (name,) = await _ls(server, HOSPITAL, "/receipts")
+    protocol = json.loads(await _read(server, HOSPITAL, f"/receipts/{name}"))
+    assert protocol["ergebnis"] == "Prüfung derzeit nicht möglich"
+    assert protocol["pruefung"]["ergebnis"] == "Prüfung derzeit nicht möglich"
+    assert "erneut" in protocol["pruefung"]["hinweis"]
+    assert "schemas" not in json.dumps(protocol)  # no server path reaches the hospital
+    async with server.db.read_session() as session:
+        mail = await session.scalar(
+            select(MailMessage).where(MailMessage.template == "upload_result")
+        )
+    assert mail is not None and "Prüfung derzeit nicht möglich" in mail.subject
+    assert "nicht angenommen" in mail.body_text and "unverändert erneut" in mail.body_text
+    assert name in mail.body_text
+    # The operator gets one warning naming the setting, and no traceback.
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "qb.schemas.2019" in warnings[0].getMessage() and warnings[0].exc_info is None
+    # Once the operator puts the schema in place, the same file is accepted.
+    schema = server.settings.qb.schemas["2019"]
+    schema.parent.mkdir(exist_ok=True)
+    shutil.copy(QB_DATA / "qb-2019-schema.xsd", schema)
+    await _put(server, data)
+    assert await _ls(server, LV_SH, "/inbox") == [REPORT]

@@ -103,3 +103,16 @@ def test_config_comes_from_the_environment_when_not_given(
     monkeypatch.delenv("QPRSERVER_CONFIG")
     with pytest.raises(ConfigError, match="QPRSERVER_CONFIG"):
         load_config()
+
+
+def test_without_a_kinds_section_the_standard_kinds_apply_as_the_example_lists_them(
+    tmp_path: Path,
+) -> None:
+    minimal = load_config(_write(tmp_path, "[server]\nport = 2222\n"))
+    assert minimal.kinds == load_config(EXAMPLE).kinds
+    assert set(minimal.kinds) == {"pruefbericht", "qualitaetsbericht"}
+
+
+def test_a_kinds_section_replaces_the_standard_kinds(tmp_path: Path) -> None:
+    text = "[kinds.anlage]\npattern = '^(?P<ik>\\d{9})_anlage\\.zip$'\ncontent = \"zip\"\n"
+    assert set(load_config(_write(tmp_path, text)).kinds) == {"anlage"}
