@@ -94,6 +94,7 @@ class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///var/qprserver.db"
     schema_name: str = Field(default="", alias="schema")
     echo: bool = False
+    write_wait: float = Field(default=600.0, gt=0)
 
     @field_validator("url")
     @classmethod

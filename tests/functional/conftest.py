@@ -16,14 +16,20 @@ import pytest
 from qprserver.config import DatabaseSettings
 from qprserver.db.engine import Database
 from tests.functional.harness import (
+    EXAMPLE,
     FACILITY_NW,
     LV_BY,
     LV_NW,
     MD_NW,
+    Running,
     Server,
     make_settings,
+    provision,
+    serve_process,
     start_server,
+    wait_listening,
 )
+from tests.functional.smtp import free_port
 
 
 @dataclass
@@ -90,3 +96,28 @@ async def server(tmp_path: Path, db: Database) -> AsyncIterator[Server]:
         yield srv
     finally:
         await srv.listener.stop(grace=0)
+
+
+@pytest.fixture
+async def running(
+    request: pytest.FixtureRequest, tmp_path: Path, database_settings: DatabaseSettings
+) -> AsyncIterator[Running]:
+    """`serve` on a free port; server settings from the test's parameter."""
+    server_extra: str = getattr(request, "param", "")
+    port = free_port()
+    config = write_config(tmp_path, database_settings)
+    example = EXAMPLE.read_text(encoding="utf-8")
+    kinds = example[example.index("[kinds.") :]
+    config.write_text(
+        config.read_text().replace("port = 0\n", f"port = {port}\n{server_extra}", 1) + "\n" + kinds
+    )
+    Instance(tmp_path, config).ok("init")
+    run = Running(await serve_process(config), port, config)
+    try:
+        await provision(run)
+        await wait_listening(run)
+        yield run
+    finally:
+        if run.proc.returncode is None:
+            run.proc.kill()
+        await run.proc.wait()
