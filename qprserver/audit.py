@@ -21,6 +21,8 @@ from qprserver.db.models import AuditEvent
 from qprserver.errors import AuditChainBroken
 
 GENESIS = "0" * 64
+# PostgreSQL advisory lock that serialises appends to the chain.
+CHAIN_LOCK = 7158201
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,7 @@ def _chained(prev: str, events: Sequence[Event]) -> list[dict[str, Any]]:
 async def _lock_chain(session: AsyncSession) -> None:
     if session.get_bind().dialect.name == "postgresql":
         # Serialise writers on the chain head; released at commit.
-        await session.execute(text("SELECT pg_advisory_xact_lock(7158201)"))
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
     # The caller's pending changes first, so the savepoint below holds only the events.
     await session.flush()
 

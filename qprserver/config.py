@@ -86,6 +86,7 @@ class StorageSettings(_Section):
     data_dir: FilePath = Path("var/data")
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     depositor_quota_bytes: int = Field(default=50 * 1024 * 1024 * 1024, gt=0)
+    orphan_grace: float = Field(default=3600.0, ge=0)
 
 
 class DatabaseSettings(_Section):

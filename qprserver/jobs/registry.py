@@ -77,7 +77,9 @@ async def _final(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]
 
 
 async def _retention(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
-    return await retention.run_retention(ctx.db, ctx.blobs, ctx.settings, at, dry_run=dry_run)
+    return await retention.run_retention(
+        ctx.db, ctx.blobs, ctx.settings, at, ctx.clock, dry_run=dry_run
+    )
 
 
 async def _sweep(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
