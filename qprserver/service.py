@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from qprserver import audit_seal
 from qprserver.blobstore import FileBlobStore
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, load_config
@@ -84,7 +85,7 @@ async def serve_forever(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signalled, sig)
-    db = Database(settings.database)
+    db = Database(settings.database, audit_key=audit_seal.load_key(settings.security.audit_key))
     try:
         await require_head(db)
         ctx = build_context(settings, db)

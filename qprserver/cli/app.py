@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from qprserver import audit_seal
 from qprserver.audit import Actor
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, load_config
@@ -56,7 +57,10 @@ class App:
         """Run work against the database; domain errors become one-line CLI errors."""
 
         async def main() -> T:
-            db = Database(self.settings.database)
+            db = Database(
+                self.settings.database,
+                audit_key=audit_seal.load_key(self.settings.security.audit_key),
+            )
             try:
                 if migrated:
                     await require_head(db)

@@ -27,6 +27,8 @@ from qprserver.config import DatabaseSettings
 
 T = TypeVar("T")
 
+AUDIT_KEY_INFO = "audit_key"  # ``info`` entry of sessions and connections (``audit``)
+
 log = logging.getLogger(__name__)
 
 # One try at SQLite's write lock waits this long inside SQLite (its busy handler)
@@ -195,8 +197,10 @@ class Database:
     PostgreSQL both share one engine; on SQLite writers begin IMMEDIATE.
     """
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(self, settings: DatabaseSettings, *, audit_key: bytes | None = None) -> None:
         self.settings = settings
+        # Every session and write connection carries it to the audit chain's appends.
+        self.audit_key = audit_key
         self.url = settings.url
         self.dialect = make_url(settings.url).get_backend_name()
         if self.dialect == "sqlite":
@@ -238,7 +242,8 @@ class Database:
                 isolation_level="AUTOCOMMIT",
             )
         self._quick_conn: Connection | None = None
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        info = {AUDIT_KEY_INFO: audit_key} if audit_key is not None else {}
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     def _ensure_sqlite_folder(self) -> None:
@@ -331,6 +336,8 @@ class Database:
             # to finish: waiting for it here would only stall both.
             return False
         with self._quick_writer.connect() as conn:
+            if self.audit_key is not None:
+                conn.info[AUDIT_KEY_INFO] = self.audit_key
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except OperationalError as exc:
