@@ -1,12 +1,18 @@
-"""The append-only audit log with a SHA-256 hash chain.
+"""The append-only audit log with a keyed hash chain.
 
 Each row stores the hash of the row before it and its own hash over its content,
 so an edited, inserted or deleted row breaks the chain and ``verify`` finds it.
+With the instance's audit key (``security.audit_key``) the hash is an
+HMAC-SHA-256, so whoever can write the database but not read the key cannot
+recompute it; rows written before the key existed keep their plain SHA-256 and
+verify that way (``audit_seal``: the signed checkpoint says from which row on the
+key applies, and where the chain's head was, so removing rows is found too).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,10 +23,13 @@ from sqlalchemy import Connection, Table, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qprserver.db.engine import AUDIT_KEY_INFO
 from qprserver.db.models import AuditEvent
 from qprserver.errors import AuditChainBroken
 
 GENESIS = "0" * 64
+# PostgreSQL advisory lock that serialises appends to the chain.
+CHAIN_LOCK = 7158201
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +52,23 @@ def row_hash(
     target: str,
     source: str,
     details: str,
+    key: bytes | None = None,
 ) -> str:
-    """The hash of one audit row's content chained to the previous row."""
+    """The hash of one audit row's content chained to the previous row: HMAC-SHA-256
+    with the audit key, plain SHA-256 without one (rows from before the key)."""
     canonical = json.dumps(
         [prev_hash, at.isoformat(timespec="microseconds"), actor, action, target, source, details],
         ensure_ascii=False,
         separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    ).encode("utf-8")
+    if key is None:
+        return hashlib.sha256(canonical).hexdigest()
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
+def _key_of(info: Mapping[str, Any]) -> bytes | None:
+    key = info.get(AUDIT_KEY_INFO)
+    return key if isinstance(key, bytes) else None
 
 
 _HEAD = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
@@ -75,11 +93,13 @@ class Event:
     details: Mapping[str, Any] | None = None
 
 
-def _chained(prev: str, events: Sequence[Event]) -> list[dict[str, Any]]:
+def _chained(prev: str, events: Sequence[Event], key: bytes | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for e in events:
         details = json.dumps(dict(e.details or {}), ensure_ascii=False, sort_keys=True)
-        digest = row_hash(prev, e.at, e.actor.name, e.action, e.target, e.actor.source, details)
+        digest = row_hash(
+            prev, e.at, e.actor.name, e.action, e.target, e.actor.source, details, key
+        )
         rows.append(
             {
                 "at": e.at,
@@ -99,7 +119,7 @@ def _chained(prev: str, events: Sequence[Event]) -> list[dict[str, Any]]:
 async def _lock_chain(session: AsyncSession) -> None:
     if session.get_bind().dialect.name == "postgresql":
         # Serialise writers on the chain head; released at commit.
-        await session.execute(text("SELECT pg_advisory_xact_lock(7158201)"))
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
     # The caller's pending changes first, so the savepoint below holds only the events.
     await session.flush()
 
@@ -115,8 +135,9 @@ async def record(
 ) -> AuditEvent:
     """Append one audit event in the caller's transaction."""
     await _lock_chain(session)
+    key = _key_of(session.info)
     one = [Event(actor, action, at, target, details)]
-    event = AuditEvent(**_chained(await _last_hash(session), one)[0])
+    event = AuditEvent(**_chained(await _last_hash(session), one, key)[0])
     session.add(event)
     try:
         async with session.begin_nested():
@@ -124,7 +145,7 @@ async def record(
     except IntegrityError:
         # Another writer appended first (SQLite without the advisory lock): chain on it.
         session.expunge(event)
-        event = AuditEvent(**_chained(await _last_hash(session), one)[0])
+        event = AuditEvent(**_chained(await _last_hash(session), one, key)[0])
         session.add(event)
         await session.flush()
     return event
@@ -137,11 +158,12 @@ async def record_many(session: AsyncSession, events: Sequence[Event]) -> None:
     if not events:
         return
     await _lock_chain(session)
+    key = _key_of(session.info)
     try:
         async with session.begin_nested():
-            await session.execute(_APPEND, _chained(await _last_hash(session), events))
+            await session.execute(_APPEND, _chained(await _last_hash(session), events, key))
     except IntegrityError:
-        await session.execute(_APPEND, _chained(await _last_hash(session), events))
+        await session.execute(_APPEND, _chained(await _last_hash(session), events, key))
 
 
 def append_now(conn: Connection, events: Sequence[Event]) -> None:
@@ -151,7 +173,7 @@ def append_now(conn: Connection, events: Sequence[Event]) -> None:
     """
     if events:
         head = conn.execute(_HEAD).scalar_one_or_none() or GENESIS
-        conn.execute(_APPEND, _chained(head, events))
+        conn.execute(_APPEND, _chained(head, events, _key_of(conn.info)))
 
 
 async def events(
@@ -164,8 +186,10 @@ async def events(
     return list((await session.scalars(query)).all())
 
 
-async def _iter_all(session: AsyncSession, page: int = 1000) -> AsyncIterator[AuditEvent]:
-    last_id = 0
+async def _iter_all(
+    session: AsyncSession, after: int = 0, page: int = 1000
+) -> AsyncIterator[AuditEvent]:
+    last_id = after
     while True:
         rows = (
             await session.scalars(
@@ -183,20 +207,60 @@ async def _iter_all(session: AsyncSession, page: int = 1000) -> AsyncIterator[Au
         session.expunge_all()
 
 
-async def verify(session: AsyncSession) -> int:
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest row of the chain: its id and hash (0 and GENESIS when empty)."""
+
+    id: int
+    hash: str
+
+
+async def verify(session: AsyncSession, key: bytes | None = None, *, keyed_from: int = 1) -> int:
     """Check the whole chain; return the number of rows or raise AuditChainBroken."""
+    count, _head = await check_chain(session, key, keyed_from=keyed_from)
+    return count
+
+
+async def check_chain(
+    session: AsyncSession,
+    key: bytes | None = None,
+    *,
+    keyed_from: int = 1,
+    start: Head | None = None,
+) -> tuple[int, Head]:
+    """Check the chain; return the rows checked and the head, or raise AuditChainBroken.
+
+    Rows with an id from ``keyed_from`` on must carry the keyed hash (with ``key``);
+    earlier ones the plain one. ``start``: check only the rows after this one, which
+    must be there with this hash (from a checkpoint already verified).
+    """
     prev = GENESIS
+    after = 0
+    if start is not None and start.id > 0:
+        found = await session.scalar(select(AuditEvent.hash).where(AuditEvent.id == start.id))
+        if found != start.hash:
+            raise AuditChainBroken(f"audit event {start.id} missing or changed since checked")
+        prev, after = start.hash, start.id
+    head = start or Head(0, GENESIS)
     count = 0
-    async for row in _iter_all(session):
+    async for row in _iter_all(session, after):
         if row.prev_hash != prev:
             raise AuditChainBroken(
                 f"audit event {row.id}: chain broken before it (a row was removed or inserted)"
             )
         expected = row_hash(
-            row.prev_hash, row.at, row.actor, row.action, row.target, row.source, row.details
+            row.prev_hash,
+            row.at,
+            row.actor,
+            row.action,
+            row.target,
+            row.source,
+            row.details,
+            key if row.id >= keyed_from else None,
         )
-        if expected != row.hash:
+        if not hmac.compare_digest(expected, row.hash):
             raise AuditChainBroken(f"audit event {row.id}: content does not match its hash")
         prev = row.hash
+        head = Head(row.id, row.hash)
         count += 1
-    return count
+    return count, head

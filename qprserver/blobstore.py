@@ -9,6 +9,7 @@ derived from validated hashes, never from user input.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -288,8 +289,8 @@ class FileBlobStore:
         target = self.path_for(sha256)
         try:
             # Stored once: the same content is already durable there. Touching it
-            # restarts the garbage collector's grace period for the reference the
-            # caller is about to commit.
+            # restarts the grace period of the sweep of unreferenced blobs for the
+            # reference the caller is about to commit (see ``delete_if_older``).
             os.utime(target)
         except FileNotFoundError:
             pass  # not stored yet, or collected a moment ago: store this copy
@@ -297,6 +298,10 @@ class FileBlobStore:
             temp_path.unlink()
             return
         _make_dirs(target.parent)
+        # The mtime says when the blob was stored, not when its last byte arrived (a
+        # resumed upload may end long after that): the sweep of unreferenced blobs
+        # spares blobs younger than its grace period, whose rows may be on their way.
+        os.utime(temp_path)
         # Blobs never change once stored; read-only guards against a stray writer.
         os.chmod(temp_path, 0o400)
         os.replace(temp_path, target)
@@ -332,6 +337,31 @@ class FileBlobStore:
             path.unlink()
         except FileNotFoundError:
             return False
+        _fsync_dir(path.parent)
+        return True
+
+    def delete_if_older(self, sha256: str, cutoff: float) -> bool:
+        """Remove a blob stored (or touched by ``place``) before ``cutoff``, a Unix time.
+
+        False when it is newer or gone. The blob is first moved aside and its mtime
+        read again there: a ``place`` of the same content that touched it in between
+        gets it back, and one that comes after the move finds no file and stores its
+        own copy, so an upload about to commit never loses its blob to the sweep.
+        """
+        path = self.path_for(sha256)
+        aside = self.tmp / f"collect-{secrets.token_hex(12)}"
+        try:
+            if path.stat().st_mtime >= cutoff:
+                return False
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False  # another sweeper was faster
+        if aside.stat().st_mtime >= cutoff:
+            with contextlib.suppress(FileExistsError):  # a fresh copy took the place
+                os.link(aside, path)
+            os.unlink(aside)
+            return False
+        os.unlink(aside)
         _fsync_dir(path.parent)
         return True
 

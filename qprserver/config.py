@@ -86,6 +86,7 @@ class StorageSettings(_Section):
     data_dir: FilePath = Path("var/data")
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     depositor_quota_bytes: int = Field(default=50 * 1024 * 1024 * 1024, gt=0)
+    orphan_grace: float = Field(default=3600.0, ge=0)
 
 
 class DatabaseSettings(_Section):
@@ -94,6 +95,7 @@ class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///var/qprserver.db"
     schema_name: str = Field(default="", alias="schema")
     echo: bool = False
+    write_wait: float = Field(default=600.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -168,6 +170,7 @@ class JobsSettings(_Section):
     retention: str = "03:30"
     send_interval: int = Field(default=60, ge=5)
     sweep_interval: int = Field(default=3600, ge=60)
+    checkpoint_interval: int = Field(default=300, ge=10)
     lease: int = Field(default=600, ge=10)
     archive_days: int = Field(default=42, ge=1)
     inbox_days: int = Field(default=42, ge=1)
@@ -203,6 +206,8 @@ class SecuritySettings(_Section):
     """Second factor, brute-force defence and per-session limits."""
 
     totp_key: FilePath = Path("keys/totp.key")
+    audit_key: FilePath = Path("keys/audit.key")
+    audit_checkpoint: FilePath = Path("var/audit-checkpoint.json")
     require_2fa_roles: list[str] = Field(default_factory=list)
     totp_issuer: str = "QPR-Portal"
     ban_threshold: int = Field(default=10, ge=1)
@@ -398,7 +403,11 @@ def parse_config(data: dict[str, Any], path: Path) -> Settings:
         update={"url": _resolve_sqlite_url(base, settings.database.url)}
     )
     security = settings.security.model_copy(
-        update={"totp_key": _resolve(base, settings.security.totp_key)}
+        update={
+            "totp_key": _resolve(base, settings.security.totp_key),
+            "audit_key": _resolve(base, settings.security.audit_key),
+            "audit_checkpoint": _resolve(base, settings.security.audit_checkpoint),
+        }
     )
     # A configured schema or rules file may be missing at start-up (the operator adds
     # the year's G-BA file later); the check that needs it reports it.

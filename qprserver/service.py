@@ -11,11 +11,13 @@ import sys
 import time
 from collections.abc import Callable
 
+from qprserver import audit_seal
 from qprserver.blobstore import FileBlobStore
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, load_config
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
+from qprserver.jobs import retention
 from qprserver.jobs.registry import JobContext
 from qprserver.jobs.scheduler import JobScheduler
 from qprserver.notify import SmtpMailer
@@ -61,11 +63,14 @@ async def serve_forever(
     settings: Settings,
     *,
     reuse_port: bool = False,
+    sweep_blobs: bool = False,
     ready: Callable[[int], None] | None = None,
     on_signal: Callable[[int], None] | None = None,
 ) -> None:
     """Run one server process until SIGTERM or SIGINT, then shut down gracefully.
 
+    ``sweep_blobs``: first remove blobs no row refers to (left by a killed server
+    between storing a blob and committing its row; one process of a node does it).
     ``on_signal`` is called with the signal first (the first process passes it on
     to the other workers, so all of them shut down at once).
     """
@@ -80,10 +85,18 @@ async def serve_forever(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signalled, sig)
-    db = Database(settings.database)
+    db = Database(settings.database, audit_key=audit_seal.load_key(settings.security.audit_key))
     try:
         await require_head(db)
         ctx = build_context(settings, db)
+        if sweep_blobs:
+            # Before listening: what a killed server left is gone before the first
+            # upload, and the grace period keeps other nodes' fresh blobs safe.
+            gone = await retention.sweep_blobs(
+                db, ctx.blobs, ctx.clock, settings.storage.orphan_grace, delete=True
+            )
+            if gone:
+                log.info("removed %d stored file(s) no document or bundle refers to", len(gone))
         listener = SFTPListener(ctx)
         await listener.start(reuse_port=reuse_port)
         log.info("listening on %s:%d", settings.server.host, listener.port)
@@ -149,7 +162,7 @@ def run(settings: Settings) -> None:
         log.info("removed %d unfinished upload(s) left from before", swept)
     workers = settings.server.workers
     if workers == 1:
-        asyncio.run(serve_forever(settings))
+        asyncio.run(serve_forever(settings, sweep_blobs=True))
         return
     if settings.server.port == 0:
         raise SystemExit("workers > 1 needs a fixed port")
@@ -169,7 +182,7 @@ def run(settings: Settings) -> None:
                 proc.terminate()
 
     try:
-        asyncio.run(serve_forever(settings, reuse_port=True, on_signal=forward))
+        asyncio.run(serve_forever(settings, reuse_port=True, sweep_blobs=True, on_signal=forward))
     finally:
         forward(signal.SIGTERM)  # also when this process failed: the others stop too
         for proc in procs:

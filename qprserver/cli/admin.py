@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from qprserver import audit_seal
 from qprserver.cli.app import App, handle_errors, pass_app, print_json
 from qprserver.db import migrate
 from qprserver.db.engine import Database
@@ -25,16 +26,23 @@ def init(app: App) -> None:
         (data_dir / sub).mkdir(exist_ok=True, mode=0o700)
     if ensure_key(settings.security.totp_key):
         click.echo(f"TOTP key created: {settings.security.totp_key}")
+    if audit_seal.ensure_key(settings.security.audit_key):
+        click.echo(f"audit key created: {settings.security.audit_key}")
     for path in settings.server.host_keys:
         if ensure_host_key(path):
             click.echo(f"host key created: {path}")
         else:
             click.echo(f"host key kept: {path}")
 
-    async def work(db: Database) -> None:
+    async def work(db: Database) -> bool:
         await migrate.upgrade(db)
+        security = settings.security
+        return await audit_seal.start_keyed(
+            db, security.audit_key, security.audit_checkpoint, app.clock.now()
+        )
 
-    app.run(work, migrated=False)
+    if app.run(work, migrated=False):
+        click.echo(f"audit checkpoint created: {settings.security.audit_checkpoint}")
     click.echo(f"database at revision {migrate.head_revision()}")
     click.echo(f"data folder ready: {data_dir}")
 

@@ -63,11 +63,15 @@ class App:
 
     def run(self, work: Callable[[Database], Awaitable[T]], *, migrated: bool = True) -> T:
         """Run work against the database; domain errors become one-line CLI errors."""
+        from qprserver import audit_seal
         from qprserver.db.engine import Database
         from qprserver.db.migrate import require_head
 
         async def main() -> T:
-            db = Database(self.settings.database)
+            db = Database(
+                self.settings.database,
+                audit_key=audit_seal.load_key(self.settings.security.audit_key),
+            )
             try:
                 if migrated:
                     await require_head(db)

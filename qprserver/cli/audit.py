@@ -6,7 +6,7 @@ import json
 
 import click
 
-from qprserver import audit
+from qprserver import audit, audit_seal
 from qprserver.cli.app import App, pass_app, print_json, print_table
 from qprserver.db.engine import Database
 from qprserver.db.models import AuditEvent
@@ -59,11 +59,14 @@ def audit_list(app: App, account_ik: str | None, limit: int, as_json: bool) -> N
 @audit_group.command("verify")
 @pass_app
 def audit_verify(app: App) -> None:
-    """Check the hash chain of the whole audit log."""
+    """Check the whole audit log against its key and checkpoint; move the checkpoint."""
+    security = app.settings.security
 
     async def work(db: Database) -> int:
-        async with db.read_session() as session:
-            return await audit.verify(session)
+        count, _head = await audit_seal.verify_and_checkpoint(
+            db, security.audit_key, security.audit_checkpoint, app.clock.now(), full=True
+        )
+        return count
 
     count = app.run(work)
     click.echo(f"audit log intact: {count} events verified")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -23,9 +27,26 @@ from qprserver.config import DatabaseSettings
 
 T = TypeVar("T")
 
+AUDIT_KEY_INFO = "audit_key"  # ``info`` entry of sessions and connections (``audit``)
 
-def _sqlite_engine(url: str, echo: bool, *, immediate: bool) -> AsyncEngine:
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+log = logging.getLogger(__name__)
+
+# One try at SQLite's write lock waits this long inside SQLite (its busy handler)
+# before the next try; between tries a waiting write says so in the log.
+BUSY_ATTEMPT_SECONDS = 5.0
+
+# Set while a task holds a write session on SQLite: a second one in the same task
+# would wait for itself.
+_holding_write: ContextVar[bool] = ContextVar("qpr_holding_write", default=False)
+
+
+def _is_busy(exc: Exception) -> bool:
+    text = str(exc)
+    return "database is locked" in text or "database is busy" in text
+
+
+def _sqlite_engine(url: str, echo: bool, *, immediate: bool, write_wait: float) -> AsyncEngine:
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": BUSY_ATTEMPT_SECONDS})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -35,14 +56,35 @@ def _sqlite_engine(url: str, echo: bool, *, immediate: bool) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_ATTEMPT_SECONDS * 1000)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # A deferred transaction that later writes can fail with SQLITE_BUSY without
         # waiting; writers take the lock up front instead, readers stay concurrent.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if not immediate:
+            conn.exec_driver_sql("BEGIN")
+            return
+        # Only this statement can meet another process's write lock: once it succeeds
+        # the transaction holds the lock to its end. So it alone is tried again, for as
+        # long as ``database.write_wait`` allows, and a busy database never fails a
+        # client's write after one busy wait. (It runs in aiosqlite's thread: the
+        # event loop goes on meanwhile.)
+        deadline = time.monotonic() + write_wait
+        attempt = 1
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            log.warning(
+                "database write lock held by another process for %.0f s; still waiting",
+                attempt * BUSY_ATTEMPT_SECONDS,
+            )
+            attempt += 1
 
     return engine
 
@@ -155,14 +197,27 @@ class Database:
     PostgreSQL both share one engine; on SQLite writers begin IMMEDIATE.
     """
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(self, settings: DatabaseSettings, *, audit_key: bytes | None = None) -> None:
         self.settings = settings
+        # Every session and write connection carries it to the audit chain's appends.
+        self.audit_key = audit_key
         self.url = settings.url
         self.dialect = make_url(settings.url).get_backend_name()
         if self.dialect == "sqlite":
             self._ensure_sqlite_folder()
-            self.engine = _sqlite_engine(settings.url, settings.echo, immediate=True)
-            self.read_engine = _sqlite_engine(settings.url, settings.echo, immediate=False)
+            wait = settings.write_wait
+            self.engine = _sqlite_engine(
+                settings.url, settings.echo, immediate=True, write_wait=wait
+            )
+            self.read_engine = _sqlite_engine(
+                settings.url, settings.echo, immediate=False, write_wait=wait
+            )
+            # SQLite has one write lock per file. Left to SQLite's busy handler, the
+            # writers of one process poll for it with growing sleeps and no order, and
+            # under load one of them can lose every round until its wait runs out.
+            # Queued here instead, they take turns in arrival order and only one of
+            # them at a time ever waits inside SQLite (for another process).
+            self._write_turn: asyncio.Lock | None = asyncio.Lock()
             self._quick: Engine | None = _sqlite_quick_engine(settings.url)
             self._quick_writer: Engine | None = _sqlite_quick_engine(settings.url, write=True)
             self._quick_async: AsyncEngine | None = None
@@ -176,6 +231,8 @@ class Database:
             self.read_engine = self.engine
             self._quick = None
             self._quick_writer = None
+            # PostgreSQL locks rows, not the database, and waits without a timeout.
+            self._write_turn = None
             # Quick reads: autocommit (no BEGIN/ROLLBACK round trips) and no ping per
             # checkout; a connection found broken sends the read the usual way.
             self._quick_async = create_async_engine(
@@ -185,7 +242,8 @@ class Database:
                 isolation_level="AUTOCOMMIT",
             )
         self._quick_conn: Connection | None = None
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        info = {AUDIT_KEY_INFO: audit_key} if audit_key is not None else {}
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     def _ensure_sqlite_folder(self) -> None:
@@ -195,9 +253,25 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction, committed on success, rolled back on error."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        """A session in one transaction, committed on success, rolled back on error.
+
+        On SQLite the write sessions of this process take turns (first come, first
+        served) and each holds the database's write lock from its start to its end.
+        """
+        if self._write_turn is None:
+            async with self._sessions() as session, session.begin():
+                yield session
+            return
+        if _holding_write.get():
+            raise RuntimeError("a write session inside another one would wait for itself")
+        async with self._write_turn:
+            token = _holding_write.set(True)
+            try:
+                async with self._sessions() as session, session.begin():
+                    await session.connection()  # BEGIN IMMEDIATE now, during our turn
+                    yield session
+            finally:
+                _holding_write.reset(token)
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:
@@ -257,7 +331,13 @@ class Database:
         """
         if self._quick_writer is None:
             return False
+        if self._write_turn is not None and self._write_turn.locked():
+            # A session of this process holds the write lock and needs the event loop
+            # to finish: waiting for it here would only stall both.
+            return False
         with self._quick_writer.connect() as conn:
+            if self.audit_key is not None:
+                conn.info[AUDIT_KEY_INFO] = self.audit_key
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except OperationalError as exc:

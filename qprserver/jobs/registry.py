@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from qprserver import notify
+from qprserver import audit_seal, notify
 from qprserver.blobstore import FileBlobStore
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, parse_schedule
@@ -77,7 +77,18 @@ async def _final(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]
 
 
 async def _retention(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
-    return await retention.run_retention(ctx.db, ctx.blobs, ctx.settings, at, dry_run=dry_run)
+    return await retention.run_retention(
+        ctx.db, ctx.blobs, ctx.settings, at, ctx.clock, dry_run=dry_run
+    )
+
+
+async def _audit_checkpoint(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+    security = ctx.settings.security
+    # Only the rows since the last checkpoint: cheap enough to run every few minutes.
+    count, head = await audit_seal.verify_and_checkpoint(
+        ctx.db, security.audit_key, security.audit_checkpoint, ctx.clock.now(), full=False
+    )
+    return {"checked": count, "head": head.id}
 
 
 async def _sweep(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
@@ -121,6 +132,15 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
             "Entfernen abgebrochener Uploads",
             _sweep,
             ("interval", jobs.sweep_interval),
+            claimed=False,
+        ),
+        JobSpec(
+            "audit-checkpoint",
+            "Prüfung der neuesten Audit-Einträge und Fortschreiben des Prüfpunkts",
+            _audit_checkpoint,
+            ("interval", jobs.checkpoint_interval),
+            # Idempotent (a second run finds the head already checked); a broken chain
+            # is then reported by every process, which is what an operator wants.
             claimed=False,
         ),
     ]

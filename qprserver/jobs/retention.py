@@ -3,9 +3,9 @@
 As in the GKV data exchange: a delivery leaves ``/archive`` ``archive_days`` after
 acknowledgement and ``/inbox`` ``inbox_days`` after provision when never collected;
 acknowledged bundles after ``bundle_days``. A blob is deleted from disk once no
-document or bundle refers to it (and it is older than a grace period, so a blob
-stored moments ago for an upload still being committed is never taken). The audit
-log keeps a record of everything removed.
+document or bundle refers to it (see ``sweep_blobs`` for why that is safe beside
+uploads being committed, on this node or another). The audit log keeps a record of
+everything removed.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qprserver import audit
 from qprserver.audit import Actor
 from qprserver.blobstore import FileBlobStore
+from qprserver.clock import Clock
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Bundle, Delivery, Document, DownloadReceipt
-
-BLOB_GRACE_SECONDS = 3600.0
 
 
 def _due_deliveries(settings: Settings, now: datetime):  # type: ignore[no-untyped-def]
@@ -57,9 +56,20 @@ async def _orphans(session: AsyncSession) -> list[int]:
 
 
 async def run_retention(
-    db: Database, blobs: FileBlobStore, settings: Settings, now: datetime, *, dry_run: bool
+    db: Database,
+    blobs: FileBlobStore,
+    settings: Settings,
+    now: datetime,
+    clock: Clock,
+    *,
+    dry_run: bool,
 ) -> dict[str, object]:
-    """Remove what is due; with dry_run only report it."""
+    """Remove what is due; with dry_run only report it (blobs: those unreferenced now).
+
+    ``now`` decides which deliveries and bundles are due (a run may be made as if at
+    another time); the age of blobs is measured on ``clock``, the real one in service.
+    """
+    grace = settings.storage.orphan_grace
     async with db.session() as session:
         deliveries = (
             await session.execute(
@@ -76,6 +86,7 @@ async def run_retention(
             "bundles": [{"id": b[0], "name": b[1]} for b in bundles],
         }
         if dry_run:
+            report["blobs"] = await sweep_blobs(db, blobs, clock, grace, delete=False)
             return report
         ids = [d[0] for d in deliveries]
         for start in range(0, len(ids), 500):
@@ -104,29 +115,46 @@ async def run_retention(
                 },
             )
         report["documents"] = orphans
-    report["blobs_deleted"] = await collect_blobs(db, blobs, now)
+    report["blobs_deleted"] = await sweep_blobs(db, blobs, clock, grace, delete=True)
     return report
 
 
-async def collect_blobs(db: Database, blobs: FileBlobStore, now: datetime) -> list[str]:
-    """Delete blobs that no document or bundle refers to."""
+async def sweep_blobs(
+    db: Database, blobs: FileBlobStore, clock: Clock, grace: float, *, delete: bool
+) -> list[str]:
+    """Blobs no document or bundle refers to and stored more than ``grace`` seconds
+    before the references were read; deleted unless ``delete`` is False.
+
+    A blob is stored (or, when the same content is there already, touched) before
+    the row that refers to it is committed; both set its mtime to that moment. So a
+    blob with an mtime older than ``grace`` before the read belongs to an upload
+    whose commit, if it ever came, came before the read (as long as no commit takes
+    longer than ``grace`` after its blob: uploads commit within seconds, and on
+    SQLite within ``database.write_wait``), and the read saw it. Measuring from the
+    read, not from the moment a file is looked at, keeps this true however long
+    the walk through the store takes. Nodes sharing the data folder are covered
+    alike, as long as their clocks differ by much less than ``grace``.
+    """
+    read_at = clock.now().timestamp()
     async with db.read_session() as session:
         referenced = set((await session.scalars(select(Document.sha256).distinct())).all())
         referenced.update((await session.scalars(select(Bundle.sha256).distinct())).all())
+    cutoff = read_at - grace
 
     def sweep() -> list[str]:
-        deleted = []
+        found = []
         for digest in blobs.iter_hashes():
             if digest in referenced:
                 continue
+            if delete:
+                if blobs.delete_if_older(digest, cutoff):
+                    found.append(digest)
+                continue
             try:
-                age = now.timestamp() - blobs.path_for(digest).stat().st_mtime
-                if age < BLOB_GRACE_SECONDS:
-                    continue
+                if blobs.path_for(digest).stat().st_mtime < cutoff:
+                    found.append(digest)
             except FileNotFoundError:
                 continue
-            if blobs.delete(digest):
-                deleted.append(digest)
-        return deleted
+        return found
 
     return await asyncio.to_thread(sweep)

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.config import DatabaseSettings
+from qprserver.config import DatabaseSettings, load_config
 from qprserver.db.engine import Database
 from tests.functional.harness import (
+    EXAMPLE,
     FACILITY_NW,
     LV_BY,
     LV_NW,
     MD_NW,
+    Running,
     Server,
     make_settings,
+    provision,
+    serve_process,
     start_server,
+    wait_listening,
 )
+from tests.functional.smtp import free_port
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,6 +64,31 @@ class Instance:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
+
+    def in_session(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run work in one write transaction as someone with write access to the
+        database would (no audit key)."""
+
+        async def main() -> T:
+            db = Database(load_config(self.config).database)
+            try:
+                async with db.session() as session:
+                    return await work(session)
+            finally:
+                await db.dispose()
+
+        # A thread of its own: a test's event loop may already run in this one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, main()).result()
+
+    def sql(self, *statements: str) -> None:
+        """Run SQL statements in one transaction (see ``in_session``)."""
+
+        async def work(session: AsyncSession) -> None:
+            for statement in statements:
+                await session.execute(text(statement))
+
+        self.in_session(work)
 
 
 def write_config(root: Path, database: DatabaseSettings, extra: str = "") -> Path:
@@ -90,3 +127,28 @@ async def server(tmp_path: Path, db: Database) -> AsyncIterator[Server]:
         yield srv
     finally:
         await srv.listener.stop(grace=0)
+
+
+@pytest.fixture
+async def running(
+    request: pytest.FixtureRequest, tmp_path: Path, database_settings: DatabaseSettings
+) -> AsyncIterator[Running]:
+    """`serve` on a free port; server settings from the test's parameter."""
+    server_extra: str = getattr(request, "param", "")
+    port = free_port()
+    config = write_config(tmp_path, database_settings)
+    example = EXAMPLE.read_text(encoding="utf-8")
+    kinds = example[example.index("[kinds.") :]
+    config.write_text(
+        config.read_text().replace("port = 0\n", f"port = {port}\n{server_extra}", 1) + "\n" + kinds
+    )
+    Instance(tmp_path, config).ok("init")
+    run = Running(await serve_process(config), port, config)
+    try:
+        await provision(run)
+        await wait_listening(run)
+        yield run
+    finally:
+        if run.proc.returncode is None:
+            run.proc.kill()
+        await run.proc.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from sqlalchemy import select
 
 from qprserver import accounts, routing
 from qprserver.audit import Actor
 from qprserver.clock import SystemClock
-from qprserver.config import Settings, parse_config
+from qprserver.config import Settings, load_config, parse_config
 from qprserver.db.engine import Database
+from qprserver.db.models import Document
 from qprserver.hostkeys import ensure_host_key
 from qprserver.service import build_context
 from qprserver.sftp.server import SFTPListener
@@ -186,3 +189,71 @@ async def start_sftp(
         stderr=asyncio.subprocess.DEVNULL,
         cwd=cwd,
     )
+
+
+class Running:
+    """A `qprserver serve` process and keys of its two accounts."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, config: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.config = config
+        self.keys: dict[str, asyncssh.SSHKey] = {}
+
+    def connect(self, ik: str) -> Any:
+        return asyncssh.connect(
+            "127.0.0.1", self.port, username=ik, client_keys=[self.keys[ik]], known_hosts=None
+        )
+
+    async def documents(self) -> list[str]:
+        db = Database(load_config(self.config).database)
+        try:
+            async with db.read_session() as session:
+                return list((await session.scalars(select(Document.name))).all())
+        finally:
+            await db.dispose()
+
+
+async def provision(run: Running) -> None:
+    db = Database(load_config(run.config).database)
+    try:
+        async with db.session() as session:
+            now = SystemClock().now()
+            for ik, role in ((MD_NW, "depositor"), (LV_NW, "recipient")):
+                key = asyncssh.generate_private_key("ssh-ed25519")
+                await accounts.add_account(
+                    session, ADMIN, now, ik=ik, name=ik, email=None, roles=[role]
+                )
+                await accounts.add_key(
+                    session, ADMIN, now, ik, key.export_public_key().decode().strip()
+                )
+                run.keys[ik] = key
+            await routing.add_route(
+                session, ADMIN, now, kind="pruefbericht", land="NW", recipient=LV_NW
+            )
+    finally:
+        await db.dispose()
+
+
+async def serve_process(config: Path) -> asyncio.subprocess.Process:
+    """Start `qprserver serve` with a config, output discarded."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "qprserver", "--config", str(config), "serve",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def wait_listening(run: Running) -> None:
+    for _ in range(400):
+        if run.proc.returncode is not None:
+            raise AssertionError("server exited early")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", run.port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise AssertionError("server did not start listening")

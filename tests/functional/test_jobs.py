@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from qprserver import accounts
-from qprserver.clock import FixedClock
+from qprserver.clock import FixedClock, SystemClock
 from qprserver.db.models import Bundle, Delivery, JobRun
 from qprserver.jobs.registry import JobContext, run_job
 from qprserver.jobs.scheduler import catch_up
@@ -176,10 +176,13 @@ async def test_retention_removes_exactly_what_is_due_and_its_blobs(server: Serve
     old_sha = hashlib.sha256(pdf_bytes(seed=b"old")).hexdigest()
     shared_sha = hashlib.sha256(pdf_bytes(seed=b"shared")).hexdigest()
     at = WEEK45 + timedelta(days=44)
-    dry = await run_job(_ctx(server), "retention", at, dry_run=True)
+    ctx = _ctx(server)
+    # The blobs were stored moments ago: only past their grace period may they go.
+    ctx.clock = FixedClock(SystemClock().now() + timedelta(hours=2))
+    dry = await run_job(ctx, "retention", at, dry_run=True)
     assert sorted(d["name"] for d in dry.result["deliveries"]) == [old, old, shared, shared]
     assert blobs.exists(old_sha)  # a dry run changes nothing
-    outcome = await run_job(_ctx(server), "retention", at)
+    outcome = await run_job(ctx, "retention", at)
     assert outcome.result["blobs_deleted"] == [old_sha]
     assert not blobs.exists(old_sha)
     assert blobs.exists(shared_sha)

@@ -4,116 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 import pytest
-from sqlalchemy import select
 
-from qprserver import accounts, routing
-from qprserver.clock import SystemClock
-from qprserver.config import DatabaseSettings, load_config
-from qprserver.db.engine import Database
-from qprserver.db.models import Document
-from tests.functional.conftest import Instance, write_config
-from tests.functional.harness import ADMIN, EXAMPLE, FACILITY_NW, LV_NW, MD_NW, pdf_bytes
+from qprserver.config import load_config
+from tests.functional.harness import (
+    FACILITY_NW,
+    LV_NW,
+    MD_NW,
+    Running,
+    pdf_bytes,
+    serve_process,
+    wait_listening,
+)
 from tests.functional.smtp import free_port
-
-
-class Running:
-    """A `qprserver serve` process and keys of its two accounts."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, config: Path) -> None:
-        self.proc = proc
-        self.port = port
-        self.config = config
-        self.keys: dict[str, asyncssh.SSHKey] = {}
-
-    def connect(self, ik: str) -> Any:
-        return asyncssh.connect(
-            "127.0.0.1", self.port, username=ik, client_keys=[self.keys[ik]], known_hosts=None
-        )
-
-    async def documents(self) -> list[str]:
-        db = Database(load_config(self.config).database)
-        try:
-            async with db.read_session() as session:
-                return list((await session.scalars(select(Document.name))).all())
-        finally:
-            await db.dispose()
-
-
-async def _provision(run: Running) -> None:
-    db = Database(load_config(run.config).database)
-    try:
-        async with db.session() as session:
-            now = SystemClock().now()
-            for ik, role in ((MD_NW, "depositor"), (LV_NW, "recipient")):
-                key = asyncssh.generate_private_key("ssh-ed25519")
-                await accounts.add_account(
-                    session, ADMIN, now, ik=ik, name=ik, email=None, roles=[role]
-                )
-                await accounts.add_key(
-                    session, ADMIN, now, ik, key.export_public_key().decode().strip()
-                )
-                run.keys[ik] = key
-            await routing.add_route(
-                session, ADMIN, now, kind="pruefbericht", land="NW", recipient=LV_NW
-            )
-    finally:
-        await db.dispose()
-
-
-async def _serve(config: Path) -> asyncio.subprocess.Process:
-    """Start `qprserver serve` with a config, output discarded."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qprserver", "--config", str(config), "serve",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-async def _wait_listening(run: Running) -> None:
-    for _ in range(400):
-        if run.proc.returncode is not None:
-            raise AssertionError("server exited early")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", run.port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise AssertionError("server did not start listening")
-
-
-@pytest.fixture
-async def running(
-    request: pytest.FixtureRequest, tmp_path: Path, database_settings: DatabaseSettings
-) -> AsyncIterator[Running]:
-    """`serve` on a free port; server settings from the test's parameter."""
-    server_extra: str = getattr(request, "param", "")
-    port = free_port()
-    config = write_config(tmp_path, database_settings)
-    example = EXAMPLE.read_text(encoding="utf-8")
-    kinds = example[example.index("[kinds.") :]
-    config.write_text(
-        config.read_text().replace("port = 0\n", f"port = {port}\n{server_extra}", 1) + "\n" + kinds
-    )
-    Instance(tmp_path, config).ok("init")
-    run = Running(await _serve(config), port, config)
-    try:
-        await _provision(run)
-        await _wait_listening(run)
-        yield run
-    finally:
-        if run.proc.returncode is None:
-            run.proc.kill()
-        await run.proc.wait()
 
 
 @pytest.mark.parametrize("running", ["shutdown_grace = 20.0\n"], indirect=True)
@@ -187,9 +93,9 @@ async def _spawn_second(run: Running, tmp_path: Path) -> Running:
     config = tmp_path / "second.toml"
     text = run.config.read_text().replace(f"port = {run.port}\n", f"port = {port}\n", 1)
     config.write_text(text)
-    second = Running(await _serve(config), port, config)
+    second = Running(await serve_process(config), port, config)
     second.keys = run.keys
-    await _wait_listening(second)
+    await wait_listening(second)
     return second
 
 
