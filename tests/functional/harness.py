@@ -186,3 +186,19 @@ async def start_sftp(
         stderr=asyncio.subprocess.DEVNULL,
         cwd=cwd,
     )
+
+
+async def download_receipts(server: Server, ik: str) -> int:
+    """How many download receipts the account has, once every gathered one is written."""
+    from sqlalchemy import func, select
+
+    from qprserver.db.models import Account, DownloadReceipt
+
+    await server.listener.ctx.receipts.flush()
+    async with server.db.read_session() as session:
+        count = await session.scalar(
+            select(func.count(DownloadReceipt.id))
+            .join(Account, DownloadReceipt.account_id == Account.id)
+            .where(Account.ik == ik)
+        )
+    return int(count or 0)
