@@ -463,18 +463,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     async def _close(self, file_obj: object) -> None:
         if isinstance(file_obj, DownloadHandle):
             file_obj.close()
-            if file_obj.complete and file_obj.delivery_id is not None:
-                self.ctx.receipts.add(
-                    mailbox.Download(
-                        self.account.id,
-                        self.account.ik,
-                        file_obj.delivery_id,
-                        file_obj.sha256,
-                        file_obj.name,
-                        self.ctx.clock.now(),
-                        self.state.peer,
-                    )
-                )
+            self.ctx.receipts.add_read(
+                file_obj, self.account, self.ctx.clock.now(), self.state.peer
+            )
             return
         if isinstance(file_obj, UploadHandle):
             await self._close_upload(file_obj)
