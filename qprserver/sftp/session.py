@@ -201,6 +201,8 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         # is left: a session holds at most about that much, however many reads a
         # client keeps in flight (OpenSSH: 64 × 256 KiB).
         chan.set_write_buffer_limits(high=self.max_buffer, low=self.max_buffer // 4)
+        self._ended = False
+        ctx.sessions.opened()
 
     # -- helpers ---------------------------------------------------------------
 
@@ -605,6 +607,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPInvalidHandle("Invalid handle")
 
     def exit(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.ctx.sessions.ended()
         # Temp uploads of this session that were never renamed are thrown away; those
         # of other sessions on the same connection stay theirs.
         for key, handle in list(self.state.pending.items()):
