@@ -18,6 +18,7 @@ from tests.functional.harness import (
     LV_NW,
     MD_NW,
     Server,
+    download_receipts,
     pdf_bytes,
 )
 
@@ -99,3 +100,52 @@ async def test_rclone_copy_to_outbox_delivers_a_file_whose_size_is_no_multiple_o
     code, _, err = await server.sftp_batch(LV_NW, f"get /inbox/{REPORT}\n", target)
     assert code == 0, err
     assert _sha((target / REPORT).read_bytes()) == _sha(data)
+
+
+async def test_rclone_lsjson_lists_the_inbox_with_sizes_and_times(
+    server: Server, tmp_path: Path
+) -> None:
+    data = pdf_bytes(123_456, seed=b"lsjson")
+    await _deposit(server, tmp_path, data)
+    listed = await Rclone(server, LV_NW, tmp_path).lsjson("/inbox")
+    assert [(e["Name"], e["Size"], e["IsDir"]) for e in listed] == [(REPORT, len(data), False)]
+    assert listed[0]["ModTime"]
+
+
+async def test_rclone_copy_from_inbox_records_one_receipt_and_a_second_copy_reads_nothing(
+    server: Server, tmp_path: Path
+) -> None:
+    data = pdf_bytes(700_000, seed=b"rclone get")
+    await _deposit(server, tmp_path, data)
+    rclone = Rclone(server, LV_NW, tmp_path)
+    await rclone.ok("copy", "qpr:/inbox", str(tmp_path / "local"))
+    assert _sha((tmp_path / "local" / REPORT).read_bytes()) == _sha(data)
+    assert await download_receipts(server, LV_NW) == 1
+    code, _, err = await rclone.run("copy", "-v", "qpr:/inbox", str(tmp_path / "local"))
+    assert code == 0 and "There was nothing to transfer" in err, err
+    assert await download_receipts(server, LV_NW) == 1
+
+
+async def test_rclone_check_finds_equal_and_different_copies(
+    server: Server, tmp_path: Path
+) -> None:
+    data = pdf_bytes(300_000, seed=b"rclone check")
+    await _deposit(server, tmp_path, data)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / REPORT).write_bytes(data)
+    rclone = Rclone(server, LV_NW, tmp_path)
+    # The server offers no hash command, so check compares sizes; --download the bytes.
+    await rclone.ok("check", "qpr:/inbox", str(local))
+    await rclone.ok("check", "--download", "qpr:/inbox", str(local))
+    (local / REPORT).write_bytes(data[:-1] + b"X")
+    code, _, err = await rclone.run("check", "--download", "qpr:/inbox", str(local))
+    assert code != 0 and "1 differences found" in err, err
+
+
+async def test_rclone_deletefile_acknowledges_into_archive(server: Server, tmp_path: Path) -> None:
+    await _deposit(server, tmp_path, pdf_bytes(50_000, seed=b"rclone rm"))
+    rclone = Rclone(server, LV_NW, tmp_path)
+    await rclone.ok("deletefile", f"qpr:/inbox/{REPORT}")
+    assert await rclone.lsjson("/inbox") == []
+    assert [e["Name"] for e in await rclone.lsjson("/archive")] == [REPORT]
