@@ -20,6 +20,9 @@ import asyncssh
 import paramiko
 import pytest
 
+from qprserver.db.engine import Database
+from qprserver.service import build_context
+from qprserver.sftp.server import SFTPListener
 from tests.functional.harness import (
     FACILITY_NW,
     LV_NW,
@@ -104,6 +107,30 @@ async def test_parts_read_over_four_connections_at_once_record_one_receipt(
         *(_read_part(server, LV_NW, a, b) for a, b in itertools.pairwise(bounds))
     )
     assert b"".join(parts) == data
+    assert await download_receipts(server, LV_NW) == 1
+
+
+async def test_halves_read_through_two_server_processes_record_one_receipt(
+    server: Server,
+) -> None:
+    # A second listener with its own database engines and receipt writer: what a
+    # second worker process on the same database has.
+    data = pdf_bytes(800_000, seed=b"two processes")
+    await _deposit(server, data)
+    other_db = Database(server.db.settings)
+    second = SFTPListener(build_context(server.settings, other_db))
+    await second.start()
+    try:
+        other = Server(server.root, server.settings, other_db, second, server.keys)
+        await asyncio.gather(
+            _read_part(server, LV_NW, 0, 400_000), _read_part(other, LV_NW, 400_000, len(data))
+        )
+        await asyncio.wait_for(second.ctx.sessions.none_open(), 30)
+        # Both writers settle at once: one of them completes the file.
+        await asyncio.gather(server.listener.ctx.receipts.flush(), second.ctx.receipts.flush())
+    finally:
+        await second.stop(grace=0)
+        await other_db.dispose()
     assert await download_receipts(server, LV_NW) == 1
 
 
