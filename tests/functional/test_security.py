@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import paramiko
 import pyotp
 import pytest
 from sqlalchemy import select
@@ -150,6 +152,54 @@ async def test_openssh_sftp_logs_in_with_key_and_code_and_not_with_key_alone(
     # Key alone (no keyboard-interactive): refused.
     code, _, _ = await server.sftp_batch(LV_NW, "ls /\n", tmp_path)
     assert code != 0
+
+
+def _paramiko_key_then_codes(port: int, key_path: Path, ik: str, codes: list[str]) -> list[str]:
+    """paramiko's two steps on one connection: ``auth_publickey``, then ``auth_interactive``
+    with each code in turn until one is taken; returns each code's outcome, then /."""
+    outcomes: list[str] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=30)
+            key = paramiko.Ed25519Key.from_private_key_file(str(key_path))
+            # Partial success: the key counted, the second factor is still owed.
+            assert transport.auth_publickey(ik, key) == ["keyboard-interactive"]
+            for code in codes:
+                try:
+                    transport.auth_interactive(
+                        ik, lambda _t, _i, prompts, c=code: [c] * len(prompts)
+                    )
+                except paramiko.AuthenticationException:
+                    outcomes.append("refused")
+                    continue
+                outcomes.append("accepted")
+                sftp = paramiko.SFTPClient.from_transport(transport)
+                assert sftp is not None
+                return [*outcomes, *sftp.listdir("/")]
+            return outcomes
+        finally:
+            transport.close()
+
+
+async def test_paramiko_logs_in_with_key_then_code_as_two_separate_steps(server: Server) -> None:
+    generator = await _enrol(server, LV_NW)
+    outcome = await asyncio.to_thread(
+        _paramiko_key_then_codes, server.port, server.key_path(LV_NW), LV_NW, [generator.now()]
+    )
+    assert outcome[0] == "accepted" and "inbox" in outcome
+
+
+async def test_paramiko_with_a_wrong_code_is_refused_and_may_try_again_on_the_same_connection(
+    server: Server,
+) -> None:
+    generator = await _enrol(server, LV_NW)
+    right = generator.now()
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    outcome = await asyncio.to_thread(
+        _paramiko_key_then_codes, server.port, server.key_path(LV_NW), LV_NW, [wrong, right]
+    )
+    assert outcome[:2] == ["refused", "accepted"] and "inbox" in outcome
 
 
 async def test_required_role_without_enrolment_cannot_log_in(server: Server) -> None:
