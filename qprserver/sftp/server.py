@@ -64,7 +64,7 @@ class SFTPListener:
             lambda: AccountSSHServer(self.ctx, self),
             server.host,
             server.port,
-            server_host_keys=[str(p) for p in server.host_keys],
+            server_host_keys=twofactor.host_keys(server.host_keys, server.host_key_algs),
             sftp_factory=self._sftp_factory,
             allow_scp=True,
             # No terminal sessions here: without the line editor each channel write
@@ -74,6 +74,8 @@ class SFTPListener:
             encryption_algs=server.ciphers,
             mac_algs=server.macs,
             kex_algs=server.kex,
+            signature_algs=server.signature_algs,
+            compression_algs=server.compression,
             login_timeout=server.login_timeout,
             keepalive_interval=60,
             keepalive_count_max=3,

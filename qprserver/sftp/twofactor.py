@@ -20,9 +20,15 @@ and disconnects with "Unexpected service in service request". ``install`` theref
 also gives server connections a service-request handler that accepts ``ssh-userauth``
 again while authentication is in progress and leaves every other case to asyncssh.
 
+The host keys go through here too: asyncssh offers every algorithm a key can sign
+with (an RSA key also ``ssh-rsa``, i.e. SHA-1, and four ssh.com variants) and has no
+server option to narrow that. ``host_keys`` loads the key pairs and narrows their
+``host_key_algorithms``, the undocumented attribute asyncssh builds its offer from.
+
 This depends on private names of asyncssh (``asyncssh.auth._server_auth_handlers``,
 ``_ServerPublicKeyAuth``, ``_ServerPasswordAuth``, ``SSHConnection._packet_handlers``
-and the connection's ``_next_service``, ``_auth_in_progress``, ``_auth_complete``)
+the connection's ``_next_service``, ``_auth_in_progress``, ``_auth_complete``, and
+``SSHKeyPair.host_key_algorithms``)
 as of the versions in
 ``TESTED_VERSIONS``; so does ``session.py``, which recognises asyncssh's clean-up of a
 dead session (``SFTPServerHandler._cleanup``, the channel's receive state). ``install``
@@ -32,6 +38,8 @@ upgrade changes the behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncssh
@@ -39,6 +47,8 @@ from asyncssh import auth as _auth
 from asyncssh import connection as _connection
 from asyncssh.constants import MSG_SERVICE_ACCEPT, MSG_SERVICE_REQUEST
 from asyncssh.packet import String
+
+from qprserver.errors import ConfigError
 
 TESTED_VERSIONS = ("2.24.1",)
 METHODS = (b"publickey", b"password")
@@ -106,6 +116,22 @@ def install() -> None:
         **_connection.SSHConnection._packet_handlers,
         MSG_SERVICE_REQUEST: _service_request,
     }
+
+
+def host_keys(paths: Sequence[Path], algorithms: Sequence[str]) -> list[Any]:
+    """The host key pairs, each offering only ``algorithms`` (in that order)."""
+    allowed = [name.encode("ascii") for name in algorithms]
+    pairs = []
+    for pair in asyncssh.load_keypairs([str(p) for p in paths]):
+        offered = [alg for alg in allowed if alg in pair.host_key_algorithms]
+        if offered:
+            pair.host_key_algorithms = offered
+            pairs.append(pair)
+    if not pairs:
+        raise ConfigError(
+            "server.host_keys: no key signs with any algorithm of server.host_key_algs"
+        )
+    return pairs
 
 
 def installed() -> bool:
