@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import multiprocessing
 import signal
+import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from qprserver.blobstore import FileBlobStore
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, load_config
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
+from qprserver.errors import StartupError
 from qprserver.jobs.registry import JobContext
 from qprserver.jobs.scheduler import JobScheduler
 from qprserver.notify import SmtpMailer
@@ -57,10 +60,53 @@ def sweep_stale_uploads(settings: Settings) -> int:
     )
 
 
+LISTEN_BACKLOG = 100  # asyncio's default, as before
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+
+
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bind ``host:port`` (every address it resolves to) once, for all worker processes.
+
+    Without SO_REUSEPORT: the workers inherit these very sockets, and a second
+    instance (another config, another database) can no longer bind the same port
+    beside them and take a share of the logins. A taken port is one line.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(f"{_address(host, port)}: Adresse unbekannt ({exc.strerror})") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            # A restart may bind while connections of the last run linger in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # Port 0 (tests): the other addresses take the port the first one got.
+            sock.bind((address[0], port, *address[2:]))
+            port = sock.getsockname()[1]
+            sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        where = _address(host, port)
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"{where} ist bereits belegt ({exc.strerror})") from None
+        raise StartupError(f"{where} kann nicht geöffnet werden ({exc.strerror})") from None
+    return sockets
+
+
 async def serve_forever(
     settings: Settings,
     *,
-    reuse_port: bool = False,
+    sockets: Sequence[socket.socket] = (),
     ready: Callable[[int], None] | None = None,
     on_signal: Callable[[int], None] | None = None,
 ) -> None:
@@ -85,7 +131,7 @@ async def serve_forever(
         await require_head(db)
         ctx = build_context(settings, db)
         listener = SFTPListener(ctx)
-        await listener.start(reuse_port=reuse_port)
+        await listener.start(sockets)
         log.info("listening on %s:%d", settings.server.host, listener.port)
         # Everything made so far (modules, tables, compiled statements) lives as long
         # as the process: out of the collector's sight, a full collection scans only
@@ -119,32 +165,38 @@ def _setup_logging() -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-def _worker(config_path: str) -> None:
+def _worker(config_path: str, sockets: list[socket.socket]) -> None:
     _setup_logging()
-    asyncio.run(serve_forever(load_config(config_path), reuse_port=True))
+    asyncio.run(serve_forever(load_config(config_path), sockets=sockets))
 
 
 def run(settings: Settings) -> None:
     """The ``serve`` command: one process, or ``workers`` processes sharing the port.
 
-    With workers, this process is the first of them (no idle supervisor holding
-    memory): it starts the others, serves beside them, passes SIGTERM and SIGINT on
-    and waits for them before it exits.
+    The port is bound here, before anything else happens (a second ``serve`` on a
+    taken port stops with one line and sweeps nothing of the running one's uploads),
+    and every worker serves the same listening sockets. With workers, this process is
+    the first of them (no idle supervisor holding memory): it starts the others,
+    serves beside them, passes SIGTERM and SIGINT on and waits for them before it exits.
     """
     _setup_logging()
+    sockets = listening_sockets(settings.server.host, settings.server.port)
     swept = sweep_stale_uploads(settings)
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)
     workers = settings.server.workers
     if workers == 1:
-        asyncio.run(serve_forever(settings))
+        asyncio.run(serve_forever(settings, sockets=sockets))
         return
-    if settings.server.port == 0:
-        raise SystemExit("workers > 1 needs a fixed port")
     assert settings.config_path is not None
     ctx = multiprocessing.get_context("spawn")
+    # Each child gets duplicates of the listening sockets' descriptors at spawn.
     procs = [
-        ctx.Process(target=_worker, args=(str(settings.config_path),), name=f"qprserver-{i}")
+        ctx.Process(
+            target=_worker,
+            args=(str(settings.config_path), sockets),
+            name=f"qprserver-{i}",
+        )
         for i in range(1, workers)
     ]
     for proc in procs:
@@ -157,7 +209,7 @@ def run(settings: Settings) -> None:
                 proc.terminate()
 
     try:
-        asyncio.run(serve_forever(settings, reuse_port=True, on_signal=forward))
+        asyncio.run(serve_forever(settings, sockets=sockets, on_signal=forward))
     finally:
         forward(signal.SIGTERM)  # also when this process failed: the others stop too
         for proc in procs:

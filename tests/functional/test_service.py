@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -67,13 +69,24 @@ async def _provision(run: Running) -> None:
         await db.dispose()
 
 
-async def _serve(config: Path) -> asyncio.subprocess.Process:
-    """Start `qprserver serve` with a config, output discarded."""
+async def _serve(
+    config: Path, stderr: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """Start `qprserver serve` with a config, in a process group of its own (workers too)."""
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "qprserver", "--config", str(config), "serve",
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
     )  # fmt: skip
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kill a `serve` process and its workers, which would outlive it otherwise."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
 
 
 async def _wait_listening(run: Running) -> None:
@@ -111,9 +124,7 @@ async def running(
         await _wait_listening(run)
         yield run
     finally:
-        if run.proc.returncode is None:
-            run.proc.kill()
-        await run.proc.wait()
+        await _kill(run.proc)
 
 
 @pytest.mark.parametrize("running", ["shutdown_grace = 20.0\n"], indirect=True)
@@ -226,3 +237,72 @@ async def test_a_ban_earned_at_one_server_process_holds_at_another(
     finally:
         second.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(second.proc.wait(), 30)
+
+
+def _other_instance(root: Path, database: DatabaseSettings, port: int, server_extra: str) -> Path:
+    """An initialised instance of its own (config, data folder, database) on ``port``."""
+    root.mkdir()
+    config = write_config(root, database)
+    text = config.read_text().replace("port = 0\n", f"port = {port}\n{server_extra}", 1)
+    config.write_text(text)
+    Instance(root, config).ok("init")
+    return config
+
+
+async def _serve_elsewhere(
+    run: Running, root: Path, database: DatabaseSettings, server_extra: str = ""
+) -> tuple[int, str]:
+    """A second instance on the port of ``run``: its exit status and stderr, or a
+    failure when it is still running after 30 s."""
+    config = _other_instance(root, database, run.port, server_extra)
+    proc = await _serve(config, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        await _kill(proc)
+        raise AssertionError("the second instance is serving on the same port") from None
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+def _other_database(tmp_path: Path, database: DatabaseSettings) -> DatabaseSettings:
+    """Another database: a file of its own on SQLite (PostgreSQL: the test's schema)."""
+    if database.url.startswith("sqlite"):
+        return database.model_copy(update={"url": f"sqlite+aiosqlite:///{tmp_path}/other.db"})
+    return database
+
+
+@pytest.mark.parametrize("running", [""], indirect=True)
+async def test_a_second_serve_on_a_taken_port_stops_with_one_line_naming_the_address(
+    running: Running, tmp_path: Path, database_settings: DatabaseSettings
+) -> None:
+    code, err = await _serve_elsewhere(
+        running, tmp_path / "other", _other_database(tmp_path, database_settings)
+    )
+    assert code == 1
+    assert err == f"Error: 127.0.0.1:{running.port} ist bereits belegt (Address already in use)\n"
+    async with running.connect(LV_NW) as conn:  # the first one goes on
+        assert conn is not None
+
+
+@pytest.mark.parametrize("running", ["workers = 2\n"], indirect=True)
+async def test_a_second_instance_with_workers_cannot_share_the_port_of_a_running_one(
+    running: Running, tmp_path: Path, database_settings: DatabaseSettings
+) -> None:
+    code, err = await _serve_elsewhere(
+        running,
+        tmp_path / "other",
+        _other_database(tmp_path, database_settings),
+        "workers = 2\n",
+    )
+    assert (code, err.count("\n")) == (1, 1), err
+    assert f"127.0.0.1:{running.port} ist bereits belegt" in err
+    # Every login still reaches the first instance and its database.
+    for i in range(6):
+        async with (
+            running.connect(MD_NW) as conn,
+            conn.start_sftp_client() as sftp,
+            sftp.open(f"/outbox/{FACILITY_NW}_s{i}.pdf", "wb") as f,
+        ):
+            await f.write(pdf_bytes(seed=bytes([i])))
+    assert sorted(await running.documents()) == [f"{FACILITY_NW}_s{i}.pdf" for i in range(6)]
