@@ -1,9 +1,15 @@
-"""Brute-force defence: failed logins score per address and per account.
+"""Brute-force defence: failed logins score per address, guessed secrets per account.
 
 Over ``ban_threshold`` failures within ``ban_window`` seconds the address (or the
 account) is banned for ``ban_time`` seconds, doubling with every repeat offence up to
 ``ban_max_time``. Addresses in the allowlist are never banned. The state lives in the
 database, so every process and node sees the same bans.
+
+The two scores mean different things. Every failure scores against its address, and a
+banned address is refused altogether. Only wrong passwords and wrong codes score
+against the account, and an account ban only stops password and code guesses for it:
+an IK is public, so if it refused key logins as well, anyone could lock anyone out.
+The caller (``sftp/auth.py``) applies it that way.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from qprserver.config import SecuritySettings
-from qprserver.db.engine import Database
+from qprserver.db.engine import Database, Reads
 from qprserver.db.models import AuthScore
 from qprserver.errors import NotFound
 
@@ -38,18 +44,23 @@ def allowlisted(address: str, settings: SecuritySettings) -> bool:
 
 async def banned(db: Database, keys: list[str], now: datetime) -> bool:
     """True when any of the keys is banned at ``now``."""
+    return bool(await banned_keys(db, keys, now))
+
+
+async def banned_keys(db: Database, keys: list[str], now: datetime) -> set[str]:
+    """The keys among ``keys`` that are banned at ``now`` (one read)."""
     params = {"keys": keys, "now": now}
-    return await db.quick_read(lambda reads: reads.scalar(_BANNED, params)) is not None
+
+    async def work(reads: Reads) -> set[str]:
+        return set((await reads.scalars(_BANNED, params)).all())
+
+    return await db.quick_read(work)
 
 
 # Built once: every connection runs it.
-_BANNED = (
-    select(AuthScore.id)
-    .where(
-        AuthScore.key.in_(bindparam("keys", expanding=True)),
-        AuthScore.banned_until > bindparam("now"),
-    )
-    .limit(1)
+_BANNED = select(AuthScore.key).where(
+    AuthScore.key.in_(bindparam("keys", expanding=True)),
+    AuthScore.banned_until > bindparam("now"),
 )
 
 

@@ -37,13 +37,22 @@ DEFAULT_CIPHERS = [
     "aes192-ctr",
     "aes256-ctr",
 ]
+# Encrypt-then-MAC first. The plain (encrypt-and-MAC) SHA-2 MACs stay, last, for libssh2
+# before 1.11 (curl and PHP on Debian 12, RHEL 9), which has neither ETM nor AES-GCM;
+# with AES-CTR and HMAC-SHA-2 they are still in BSI TR-02102-4.
 DEFAULT_MACS = [
     "hmac-sha2-256-etm@openssh.com",
     "hmac-sha2-512-etm@openssh.com",
     "hmac-sha2-256",
     "hmac-sha2-512",
 ]
+# Post-quantum hybrids first (ML-KEM from cryptography's OpenSSL; OpenSSH >= 9.9 and
+# recent paramiko pick mlkem768x25519-sha256); then the classical ones.
+# sntrup761x25519-sha512 needs liboqs and is therefore not in the default.
 DEFAULT_KEX = [
+    "mlkem768x25519-sha256",
+    "mlkem768nistp256-sha256",
+    "mlkem1024nistp384-sha384",
     "curve25519-sha256",
     "curve25519-sha256@libssh.org",
     "ecdh-sha2-nistp256",
@@ -52,6 +61,27 @@ DEFAULT_KEX = [
     "diffie-hellman-group16-sha512",
     "diffie-hellman-group18-sha512",
     "diffie-hellman-group14-sha256",
+]
+# Host key signatures without SHA-1: no ssh-rsa, none of the ssh.com RSA variants.
+DEFAULT_HOST_KEY_ALGS = [
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+]
+# Signature algorithms announced for clients' keys (server-sig-algs): the key types
+# sshkeys.py accepts, RSA only with SHA-2.
+DEFAULT_SIGNATURE_ALGS = [
+    "ssh-ed25519",
+    "sk-ssh-ed25519@openssh.com",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
 ]
 
 
@@ -78,6 +108,16 @@ class ServerSettings(_Section):
     ciphers: list[str] = Field(default_factory=lambda: list(DEFAULT_CIPHERS))
     macs: list[str] = Field(default_factory=lambda: list(DEFAULT_MACS))
     kex: list[str] = Field(default_factory=lambda: list(DEFAULT_KEX))
+    host_key_algs: list[str] = Field(default_factory=lambda: list(DEFAULT_HOST_KEY_ALGS))
+    signature_algs: list[str] = Field(default_factory=lambda: list(DEFAULT_SIGNATURE_ALGS))
+    compression: list[str] = Field(default_factory=lambda: ["none"])
+
+    @field_validator("ciphers", "macs", "kex", "host_key_algs", "signature_algs", "compression")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one algorithm")
+        return value
 
 
 class StorageSettings(_Section):

@@ -53,3 +53,7 @@ class AuditChainBroken(QprError):
 
 class DatabaseNotReady(QprError):
     """The database schema is missing or not at the expected revision."""
+
+
+class StartupError(QprError):
+    """The server cannot start, e.g. because its port is taken."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import multiprocessing
 import signal
+import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from qprserver import audit_seal
 from qprserver.blobstore import FileBlobStore
@@ -17,6 +20,7 @@ from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, load_config
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
+from qprserver.errors import StartupError
 from qprserver.jobs import retention
 from qprserver.jobs.registry import JobContext
 from qprserver.jobs.scheduler import JobScheduler
@@ -59,10 +63,79 @@ def sweep_stale_uploads(settings: Settings) -> int:
     )
 
 
+# Connections the kernel queues on a listening socket (asyncio's default, as before).
+ACCEPT_QUEUE = 100
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+
+
+def listening_sockets(host: str, port: int, processes: int = 1) -> list[list[socket.socket]]:
+    """Bind ``host:port`` (every address it resolves to) once: one list of listening
+    sockets for each of ``processes`` server processes.
+
+    First a plain socket listens on each address: that fails, with one line, when
+    anything holds the port, a second qprserver instance included. For several
+    processes it then lets each process's own SO_REUSEPORT socket join it, so the
+    kernel spreads the connections evenly, and closes it. The port is never free in
+    between, so another instance (another config, another database) cannot slip in
+    and take a share of the logins.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(f"{_address(host, port)}: Adresse unbekannt ({exc.strerror})") from None
+    plain: list[socket.socket] = []
+    shared: list[list[socket.socket]] = [[] for _ in range(processes)]
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = _listening(family, kind, proto, (address[0], port, *address[2:]))
+            plain.append(sock)
+            port = sock.getsockname()[1]  # port 0 (tests): the others take the same
+        if processes == 1:
+            return [plain]
+        for sock in plain:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            for own in shared:
+                own.append(_listening(sock.family, sock.type, sock.proto, sock.getsockname(), True))
+    except OSError as exc:
+        for sock in plain + [s for own in shared for s in own]:
+            sock.close()
+        where = _address(host, port)
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"{where} ist bereits belegt ({exc.strerror})") from None
+        raise StartupError(f"{where} kann nicht geöffnet werden ({exc.strerror})") from None
+    for sock in plain:
+        sock.close()
+    return shared
+
+
+def _listening(
+    family: int, kind: int, proto: int, address: Any, reuse_port: bool = False
+) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    try:
+        # A restart may bind while connections of the last run linger in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(ACCEPT_QUEUE)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve_forever(
     settings: Settings,
     *,
-    reuse_port: bool = False,
+    sockets: Sequence[socket.socket] = (),
     sweep_blobs: bool = False,
     ready: Callable[[int], None] | None = None,
     on_signal: Callable[[int], None] | None = None,
@@ -98,7 +171,7 @@ async def serve_forever(
             if gone:
                 log.info("removed %d stored file(s) no document or bundle refers to", len(gone))
         listener = SFTPListener(ctx)
-        await listener.start(reuse_port=reuse_port)
+        await listener.start(sockets)
         log.info("listening on %s:%d", settings.server.host, listener.port)
         # Everything made so far (modules, tables, compiled statements) lives as long
         # as the process: out of the collector's sight, a full collection scans only
@@ -143,37 +216,43 @@ def _setup_logging() -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-def _worker(config_path: str) -> None:
+def _worker(config_path: str, sockets: list[socket.socket]) -> None:
     _setup_logging()
-    asyncio.run(serve_forever(load_config(config_path), reuse_port=True))
+    asyncio.run(serve_forever(load_config(config_path), sockets=sockets))
 
 
 def run(settings: Settings) -> None:
     """The ``serve`` command: one process, or ``workers`` processes sharing the port.
 
-    With workers, this process is the first of them (no idle supervisor holding
-    memory): it starts the others, serves beside them, passes SIGTERM and SIGINT on
-    and waits for them before it exits.
+    The port is bound here, before anything else happens (a second ``serve`` on a
+    taken port stops with one line and sweeps nothing of the running one's uploads),
+    and each worker serves its own socket of it (``listening_sockets``). With workers,
+    this process is the first of them (no idle supervisor holding memory): it starts
+    the others, serves beside them, passes SIGTERM and SIGINT on and waits for them
+    before it exits.
     """
     _setup_logging()
+    workers = settings.server.workers
+    sockets = listening_sockets(settings.server.host, settings.server.port, workers)
     warn_unusable_files(settings)
     swept = sweep_stale_uploads(settings)
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)
-    workers = settings.server.workers
     if workers == 1:
-        asyncio.run(serve_forever(settings, sweep_blobs=True))
+        asyncio.run(serve_forever(settings, sockets=sockets[0], sweep_blobs=True))
         return
-    if settings.server.port == 0:
-        raise SystemExit("workers > 1 needs a fixed port")
     assert settings.config_path is not None
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(str(settings.config_path),), name=f"qprserver-{i}")
-        for i in range(1, workers)
+        ctx.Process(target=_worker, args=(str(settings.config_path), own), name=f"qprserver-{i}")
+        for i, own in enumerate(sockets[1:], start=1)
     ]
-    for proc in procs:
-        proc.start()
+    for proc, own in zip(procs, sockets[1:], strict=True):
+        proc.start()  # the child has its copies of the sockets once this returns
+        for sock in own:
+            # Else a worker's socket outlives the worker and its share of the
+            # connections would wait in a queue nobody accepts from.
+            sock.close()
 
     def forward(_signum: int) -> None:
         # SIGINT too becomes a graceful SIGTERM for the others.
@@ -182,7 +261,9 @@ def run(settings: Settings) -> None:
                 proc.terminate()
 
     try:
-        asyncio.run(serve_forever(settings, reuse_port=True, sweep_blobs=True, on_signal=forward))
+        asyncio.run(
+            serve_forever(settings, sockets=sockets[0], sweep_blobs=True, on_signal=forward)
+        )
     finally:
         forward(signal.SIGTERM)  # also when this process failed: the others stop too
         for proc in procs:

@@ -5,8 +5,11 @@
   ``twofactor.py`` for how the partial success reaches the client.
 - Unknown, disabled and expired accounts, and logins from outside an account's
   allowed networks, fail exactly like a wrong key (no account is revealed).
-- Bans: banned addresses are dropped at connect; every failed connection and every
-  wrong password or code scores against the address and the account (``bans.py``).
+- Bans (``bans.py``): every failed connection and every wrong password or code
+  scores against the address; a banned address is dropped at connect and refused at
+  the start of authentication. Only wrong passwords and codes score against the
+  account, and a banned account only stops password logins: keys (and a code after
+  a key) still log in, so nobody can lock an account out by guessing at its IK.
 - At most ``max_auth_attempts`` failed attempts per connection, at most
   ``max_unauthenticated_per_address`` connections per address still logging in, and
   at most ``max_sessions`` logged-in connections per account in this process.
@@ -132,20 +135,25 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.state.pending.clear()
         if self.listener.connections.pop(self.conn, None) is None:
             return
-        # A failed connection counts once, unless its wrong passwords or codes counted.
+        # A failed connection counts once against its address, unless its wrong
+        # passwords or codes counted already.
         if (
             not self.state.authenticated
             and not self.state.scored
             and (self.state.auth_failures or self.state.first_factor is not None)
         ):
-            self.listener.spawn(self._score_failure())
+            self.listener.spawn(self._score_failure(guessed_secret=False))
 
-    async def _score_failure(self) -> None:
+    async def _score_failure(self, *, guessed_secret: bool) -> None:
+        """Count a failure against the address, and a wrong password or code against
+        the account too (a wrong key or an aborted login is no guess at its secrets)."""
         if bans.allowlisted(self.state.address, self.security):
             return
         keys = [bans.address_key(self.state.address)]
-        if self.state.account is not None:
-            keys.append(bans.account_key(self.state.account.ik))
+        account_key = None
+        if guessed_secret and self.state.account is not None:
+            account_key = bans.account_key(self.state.account.ik)
+            keys.append(account_key)
         try:
             newly = await bans.record_failure(
                 self.ctx.db, keys, self.ctx.clock.now(), self.security
@@ -157,22 +165,33 @@ class AccountSSHServer(asyncssh.SSHServer):
             log.warning("banned %s after repeated failed logins", key)
             if key.startswith("addr:"):
                 self.listener.banned_addresses.add(key.removeprefix("addr:"))
+            elif key == account_key:
+                self.state.secrets_locked = True
 
     # -- account -----------------------------------------------------------------
 
     async def begin_auth(self, username: str) -> bool:
         self.state.touch()
         now = self.ctx.clock.now()
-        keys = [bans.address_key(self.state.address)]
+        address = bans.address_key(self.state.address)
+        keys = [address]
+        # asyncssh calls this again when the client switches user names mid-login: a
+        # first factor verified for one account must not count for another.
+        self.state.account = None
+        self.state.first_factor = None
+        self.state.secrets_locked = False
         if len(username) == 9 and username.isascii() and username.isdigit():
             keys.append(bans.account_key(username))
             self.state.account = await self.ctx.db.quick_read(
                 lambda reads: reads.scalar(_ACCOUNT_AT_LOGIN, {"ik": username})
             )
-        if not bans.allowlisted(self.state.address, self.security) and await bans.banned(
-            self.ctx.db, keys, now
-        ):
+        if bans.allowlisted(self.state.address, self.security):
+            return True
+        banned = await bans.banned_keys(self.ctx.db, keys, now)
+        if address in banned:
             raise asyncssh.PermissionDenied("Permission denied")
+        # A banned account still logs in with a key; only its password is off limits.
+        self.state.secrets_locked = len(banned) > 0
         return True
 
     def _usable(self) -> Account | None:
@@ -234,10 +253,11 @@ class AccountSSHServer(asyncssh.SSHServer):
         # Same work whether or not the account exists or has a password.
         async with self.listener.password_checks:
             ok = await asyncio.to_thread(verify_password, stored, password)
-        if ok and account is not None:
+        # The check above ran all the same: a banned account answers as slowly as any.
+        if ok and account is not None and not self.state.secrets_locked:
             return True
         self.state.scored += 1
-        await self._score_failure()  # counted before the client hears of it
+        await self._score_failure(guessed_secret=True)  # counted before the client hears
         return self._failed()
 
     def first_factor_verified(self, method: str) -> bool:
@@ -270,7 +290,7 @@ class AccountSSHServer(asyncssh.SSHServer):
                 if await totp.verify(session, account.id, responses[0], key, self.ctx.clock.now()):
                     return True
         self.state.scored += 1
-        await self._score_failure()
+        await self._score_failure(guessed_secret=True)
         return self._failed()
 
     def auth_completed(self) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import asyncssh
@@ -36,7 +37,7 @@ class SFTPListener:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.connections: dict[Any, ConnectionState] = {}
-        self._acceptor: Any = None
+        self._acceptors: list[Any] = []
         self._idle_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -53,19 +54,18 @@ class SFTPListener:
 
     @property
     def port(self) -> int:
-        return int(self._acceptor.get_port())
+        return int(self._acceptors[0].get_port())
 
-    async def start(self, *, reuse_port: bool = False) -> None:
+    async def start(self, sockets: Sequence[socket.socket] = ()) -> None:
+        """Serve on ``sockets`` (bound and listening already, shared by the worker
+        processes), or bind ``server.host``/``server.port`` here when none are given."""
         server = self.ctx.settings.server
         twofactor.install()
         compat.install()
         await self._refresh()
         self.ctx.receipts.start()
-        self._acceptor = await asyncssh.create_server(
-            lambda: AccountSSHServer(self.ctx, self),
-            server.host,
-            server.port,
-            server_host_keys=[str(p) for p in server.host_keys],
+        options: dict[str, Any] = dict(
+            server_host_keys=twofactor.host_keys(server.host_keys, server.host_key_algs),
             sftp_factory=self._sftp_factory,
             allow_scp=True,
             # No terminal sessions here: without the line editor each channel write
@@ -75,12 +75,23 @@ class SFTPListener:
             encryption_algs=server.ciphers,
             mac_algs=server.macs,
             kex_algs=server.kex,
+            signature_algs=server.signature_algs,
+            compression_algs=server.compression,
             login_timeout=server.login_timeout,
             keepalive_interval=60,
             keepalive_count_max=3,
-            reuse_port=reuse_port,
             server_version="qprserver",
         )
+
+        def factory() -> AccountSSHServer:
+            return AccountSSHServer(self.ctx, self)
+
+        if not sockets:
+            self._acceptors = [
+                await asyncssh.create_server(factory, server.host, server.port, **options)
+            ]
+        for sock in sockets:
+            self._acceptors.append(await asyncssh.create_server(factory, sock=sock, **options))
         self._idle_task = asyncio.create_task(self._close_idle(), name="idle-sessions")
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="refresh")
 
@@ -146,10 +157,11 @@ class SFTPListener:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let transfers finish for up to grace seconds, then close all."""
-        if self._acceptor is None:
+        if not self._acceptors:
             return
         grace = self.ctx.settings.server.shutdown_grace if grace is None else grace
-        self._acceptor.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
         deadline = time.monotonic() + grace
         # Transfers in flight may finish; new requests on open sessions still work.
         while time.monotonic() < deadline:
@@ -160,11 +172,12 @@ class SFTPListener:
             conn.disconnect(asyncssh.DISC_BY_APPLICATION, "server shutting down")
         for conn in list(self.connections):
             await conn.wait_closed()
-        await self._acceptor.wait_closed()
+        for acceptor in self._acceptors:
+            await acceptor.wait_closed()
         for task in (self._idle_task, self._refresh_task):
             if task is not None:
                 task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ctx.receipts.stop()
-        self._acceptor = None
+        self._acceptors = []

@@ -79,6 +79,8 @@ class ConnectionState:
     account: Account | None = None
     authenticated: bool = False
     first_factor: str | None = None
+    # Password and code guesses for this account are stopped (an account ban); keys still work.
+    secrets_locked: bool = False
     auth_failures: int = 0
     scored: int = 0
     lost: bool = False

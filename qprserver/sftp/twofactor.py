@@ -12,8 +12,24 @@ and the methods offered next are re-read from the owner's ``*_auth_supported`` h
 ``send_success`` of the publickey handler runs only after asyncssh has verified the
 signature, so "first factor done" is never decided on the unsigned probe.
 
+A client may ask for the ``ssh-userauth`` service again before every method it tries:
+paramiko does so in each ``auth_*`` call, so its ``auth_publickey`` followed by
+``auth_interactive`` sends a second SERVICE_REQUEST after the partial success.
+OpenSSH's sshd accepts that request until login completes; asyncssh accepts it once
+and disconnects with "Unexpected service in service request". ``install`` therefore
+also gives server connections a service-request handler that accepts ``ssh-userauth``
+again while authentication is in progress and leaves every other case to asyncssh.
+
+The host keys go through here too: asyncssh offers every algorithm a key can sign
+with (an RSA key also ``ssh-rsa``, i.e. SHA-1, and four ssh.com variants) and has no
+server option to narrow that. ``host_keys`` loads the key pairs and narrows their
+``host_key_algorithms``, the undocumented attribute asyncssh builds its offer from.
+
 This depends on private names of asyncssh (``asyncssh.auth._server_auth_handlers``,
-``_ServerPublicKeyAuth``, ``_ServerPasswordAuth``) as of the versions in
+``_ServerPublicKeyAuth``, ``_ServerPasswordAuth``, ``SSHConnection._packet_handlers``
+the connection's ``_next_service``, ``_auth_in_progress``, ``_auth_complete``, and
+``SSHKeyPair.host_key_algorithms``)
+as of the versions in
 ``TESTED_VERSIONS``; so does ``session.py``, which recognises asyncssh's clean-up of a
 dead session (``SFTPServerHandler._cleanup``, the channel's receive state). ``install``
 refuses any other version, and ``tests/functional/test_security.py`` fails if an
@@ -22,10 +38,17 @@ upgrade changes the behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncssh
 from asyncssh import auth as _auth
+from asyncssh import connection as _connection
+from asyncssh.constants import MSG_SERVICE_ACCEPT, MSG_SERVICE_REQUEST
+from asyncssh.packet import String
+
+from qprserver.errors import ConfigError
 
 TESTED_VERSIONS = ("2.24.1",)
 METHODS = (b"publickey", b"password")
@@ -53,11 +76,27 @@ def _two_step(base: type[Any]) -> type[Any]:
     return TwoStep
 
 
+_USERAUTH = b"ssh-userauth"
+_ORIGINAL_SERVICE_REQUEST = _connection.SSHConnection._packet_handlers[MSG_SERVICE_REQUEST]
+
+
+def _service_request(conn: Any, pkttype: int, pktid: int, packet: Any) -> None:
+    """Accept ``ssh-userauth`` again until login completes, as OpenSSH's sshd does."""
+    if conn._next_service is None and conn._auth_in_progress and not conn._auth_complete:
+        service = packet.get_string()
+        packet.check_end()
+        if service != _USERAUTH:
+            raise asyncssh.ServiceNotAvailable("Unexpected service in service request")
+        conn.send_packet(MSG_SERVICE_ACCEPT, String(service))
+        return
+    _ORIGINAL_SERVICE_REQUEST(conn, pkttype, pktid, packet)
+
+
 _INSTALLED: dict[bytes, type[Any]] = {}
 
 
 def install() -> None:
-    """Replace asyncssh's server publickey and password handlers (idempotent)."""
+    """Replace asyncssh's server auth handlers and service-request handler (idempotent)."""
     if asyncssh.__version__ not in TESTED_VERSIONS:
         raise RuntimeError(
             f"asyncssh {asyncssh.__version__} is not a version the two-factor login was "
@@ -71,8 +110,36 @@ def install() -> None:
         if method not in _INSTALLED:
             _INSTALLED[method] = _two_step(base)
         _auth._server_auth_handlers[method] = _INSTALLED[method]
+    # Server connections only: the class-level table is shared with clients.
+    server = _connection.SSHServerConnection
+    server._packet_handlers = {
+        **_connection.SSHConnection._packet_handlers,
+        MSG_SERVICE_REQUEST: _service_request,
+    }
+
+
+def host_keys(paths: Sequence[Path], algorithms: Sequence[str]) -> list[Any]:
+    """The host key pairs, each offering only ``algorithms`` (in that order)."""
+    allowed = [name.encode("ascii") for name in algorithms]
+    pairs = []
+    for pair in asyncssh.load_keypairs([str(p) for p in paths]):
+        offered = [alg for alg in allowed if alg in pair.host_key_algorithms]
+        if offered:
+            pair.host_key_algorithms = offered
+            pairs.append(pair)
+    if not pairs:
+        raise ConfigError(
+            "server.host_keys: no key signs with any algorithm of server.host_key_algs"
+        )
+    return pairs
 
 
 def installed() -> bool:
     """True when asyncssh uses the two-step handlers (a test checks this after upgrades)."""
-    return all(_auth._server_auth_handlers.get(m) is _INSTALLED.get(m) for m in METHODS)
+    handlers = _connection.SSHServerConnection._packet_handlers
+    return (
+        all(_auth._server_auth_handlers.get(m) is _INSTALLED.get(m) for m in METHODS)
+        and handlers.get(MSG_SERVICE_REQUEST) is _service_request
+        and _connection.SSHConnection._packet_handlers[MSG_SERVICE_REQUEST]
+        is _ORIGINAL_SERVICE_REQUEST
+    )

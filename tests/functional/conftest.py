@@ -27,6 +27,7 @@ from tests.functional.harness import (
     MD_NW,
     Running,
     Server,
+    kill_group,
     make_settings,
     provision,
     serve_process,
@@ -149,6 +150,4 @@ async def running(
         await wait_listening(run)
         yield run
     finally:
-        if run.proc.returncode is None:
-            run.proc.kill()
-        await run.proc.wait()
+        await kill_group(run.proc)

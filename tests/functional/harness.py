@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import signal
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -235,27 +237,45 @@ async def provision(run: Running) -> None:
         await db.dispose()
 
 
-async def serve_process(config: Path) -> asyncio.subprocess.Process:
-    """Start `qprserver serve` with a config, output discarded."""
+async def serve_process(
+    config: Path, stderr: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """Start `qprserver serve` with a config, in a process group of its own (workers too)."""
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "qprserver", "--config", str(config), "serve",
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
     )  # fmt: skip
 
 
+async def kill_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill a `serve` process and its workers, which would outlive it otherwise."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
 async def wait_listening(run: Running) -> None:
+    """Wait until `serve` answers with its SSH banner: the port is bound before the
+    start-up work (migrations check, sweeps), so a TCP connect alone proves nothing."""
     for _ in range(400):
         if run.proc.returncode is not None:
             raise AssertionError("server exited early")
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", run.port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", run.port)
         except OSError:
             await asyncio.sleep(0.05)
             continue
-        writer.close()
-        await writer.wait_closed()
-        return
+        try:
+            banner = await asyncio.wait_for(reader.readline(), 20)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        if banner.startswith(b"SSH-2.0-"):
+            return
+        await asyncio.sleep(0.05)
     raise AssertionError("server did not start listening")
 
 

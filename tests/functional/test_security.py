@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import paramiko
 import pyotp
 import pytest
 from sqlalchemy import select
@@ -152,6 +154,73 @@ async def test_openssh_sftp_logs_in_with_key_and_code_and_not_with_key_alone(
     assert code != 0
 
 
+def _paramiko_key_then_codes(
+    port: int, key_path: Path, ik: str, codes: list[str], *, code_user: str | None = None
+) -> list[str]:
+    """paramiko's two steps on one connection: ``auth_publickey``, then ``auth_interactive``
+    (as ``code_user``, default ``ik``) with each code in turn until one is taken; returns
+    each code's outcome, then the names in /."""
+    outcomes: list[str] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=30)
+            key = paramiko.Ed25519Key.from_private_key_file(str(key_path))
+            # Partial success: the key counted, the second factor is still owed.
+            assert transport.auth_publickey(ik, key) == ["keyboard-interactive"]
+            for code in codes:
+                try:
+                    transport.auth_interactive(
+                        code_user or ik, lambda _t, _i, prompts, c=code: [c] * len(prompts)
+                    )
+                except paramiko.AuthenticationException:
+                    outcomes.append("refused")
+                    continue
+                outcomes.append("accepted")
+                sftp = paramiko.SFTPClient.from_transport(transport)
+                assert sftp is not None
+                return [*outcomes, *sftp.listdir("/")]
+            return outcomes
+        finally:
+            transport.close()
+
+
+async def test_paramiko_logs_in_with_key_then_code_as_two_separate_steps(server: Server) -> None:
+    generator = await _enrol(server, LV_NW)
+    outcome = await asyncio.to_thread(
+        _paramiko_key_then_codes, server.port, server.key_path(LV_NW), LV_NW, [generator.now()]
+    )
+    assert outcome[0] == "accepted" and "inbox" in outcome
+
+
+async def test_paramiko_with_a_wrong_code_is_refused_and_may_try_again_on_the_same_connection(
+    server: Server,
+) -> None:
+    generator = await _enrol(server, LV_NW)
+    right = generator.now()
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    outcome = await asyncio.to_thread(
+        _paramiko_key_then_codes, server.port, server.key_path(LV_NW), LV_NW, [wrong, right]
+    )
+    assert outcome[:2] == ["refused", "accepted"] and "inbox" in outcome
+
+
+async def test_a_key_verified_for_one_account_does_not_count_as_another_accounts_first_factor(
+    server: Server,
+) -> None:
+    await _enrol(server, LV_NW)
+    other = await _enrol(server, LV_BY)
+    outcome = await asyncio.to_thread(
+        _paramiko_key_then_codes,
+        server.port,
+        server.key_path(LV_NW),
+        LV_NW,
+        [other.now()],
+        code_user=LV_BY,
+    )
+    assert outcome == ["refused"]
+
+
 async def test_required_role_without_enrolment_cannot_log_in(server: Server) -> None:
     security = server.settings.security.model_copy(update={"require_2fa_roles": ["recipient"]})
     server.listener.ctx.settings = server.settings.model_copy(update={"security": security})
@@ -161,7 +230,10 @@ async def test_required_role_without_enrolment_cannot_log_in(server: Server) -> 
         assert conn is not None
 
 
-async def _fail_passwords(server: Server, ik: str, times: int) -> None:
+async def _fail_passwords(
+    server: Server, ik: str, times: int, *, source: str = "127.0.0.1"
+) -> None:
+    """Wrong passwords for ``ik``, one connection each, from the loopback address ``source``."""
     for _ in range(times):
         with pytest.raises(asyncssh.PermissionDenied):
             await asyncssh.connect(
@@ -171,6 +243,7 @@ async def _fail_passwords(server: Server, ik: str, times: int) -> None:
                 password="falsch falsch falsch",
                 client_keys=None,
                 known_hosts=None,
+                local_addr=(source, 0),
             )
 
 
@@ -203,6 +276,78 @@ async def test_repeated_failures_ban_the_address_across_servers_sharing_the_data
         assert await _banned_key_login(server, second.port, LV_NW) is None
     finally:
         await second.stop(grace=0)
+
+
+ATTACKER = "127.0.0.2"  # Linux answers all of 127.0.0.0/8 on loopback
+
+
+async def _settled(listener: SFTPListener) -> None:
+    """Wait until every connection has closed and its failure has been scored."""
+    for _ in range(500):
+        if not listener.connections and not listener._tasks:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("connections did not close")
+
+
+async def _ban_keys(server: Server) -> list[str]:
+    return [row.key for row in await bans.list_bans(server.db, SystemClock().now())]
+
+
+async def test_password_guesses_from_one_address_never_lock_the_owner_out_of_key_logins(
+    server: Server,
+) -> None:
+    threshold = server.settings.security.ban_threshold
+    await _fail_passwords(server, LV_NW, threshold, source=ATTACKER)
+    assert await _ban_keys(server) == [f"account:{LV_NW}", f"addr:{ATTACKER}"]
+    # The owner's key from a clean address still logs in ...
+    async with server.connect(LV_NW) as conn, conn.start_sftp_client() as sftp:
+        assert "inbox" in await sftp.listdir("/")
+    # ... while the guessing address gets nothing, not even with the right key.
+    with pytest.raises((OSError, asyncssh.Error)):
+        await server.connect(LV_NW, local_addr=(ATTACKER, 0))
+
+
+async def test_a_banned_account_refuses_even_its_right_password_but_not_its_key(
+    server: Server,
+) -> None:
+    async with server.db.session() as session:
+        await accounts.set_password(
+            session, ADMIN, SystemClock().now(), LV_NW, "ein sehr langes Wort"
+        )
+    await _fail_passwords(server, LV_NW, server.settings.security.ban_threshold, source=ATTACKER)
+
+    def by_password() -> Any:
+        return asyncssh.connect(
+            "127.0.0.1",
+            server.port,
+            username=LV_NW,
+            password="ein sehr langes Wort",
+            client_keys=None,
+            known_hosts=None,
+        )
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        await by_password()
+    async with server.connect(LV_NW) as conn:
+        assert conn is not None
+    await bans.remove_ban(server.db, LV_NW)
+    async with by_password() as conn:
+        assert conn is not None
+
+
+async def test_wrong_keys_score_against_the_address_but_never_the_account(
+    server: Server,
+) -> None:
+    threshold = server.settings.security.ban_threshold
+    strangers = [asyncssh.generate_private_key("ssh-ed25519")]
+    for _ in range(threshold):
+        with pytest.raises(asyncssh.PermissionDenied):
+            await server.connect(LV_NW, client_keys=strangers, local_addr=(ATTACKER, 0))
+    await _settled(server.listener)
+    assert await _ban_keys(server) == [f"addr:{ATTACKER}"]
+    async with server.connect(LV_NW) as conn:
+        assert conn is not None
 
 
 async def test_allowlisted_addresses_are_never_banned(server: Server) -> None:

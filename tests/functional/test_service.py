@@ -9,12 +9,14 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from qprserver.config import load_config
+from qprserver.config import DatabaseSettings, load_config
+from tests.functional.conftest import Instance, write_config
 from tests.functional.harness import (
     FACILITY_NW,
     LV_NW,
     MD_NW,
     Running,
+    kill_group,
     pdf_bytes,
     serve_process,
     wait_listening,
@@ -132,3 +134,72 @@ async def test_a_ban_earned_at_one_server_process_holds_at_another(
     finally:
         second.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(second.proc.wait(), 30)
+
+
+def _other_instance(root: Path, database: DatabaseSettings, port: int, server_extra: str) -> Path:
+    """An initialised instance of its own (config, data folder, database) on ``port``."""
+    root.mkdir()
+    config = write_config(root, database)
+    text = config.read_text().replace("port = 0\n", f"port = {port}\n{server_extra}", 1)
+    config.write_text(text)
+    Instance(root, config).ok("init")
+    return config
+
+
+async def _serve_elsewhere(
+    run: Running, root: Path, database: DatabaseSettings, server_extra: str = ""
+) -> tuple[int, str]:
+    """A second instance on the port of ``run``: its exit status and stderr, or a
+    failure when it is still running after 30 s."""
+    config = _other_instance(root, database, run.port, server_extra)
+    proc = await serve_process(config, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        await kill_group(proc)
+        raise AssertionError("the second instance is serving on the same port") from None
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+def _other_database(tmp_path: Path, database: DatabaseSettings) -> DatabaseSettings:
+    """Another database: a file of its own on SQLite (PostgreSQL: the test's schema)."""
+    if database.url.startswith("sqlite"):
+        return database.model_copy(update={"url": f"sqlite+aiosqlite:///{tmp_path}/other.db"})
+    return database
+
+
+@pytest.mark.parametrize("running", [""], indirect=True)
+async def test_a_second_serve_on_a_taken_port_stops_with_one_line_naming_the_address(
+    running: Running, tmp_path: Path, database_settings: DatabaseSettings
+) -> None:
+    code, err = await _serve_elsewhere(
+        running, tmp_path / "other", _other_database(tmp_path, database_settings)
+    )
+    assert code == 1
+    assert err == f"Error: 127.0.0.1:{running.port} ist bereits belegt (Address already in use)\n"
+    async with running.connect(LV_NW) as conn:  # the first one goes on
+        assert conn is not None
+
+
+@pytest.mark.parametrize("running", ["workers = 2\n"], indirect=True)
+async def test_a_second_instance_with_workers_cannot_share_the_port_of_a_running_one(
+    running: Running, tmp_path: Path, database_settings: DatabaseSettings
+) -> None:
+    code, err = await _serve_elsewhere(
+        running,
+        tmp_path / "other",
+        _other_database(tmp_path, database_settings),
+        "workers = 2\n",
+    )
+    assert (code, err.count("\n")) == (1, 1), err
+    assert f"127.0.0.1:{running.port} ist bereits belegt" in err
+    # Every login still reaches the first instance and its database.
+    for i in range(6):
+        async with (
+            running.connect(MD_NW) as conn,
+            conn.start_sftp_client() as sftp,
+            sftp.open(f"/outbox/{FACILITY_NW}_s{i}.pdf", "wb") as f,
+        ):
+            await f.write(pdf_bytes(seed=bytes([i])))
+    assert sorted(await running.documents()) == [f"{FACILITY_NW}_s{i}.pdf" for i in range(6)]

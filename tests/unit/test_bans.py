@@ -61,3 +61,14 @@ def test_allowlisted_addresses_are_recognised() -> None:
     assert bans.allowlisted("2001:db8::1", settings)
     assert not bans.allowlisted("192.0.2.1", settings)
     assert not bans.allowlisted("not-an-address", settings)
+
+
+async def test_banned_keys_tell_an_address_ban_from_an_account_ban(db: Database) -> None:
+    account = bans.account_key("180500016")
+    for i in range(3):
+        await bans.record_failure(db, [account], NOW + timedelta(seconds=i), SETTINGS)
+    later = NOW + timedelta(seconds=5)
+    assert await bans.banned_keys(db, [ADDR, account], later) == {account}
+    await _fail(db, 3, NOW)
+    assert await bans.banned_keys(db, [ADDR, account], later) == {ADDR, account}
+    assert await bans.banned_keys(db, [bans.address_key("192.0.2.10")], later) == set()
