@@ -27,13 +27,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from util import pg_admin  # noqa: E402
+from util import pg_admin
 
-from qprserver.blobstore import FileBlobStore  # noqa: E402
-from qprserver.config import Settings, parse_config  # noqa: E402
-from qprserver.db import migrate  # noqa: E402
-from qprserver.db.engine import Database  # noqa: E402
-from qprserver.db.models import Account, Bundle, Delivery, Document  # noqa: E402
+from qprserver.config import (
+    Settings,
+    parse_config,
+)
+from qprserver.db import migrate
+from qprserver.db.engine import Database
+from qprserver.db.models import (
+    Account,
+    Bundle,
+    Delivery,
+    Document,
+)
+from qprserver.storage.local import FileBlobStore
 
 RECIPIENT = "180500016"
 DEPOSITOR = "190500027"

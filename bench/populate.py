@@ -22,10 +22,10 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 
-from qprserver.blobstore import FileBlobStore
 from qprserver.config import load_config
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Delivery, Document
+from qprserver.storage.local import FileBlobStore
 
 BATCH = 5000
 

@@ -14,21 +14,21 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qprserver import audit_seal
-from qprserver.blobstore import FileBlobStore
+from qprserver.audit import seal as audit_seal
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, load_config
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
 from qprserver.errors import StartupError
-from qprserver.jobs import retention
+from qprserver.exchange import retention
+from qprserver.exchange.uploads import UploadService
 from qprserver.jobs.registry import JobContext
 from qprserver.jobs.scheduler import JobScheduler
-from qprserver.notify import SmtpMailer
+from qprserver.notify.outbox import SmtpMailer
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.sftp.server import SFTPListener
 from qprserver.sftp.state import ServerContext
-from qprserver.uploads import UploadService
+from qprserver.storage.local import FileBlobStore
 
 log = logging.getLogger("qprserver")
 

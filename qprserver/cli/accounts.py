@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from qprserver import accounts
+from qprserver.accounts import service as accounts
 from qprserver.cli.app import App, pass_app, print_json, print_table
 from qprserver.db.engine import Database
 from qprserver.db.models import ROLES

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from qprserver import audit_seal
+from qprserver.audit import seal as audit_seal
 from qprserver.cli.app import App, handle_errors, pass_app, print_json
 from qprserver.db import migrate
 from qprserver.db.engine import Database
-from qprserver.hostkeys import ensure_host_key
-from qprserver.totp import ensure_key
+from qprserver.security.hostkeys import ensure_host_key
+from qprserver.security.totp import ensure_key
 
 DATA_SUBDIRS = ("blobs", "tmp")
 

@@ -21,10 +21,10 @@ from qprserver.clock import Clock, SystemClock
 from qprserver.errors import QprError
 
 if TYPE_CHECKING:
-    from qprserver.audit import Actor
+    from qprserver.audit.chain import Actor
     from qprserver.config import Settings
     from qprserver.db.engine import Database
-    from qprserver.notify import Notifier
+    from qprserver.notify.outbox import Notifier
 
 T = TypeVar("T")
 
@@ -47,13 +47,13 @@ class App:
 
     def notifier(self) -> Notifier:
         """Queues mails for the changes an operator makes."""
-        from qprserver.notify import Notifier
+        from qprserver.notify.outbox import Notifier
 
         return Notifier(self.settings.mail)
 
     def actor(self) -> Actor:
         """The operator at this terminal, as the audit log names them."""
-        from qprserver.audit import Actor
+        from qprserver.audit.chain import Actor
 
         try:
             user = getpass.getuser()
@@ -63,7 +63,7 @@ class App:
 
     def run(self, work: Callable[[Database], Awaitable[T]], *, migrated: bool = True) -> T:
         """Run work against the database; domain errors become one-line CLI errors."""
-        from qprserver import audit_seal
+        from qprserver.audit import seal as audit_seal
         from qprserver.db.engine import Database
         from qprserver.db.migrate import require_head
 

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from qprserver import audit, audit_seal
+from qprserver.audit import chain as audit
+from qprserver.audit import seal as audit_seal
 from qprserver.cli.app import App, pass_app, print_json, print_table
 from qprserver.db.engine import Database
 from qprserver.db.models import AuditEvent

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 from sqlalchemy import select
 
-from qprserver import accounts, mailbox
+from qprserver.accounts import service as accounts
 from qprserver.cli.app import App, pass_app, print_json, print_table
 from qprserver.db.engine import Database
 from qprserver.db.models import Document
 from qprserver.errors import NotFound
+from qprserver.exchange import mailbox
 
 
 @click.group("document")

@@ -7,10 +7,10 @@ import asyncio
 import click
 from sqlalchemy import select
 
-from qprserver import notify
 from qprserver.cli.app import App, pass_app, print_json, print_table
 from qprserver.db.engine import Database
 from qprserver.db.models import MAIL_STATUSES, MailMessage
+from qprserver.notify import outbox as notify
 
 
 @click.group("mail")
@@ -68,7 +68,7 @@ def mail_send_test(app: App, address: str) -> None:
     from email.message import EmailMessage
     from email.utils import format_datetime, make_msgid
 
-    from qprserver.accounts import normalise_email
+    from qprserver.accounts.service import normalise_email
 
     settings = app.settings.mail
     to = normalise_email(address)

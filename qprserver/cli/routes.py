@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from qprserver import routing
 from qprserver.cli.app import App, pass_app, print_json, print_table
 from qprserver.db.engine import Database
+from qprserver.exchange import routing
 
 
 @click.group("route")

@@ -11,8 +11,8 @@ from qprserver.cli.app import App, pass_app, print_json, print_table
 
 if TYPE_CHECKING:
     # The account commands register ``totp`` as a subgroup; its modules load on use.
-    from qprserver import totp
     from qprserver.db.engine import Database
+    from qprserver.security import totp
 
 
 @click.group("totp")
@@ -26,7 +26,7 @@ def totp_group() -> None:
 @pass_app
 def totp_enable(app: App, ik: str, as_json: bool) -> None:
     """New TOTP secret: prints the otpauth URI, a QR code and single-use recovery codes."""
-    from qprserver import totp
+    from qprserver.security import totp
 
     settings = app.settings.security
     key = totp.load_key(settings.totp_key)
@@ -59,7 +59,7 @@ def totp_enable(app: App, ik: str, as_json: bool) -> None:
 @pass_app
 def totp_disable(app: App, ik: str) -> None:
     """Remove the account's second factor and its recovery codes."""
-    from qprserver import totp
+    from qprserver.security import totp
 
     async def work(db: Database) -> None:
         async with db.session() as session:
@@ -79,7 +79,7 @@ def bans_group() -> None:
 @pass_app
 def bans_list(app: App, as_json: bool) -> None:
     """Bans in force now."""
-    from qprserver import bans
+    from qprserver.security import bans
 
     now = app.clock.now()
 
@@ -109,7 +109,7 @@ def bans_list(app: App, as_json: bool) -> None:
 @pass_app
 def bans_remove(app: App, key: str) -> None:
     """Lift the ban of an address or IK (or addr:/account: key)."""
-    from qprserver import bans
+    from qprserver.security import bans
 
     async def work(db: Database) -> None:
         await bans.remove_ban(db, key)

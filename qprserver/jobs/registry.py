@@ -9,13 +9,15 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from qprserver import audit_seal, notify
-from qprserver.blobstore import FileBlobStore
+from qprserver.audit import seal as audit_seal
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, parse_schedule
 from qprserver.db.engine import Database
 from qprserver.errors import InvalidInput
-from qprserver.jobs import bundles, claims, retention
+from qprserver.exchange import bundles, retention
+from qprserver.jobs import claims
+from qprserver.notify import outbox as notify
+from qprserver.storage.local import FileBlobStore
 
 
 @dataclass

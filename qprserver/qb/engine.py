@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from qprserver.config import QbSettings
-from qprserver.content import ContentRejected, parse_xml_safely
 from qprserver.errors import ConfigError, InvalidIK
+from qprserver.exchange.content import ContentRejected, parse_xml_safely
 from qprserver.ik import IK
 from qprserver.qb.filename import PATTERN_TEXT, ReportName, parse_report_name
 from qprserver.qb.plausibility import load_rules, rules_path

@@ -29,9 +29,9 @@ import asyncssh
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import selectinload
 
-from qprserver import bans, totp
 from qprserver.db.models import Account
-from qprserver.passwords import verify_password
+from qprserver.security import bans, totp
+from qprserver.security.passwords import verify_password
 from qprserver.sftp import chaff
 from qprserver.sftp.state import ConnectionState, ServerContext
 

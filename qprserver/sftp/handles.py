@@ -10,10 +10,10 @@ import errno
 import os
 from dataclasses import dataclass
 
-from qprserver import coverage
-from qprserver.blobstore import BlobWriter
-from qprserver.coverage import Range
+from qprserver.exchange import coverage
+from qprserver.exchange.coverage import Range
 from qprserver.sftp.paths import VPath
+from qprserver.storage.local import BlobWriter
 
 
 class DownloadHandle:

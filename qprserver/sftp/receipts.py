@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from qprserver import audit, coverage, mailbox
-from qprserver.coverage import PartialRead
+from qprserver.audit import chain as audit
 from qprserver.db.engine import Database
+from qprserver.exchange import coverage, mailbox
+from qprserver.exchange.coverage import PartialRead
 
 if TYPE_CHECKING:
     from qprserver.db.models import Account

@@ -12,8 +12,8 @@ from typing import Any
 import asyncssh
 from sqlalchemy import select
 
-from qprserver import audit
-from qprserver.audit import Actor
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.db.models import Account, AuthScore
 from qprserver.sftp import compat, twofactor
 from qprserver.sftp.auth import AccountSSHServer

@@ -24,9 +24,9 @@ import asyncssh
 from asyncssh import SFTPAttrs, SFTPName, SFTPVFSAttrs
 from asyncssh.sftp import SFTPServerHandler
 
-from qprserver import mailbox, quota
-from qprserver.audit import Actor
+from qprserver.audit.chain import Actor
 from qprserver.errors import NotFound, QprError, Rejected
+from qprserver.exchange import mailbox, quota
 from qprserver.sftp.handles import DownloadHandle, MemoryHandle, UploadHandle
 from qprserver.sftp.paths import BadPath, VPath, is_temp_name, normalise, parse
 

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet
 
-from qprserver.blobstore import FileBlobStore
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings
 from qprserver.db.engine import Database
+from qprserver.exchange.uploads import UploadService
 from qprserver.sftp.receipts import ReceiptRecorder
-from qprserver.uploads import UploadService
+from qprserver.storage.local import FileBlobStore
 
 if TYPE_CHECKING:
     from qprserver.db.models import Account
@@ -62,7 +62,7 @@ class ServerContext:
     @cached_property
     def totp_key(self) -> Fernet | None:
         """The key of the TOTP secrets; None when missing (2FA logins then fail)."""
-        from qprserver.totp import load_key
+        from qprserver.security.totp import load_key
 
         try:
             return load_key(self.settings.security.totp_key)

@@ -17,16 +17,17 @@ from typing import Any
 import asyncssh
 from sqlalchemy import select
 
-from qprserver import accounts, routing
-from qprserver.audit import Actor
+from qprserver.accounts import service as accounts
+from qprserver.audit.chain import Actor
 from qprserver.clock import SystemClock
 from qprserver.config import Settings, load_config, parse_config
 from qprserver.db.engine import Database
 from qprserver.db.models import Document
-from qprserver.hostkeys import ensure_host_key
+from qprserver.exchange import routing
+from qprserver.security.hostkeys import ensure_host_key
+from qprserver.security.totp import ensure_key
 from qprserver.service import build_context
 from qprserver.sftp.server import SFTPListener
-from qprserver.totp import ensure_key
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "qprserver.example.toml"
 ADMIN = Actor("test", "local")

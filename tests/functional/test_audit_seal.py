@@ -8,7 +8,7 @@ import stat
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver import audit
+from qprserver.audit import chain as audit
 from qprserver.config import load_config
 from qprserver.db.models import AuditEvent
 from tests.functional.conftest import Instance

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from qprserver.blobstore import FileBlobStore
-from qprserver.jobs.bundles import Member, write_zip
+from qprserver.exchange.bundles import Member, write_zip
+from qprserver.storage.local import FileBlobStore
 from tests.conftest import BACKEND
 
 MIB = 1024 * 1024

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from qprserver import accounts
+from qprserver.accounts import service as accounts
 from qprserver.clock import FixedClock, SystemClock
 from qprserver.db.models import Bundle, Delivery, JobRun
 from qprserver.jobs.registry import JobContext, run_job

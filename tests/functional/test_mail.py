@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from qprserver import notify
 from qprserver.clock import SystemClock
 from qprserver.config import Settings
 from qprserver.db.models import MailMessage
+from qprserver.notify import outbox as notify
 from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, pdf_bytes
 from tests.functional.smtp import SmtpServer
 

@@ -12,8 +12,9 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from qprserver import accounts, mailbox
+from qprserver.accounts import service as accounts
 from qprserver.clock import FixedClock
+from qprserver.exchange import mailbox
 from qprserver.jobs.registry import run_job
 from qprserver.service import job_context
 from tests.functional.harness import (

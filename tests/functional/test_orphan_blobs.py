@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from qprserver.audit import CHAIN_LOCK
+from qprserver.audit.chain import CHAIN_LOCK
 from qprserver.config import load_config
 from tests.conftest import BACKEND
 from tests.functional.conftest import Instance

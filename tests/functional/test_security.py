@@ -16,9 +16,10 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from qprserver import accounts, bans, totp
+from qprserver.accounts import service as accounts
 from qprserver.clock import SystemClock
 from qprserver.db.models import Account
+from qprserver.security import bans, totp
 from qprserver.service import build_context
 from qprserver.sftp import twofactor
 from qprserver.sftp.server import SFTPListener

@@ -172,7 +172,7 @@ async def test_same_content_for_many_recipients_is_stored_once(server: Server) -
 async def test_complete_download_records_a_receipt_visible_to_the_depositor(
     server: Server,
 ) -> None:
-    from qprserver import mailbox
+    from qprserver.exchange import mailbox
 
     await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes(500_000))
     await _get(server, LV_NW, f"/inbox/{REPORT}")
@@ -191,7 +191,7 @@ async def test_complete_download_records_a_receipt_visible_to_the_depositor(
 
 
 async def test_logins_and_downloads_land_in_the_audit_chain(server: Server) -> None:
-    from qprserver import audit
+    from qprserver.audit import chain as audit
 
     await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes(seed=b"audited"))
     await _get(server, LV_NW, f"/inbox/{REPORT}")
@@ -222,7 +222,7 @@ async def test_each_reply_is_one_packet_without_an_ignore_packet_before_it(
 
 
 async def test_unknown_and_disabled_accounts_cannot_log_in_alike(server: Server) -> None:
-    from qprserver import accounts
+    from qprserver.accounts import service as accounts
     from qprserver.clock import SystemClock
     from tests.functional.harness import ADMIN
 
@@ -240,7 +240,7 @@ async def test_unknown_and_disabled_accounts_cannot_log_in_alike(server: Server)
 
 
 async def test_password_login_works_when_a_password_is_set(server: Server) -> None:
-    from qprserver import accounts
+    from qprserver.accounts import service as accounts
     from qprserver.clock import SystemClock
     from tests.functional.harness import ADMIN
 

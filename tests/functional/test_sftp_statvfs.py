@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qprserver.quota import BLOCK
+from qprserver.exchange.quota import BLOCK
 from tests.functional.harness import FACILITY_NW, LV_NW, MD_NW, Server, pdf_bytes
 
 REPORT = f"{FACILITY_NW}_pruefbericht_2026.pdf"

@@ -11,7 +11,7 @@ import asyncssh
 import pytest
 
 from qprserver.db.engine import Database
-from qprserver.hostkeys import ensure_host_key
+from qprserver.security.hostkeys import ensure_host_key
 from tests.functional.harness import LV_NW, Server, make_settings, start_server
 
 KEXINIT = 20

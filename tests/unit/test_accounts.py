@@ -7,12 +7,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import func, select
 
-from qprserver import accounts, audit
-from qprserver.audit import Actor
+from qprserver.accounts import service as accounts
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, AuditEvent
 from qprserver.errors import AlreadyExists, InvalidIK, InvalidInput, InvalidKey, NotFound
-from qprserver.passwords import verify_password
+from qprserver.security.passwords import verify_password
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CLI = Actor("cli", "test")

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import delete, update
 
-from qprserver import audit
-from qprserver.audit import Actor
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.db.engine import Database
 from qprserver.db.models import AuditEvent
 from qprserver.errors import AuditChainBroken

@@ -4,10 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qprserver import bans
 from qprserver.config import SecuritySettings
 from qprserver.db.engine import Database
 from qprserver.errors import NotFound
+from qprserver.security import bans
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 SETTINGS = SecuritySettings(ban_threshold=3, ban_window=60, ban_time=100, ban_max_time=350)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qprserver import blobstore
-from qprserver.blobstore import BlobNotFound, FileBlobStore
+from qprserver.storage import local as blobstore
+from qprserver.storage.local import BlobNotFound, FileBlobStore
 
 
 def _sha(data: bytes) -> str:

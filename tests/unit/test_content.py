@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from qprserver.content import MAX_XML_BYTES, ContentRejected, check_content, parse_xml_safely
+from qprserver.exchange.content import (
+    MAX_XML_BYTES,
+    ContentRejected,
+    check_content,
+    parse_xml_safely,
+)
 
 
 def _file(tmp_path: Path, name: str, data: bytes) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qprserver import coverage
+from qprserver.exchange import coverage
 from qprserver.sftp.handles import DownloadHandle
 
 

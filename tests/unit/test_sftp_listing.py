@@ -9,7 +9,7 @@ import asyncssh
 import pytest
 from asyncssh import SFTPName
 
-from qprserver import mailbox
+from qprserver.exchange import mailbox
 from qprserver.sftp.session import _entry_attrs, _listed_name
 
 

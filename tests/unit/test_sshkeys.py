@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from qprserver.errors import InvalidKey
-from qprserver.sshkeys import parse_public_key
+from qprserver.security.sshkeys import parse_public_key
 
 
 def _openssh(key: object) -> str:

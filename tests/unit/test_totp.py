@@ -8,11 +8,12 @@ import pyotp
 import pytest
 from cryptography.fernet import Fernet
 
-from qprserver import accounts, totp
-from qprserver.audit import Actor
+from qprserver.accounts import service as accounts
+from qprserver.audit.chain import Actor
 from qprserver.config import SecuritySettings
 from qprserver.db.engine import Database
 from qprserver.errors import ConfigError, InvalidInput
+from qprserver.security import totp
 
 NOW = datetime(2026, 11, 22, 10, 0, 5, tzinfo=UTC)
 CLI = Actor("cli", "test")

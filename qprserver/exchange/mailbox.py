@@ -15,8 +15,8 @@ from typing import cast
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver import audit
-from qprserver.audit import Actor
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.db.engine import Reads
 from qprserver.db.models import (
     Account,

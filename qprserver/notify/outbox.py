@@ -30,7 +30,7 @@ from qprserver.db.models import Account, Delivery, Document, MailMessage
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).parent / "templates" / "email"
+TEMPLATES = Path(__file__).parent.parent / "templates" / "email"
 FIRST_NAMES = 10
 LEASE = timedelta(minutes=5)
 

@@ -16,16 +16,17 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver import audit, mailbox, routing
-from qprserver.audit import Actor
-from qprserver.blobstore import BlobWriter
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.config import Settings
-from qprserver.content import ContentRejected, check_content
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Delivery, Document, UploadProtocol
 from qprserver.errors import QuotaExceeded, Rejected
-from qprserver.notify import Notifier
+from qprserver.exchange import mailbox, routing
+from qprserver.exchange.content import ContentRejected, check_content
+from qprserver.notify.outbox import Notifier
 from qprserver.qb.engine import QbResult, validate_upload
+from qprserver.storage.local import BlobWriter
 
 MAX_NAME = 255
 QUALITY_REPORT = "qualitaetsbericht"

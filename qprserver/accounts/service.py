@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from qprserver import audit
-from qprserver.audit import Actor
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.db.models import ROLES, Account, PasswordCredential, SSHKey
 from qprserver.errors import AlreadyExists, InvalidInput, NotFound
 from qprserver.ik import IK, validate_land
@@ -25,7 +25,7 @@ from qprserver.ik import IK, validate_land
 if TYPE_CHECKING:
     # Mail, key and password modules come in only with the commands that use them:
     # ``account list`` should not import Jinja2, aiosmtplib, cryptography and argon2.
-    from qprserver.notify import Notifier
+    from qprserver.notify.outbox import Notifier
 
 
 def normalise_roles(roles: Iterable[str]) -> str:
@@ -242,7 +242,7 @@ async def add_key(
 ) -> SSHKey:
     """Vet and attach an SSH public key."""
     account = await get_account(session, ik)
-    from qprserver.sshkeys import parse_public_key
+    from qprserver.security.sshkeys import parse_public_key
 
     key = parse_public_key(key_line)
     if any(k.fingerprint == key.fingerprint for k in account.keys):
@@ -311,7 +311,7 @@ async def set_password(
 ) -> None:
     """Set or replace the account's password (argon2id)."""
     account = await get_account(session, ik)
-    from qprserver.passwords import hash_password
+    from qprserver.security.passwords import hash_password
 
     hashed = hash_password(password)
     if account.password is None:

@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver import audit
-from qprserver.audit import Actor
-from qprserver.blobstore import FileBlobStore
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.clock import Clock
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Bundle, Delivery, Document, DownloadReceipt
+from qprserver.storage.local import FileBlobStore
 
 
 def _due_deliveries(settings: Settings, now: datetime):  # type: ignore[no-untyped-def]

@@ -21,11 +21,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from qprserver.blobstore import BlobInfo, FileBlobStore
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Bundle, Delivery, Document
-from qprserver.notify import Notifier
+from qprserver.notify.outbox import Notifier
+from qprserver.storage.local import BlobInfo, FileBlobStore
 
 CHUNK = 1024 * 1024
 MANIFEST_COLUMNS = (

@@ -16,8 +16,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver import audit
-from qprserver.audit import Actor
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.config import KindSettings
 from qprserver.db.models import Account, Route
 from qprserver.errors import AlreadyExists, InvalidInput, NotFound, Rejected

@@ -19,9 +19,9 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver import audit
-from qprserver.accounts import get_account
-from qprserver.audit import Actor
+from qprserver.accounts.service import get_account
+from qprserver.audit import chain as audit
+from qprserver.audit.chain import Actor
 from qprserver.config import SecuritySettings
 from qprserver.db.models import Account, RecoveryCode
 from qprserver.errors import ConfigError, InvalidInput

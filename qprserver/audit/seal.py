@@ -32,7 +32,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.audit import GENESIS, Head, check_chain
+from qprserver.audit.chain import GENESIS, Head, check_chain
 from qprserver.db.engine import Database
 from qprserver.db.models import AuditEvent
 from qprserver.errors import AuditChainBroken, ConfigError

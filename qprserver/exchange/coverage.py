@@ -18,7 +18,7 @@ from typing import cast
 from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from qprserver.db.models import Delivery, DownloadCoverage
-from qprserver.mailbox import Download
+from qprserver.exchange.mailbox import Download
 
 Range = tuple[int, int]  # start, end (exclusive)
 

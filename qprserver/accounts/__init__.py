@@ -1,0 +1,1 @@
+"""Accounts: provisioning, keys, passwords, second factors and who may log in (``service``)."""

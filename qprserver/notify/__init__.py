@@ -1,0 +1,1 @@
+"""Mail: the transactional outbox (``outbox``), its templates and the SMTP sending."""

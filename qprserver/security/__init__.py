@@ -1,0 +1,1 @@
+"""Security primitives: passwords, TOTP, bans, SSH public keys and host keys."""

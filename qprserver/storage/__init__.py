@@ -1,0 +1,1 @@
+"""Blob storage: content-addressed documents and bundles; ``local`` is the file-system backend."""
