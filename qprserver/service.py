@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from qprserver import partials
 from qprserver.blobstore import FileBlobStore
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, load_config
@@ -50,10 +51,19 @@ def job_context(settings: Settings, db: Database, blobs: FileBlobStore | None = 
     )
 
 
-def sweep_stale_uploads(settings: Settings) -> int:
-    """Remove temp files of uploads that never completed (a killed server's leftovers)."""
+async def sweep_stale_uploads(settings: Settings) -> int:
+    """Remove temp files of uploads that never completed (a killed server's leftovers).
+
+    Partial uploads kept for their depositors to resume stay (``partials``).
+    """
+    db = Database(settings.database)
+    try:
+        await require_head(db)
+        kept = await partials.kept_temp_names(db)
+    finally:
+        await db.dispose()
     return FileBlobStore(settings.storage.data_dir).sweep_temp(
-        older_than_seconds=0, now=time.time()
+        older_than_seconds=0, now=time.time(), spare=kept
     )
 
 
@@ -132,7 +142,7 @@ def run(settings: Settings) -> None:
     and waits for them before it exits.
     """
     _setup_logging()
-    swept = sweep_stale_uploads(settings)
+    swept = asyncio.run(sweep_stale_uploads(settings))
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)
     workers = settings.server.workers

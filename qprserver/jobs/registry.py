@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from qprserver import notify
+from qprserver import notify, partials
 from qprserver.blobstore import FileBlobStore
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, parse_schedule
@@ -81,10 +81,15 @@ async def _retention(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, 
 
 
 async def _sweep(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+    # Partial uploads kept past their time go; the rest of those kept stay.
+    expired = await partials.expire(ctx.db, at, ctx.settings.storage.partial_keep)
+    for temp_name in expired:
+        ctx.blobs.remove_temp(temp_name)
+    kept = await partials.kept_temp_names(ctx.db)
     # An upload untouched for longer than a session may stay idle is abandoned.
     stale = ctx.settings.server.idle_timeout + 3600
-    removed = ctx.blobs.sweep_temp(older_than_seconds=stale, now=time.time())
-    return {"temp_files_removed": removed}
+    removed = ctx.blobs.sweep_temp(older_than_seconds=stale, now=time.time(), spare=kept)
+    return {"temp_files_removed": removed, "partial_uploads_expired": len(expired)}
 
 
 def job_specs(settings: Settings) -> dict[str, JobSpec]:

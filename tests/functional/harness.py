@@ -137,6 +137,11 @@ class Server:
         assert proc.returncode is not None
         return proc.returncode, out.decode(errors="replace")
 
+    async def settled(self) -> None:
+        """Wait for the work the server runs beside its sessions (keeping cut-off uploads)."""
+        while self.listener._tasks:
+            await asyncio.gather(*self.listener._tasks, return_exceptions=True)
+
     def temp_files(self) -> list[Path]:
         return list((self.settings.storage.data_dir / "tmp").iterdir())
 

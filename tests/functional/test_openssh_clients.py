@@ -184,7 +184,9 @@ async def test_truncated_pdf_makes_sftp_fail_and_leaves_a_rejection_protocol(
     assert server.temp_files() == []
 
 
-async def test_a_killed_sftp_client_leaves_nothing_behind(server: Server, tmp_path: Path) -> None:
+async def test_a_killed_sftp_upload_stays_a_partial_file_only_its_depositor_sees_until_reput(
+    server: Server, tmp_path: Path
+) -> None:
     big = tmp_path / REPORT
     with big.open("wb") as handle:
         handle.write(b"%PDF-1.7\n")
@@ -208,17 +210,32 @@ async def test_a_killed_sftp_client_leaves_nothing_behind(server: Server, tmp_pa
     assert len(server.listener.connections) == 1
     proc.send_signal(signal.SIGKILL)
     assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
-    # Its ssh child notices the dead parent and closes; the server cleans up.
+    # Its ssh child notices the dead parent and closes; the server keeps the bytes.
     for _ in range(500):
         if not server.listener.connections:
             break
         await asyncio.sleep(0.02)
     assert server.listener.connections == {}
-    assert server.temp_files() == []
+    await server.settled()
+    (kept,) = server.temp_files()
+    size = kept.stat().st_size
+    assert size >= grown
+    # No document, no protocol, nothing for recipients; the depositor sees the partial.
     code, out, _ = await server.sftp_batch(LV_NW, "ls /inbox\n", tmp_path)
     assert code == 0 and _listed(out) == []
-    code, out, _ = await server.sftp_batch(MD_NW, "ls /receipts\n", tmp_path)
-    assert code == 0 and _listed(out) == []
+    code, out, _ = await server.sftp_batch(MD_NW, "ls /receipts\nls -l /outbox\n", tmp_path)
+    assert code == 0 and _listed(out) == [REPORT], out
+    (line,) = [x for x in out.splitlines() if x.endswith(REPORT)]
+    assert line.startswith("-rw-------") and f" {size} " in line, line
+    # reput sends only the rest and completes the upload.
+    code, _, err = await server.sftp_batch(MD_NW, f"reput {REPORT} /outbox/{REPORT}\n", tmp_path)
+    assert code == 0, err
+    assert server.temp_files() == []
+    target = tmp_path / "lv"
+    target.mkdir()
+    code, out, err = await server.sftp_batch(LV_NW, f"get /inbox/{REPORT}\n", target)
+    assert code == 0, err
+    assert _sha((target / REPORT).read_bytes()) == _sha(big.read_bytes())
 
 
 async def test_weekly_bundle_is_collected_checked_and_acknowledged_with_sftp(

@@ -137,22 +137,35 @@ async def test_upload_to_temp_name_becomes_a_document_only_on_rename(server: Ser
     assert await _get(server, LV_NW, f"/inbox/{REPORT}") == data
 
 
-async def test_dropped_connection_midway_leaves_nothing_visible(server: Server) -> None:
+async def test_dropped_connection_midway_leaves_a_partial_only_its_depositor_sees_and_resumes(
+    server: Server,
+) -> None:
+    data = pdf_bytes(100_000)
     conn = await server.connect(MD_NW)
     sftp = await conn.start_sftp_client()
     f = await sftp.open(f"/outbox/{REPORT}", "wb")
-    await f.write(pdf_bytes(100_000)[:60_000])
+    await f.write(data[:60_000])
     assert len(server.temp_files()) == 1
     conn.abort()
     await conn.wait_closed()
-    # The server learns of the loss asynchronously; wait until it has cleaned up.
+    # The server learns of the loss asynchronously; wait until it has kept the bytes.
     for _ in range(200):
         if not server.listener.connections:
             break
         await asyncio.sleep(0.01)
-    assert server.temp_files() == []
+    await server.settled()
+    assert len(server.temp_files()) == 1
     assert await _listdir(server, LV_NW, "/inbox") == []
     assert await _listdir(server, MD_NW, "/receipts") == []
+    assert await _listdir(server, MD_NW, "/outbox") == [REPORT]
+    async with server.connect(MD_NW) as conn, conn.start_sftp_client() as sftp:
+        attrs = await sftp.stat(f"/outbox/{REPORT}")
+        assert attrs.size == 60_000 and attrs.permissions == 0o100600
+        # Opened without truncation (as reput, lftp put -c and curl -C - do): resumed.
+        async with sftp.open(f"/outbox/{REPORT}", "r+b") as f:
+            await f.write(data[60_000:], 60_000)
+    assert await _get(server, LV_NW, f"/inbox/{REPORT}") == data
+    assert server.temp_files() == []
 
 
 async def test_same_name_again_supersedes_the_earlier_version(server: Server) -> None:
