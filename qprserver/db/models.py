@@ -224,6 +224,23 @@ class DownloadReceipt(Base):
     remote: Mapped[str] = mapped_column(String(255), default="")
 
 
+class DownloadCoverage(Base):
+    """The byte ranges of a delivery its recipient has read so far without a receipt.
+
+    Handles that read only part of a file (a resumed or parallel download) add their
+    ranges here at close; once the ranges cover the whole file a receipt is written
+    and the row goes. ``ranges`` is ``start-end,start-end`` (end exclusive), sorted.
+    """
+
+    __tablename__ = "download_coverage"
+
+    delivery_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    ranges: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[utc]
+
+
 class Outcome(StrEnum):
     """What became of an upload."""
 

@@ -10,7 +10,9 @@ import errno
 import os
 from dataclasses import dataclass
 
+from qprserver import coverage
 from qprserver.blobstore import BlobWriter
+from qprserver.coverage import Range
 from qprserver.sftp.paths import VPath
 
 
@@ -19,9 +21,14 @@ class DownloadHandle:
 
     ``delivery_id`` is None for files that are no delivery (bundles): a complete
     download of those records no receipt.
+
+    Reads of one handle nearly always come in order (one request at a time per
+    session, clients send them by offset), so the hot path only extends the current
+    run of bytes; a read elsewhere puts the run aside (``_done``) and starts another.
+    What was served is settled at close (``ranges``), never in ``read``.
     """
 
-    __slots__ = ("_gaps", "covered", "delivery_id", "fd", "name", "sha256", "size")
+    __slots__ = ("_done", "_run_end", "_run_start", "delivery_id", "fd", "name", "sha256", "size")
 
     def __init__(self, fd: int, size: int, delivery_id: int | None, sha256: str, name: str) -> None:
         self.fd = fd
@@ -29,27 +36,35 @@ class DownloadHandle:
         self.delivery_id = delivery_id
         self.sha256 = sha256
         self.name = name
-        self.covered = 0  # every byte below this offset was served
-        self._gaps: dict[int, int] = {}  # served ranges beyond `covered`: start -> end
+        self._run_start = 0  # the bytes served last: [_run_start, _run_end)
+        self._run_end = 0
+        self._done: list[Range] = []  # earlier runs
 
     def read(self, offset: int, length: int) -> bytes:
         if offset >= self.size:
             # Also keeps offsets beyond what the OS takes (up to 2**64 - 1) from pread.
             return b""
         data = os.pread(self.fd, length, offset)
-        end = offset + len(data)
-        if offset <= self.covered:
-            if end > self.covered:
-                self.covered = end
-                # Clients keep many reads in flight; merge ranges that now touch.
-                while self._gaps:
-                    start = min(self._gaps)
-                    if start > self.covered:
-                        break
-                    self.covered = max(self.covered, self._gaps.pop(start))
-        elif data:
-            self._gaps[offset] = max(end, self._gaps.get(offset, 0))
+        if data:
+            end = offset + len(data)
+            if self._run_start <= offset <= self._run_end:
+                if end > self._run_end:
+                    self._run_end = end
+            else:
+                self._set_aside(offset, end)
         return data
+
+    def _set_aside(self, start: int, end: int) -> None:
+        if self._run_end > self._run_start:
+            self._done.append((self._run_start, self._run_end))
+            if len(self._done) > 2 * coverage.MAX_RANGES:
+                # Only a client reading scattered pieces gets here; memory stays bounded.
+                self._done = coverage.merge(self._done)
+        self._run_start, self._run_end = start, end
+
+    def ranges(self) -> list[Range]:
+        """The byte ranges served so far, merged and sorted."""
+        return coverage.merge([*self._done, (self._run_start, self._run_end)])
 
     def seek(self, offset: int, whence: int) -> int:
         """For asyncssh's ranges extension (SEEK_DATA/SEEK_HOLE); reads use pread."""
@@ -57,7 +72,7 @@ class DownloadHandle:
 
     @property
     def complete(self) -> bool:
-        return self.covered >= self.size
+        return coverage.covers(self.ranges(), self.size)
 
     def close(self) -> None:
         os.close(self.fd)

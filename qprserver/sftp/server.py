@@ -14,7 +14,7 @@ from sqlalchemy import select
 from qprserver import audit
 from qprserver.audit import Actor
 from qprserver.db.models import Account, AuthScore
-from qprserver.sftp import twofactor
+from qprserver.sftp import compat, twofactor
 from qprserver.sftp.auth import AccountSSHServer
 from qprserver.sftp.session import MailboxSFTPServer
 from qprserver.sftp.state import ConnectionState, ServerContext
@@ -58,6 +58,7 @@ class SFTPListener:
     async def start(self, *, reuse_port: bool = False) -> None:
         server = self.ctx.settings.server
         twofactor.install()
+        compat.install()
         await self._refresh()
         self.ctx.receipts.start()
         self._acceptor = await asyncssh.create_server(

@@ -24,7 +24,7 @@ import asyncssh
 from asyncssh import SFTPAttrs, SFTPName, SFTPVFSAttrs
 from asyncssh.sftp import SFTPServerHandler
 
-from qprserver import mailbox, partials
+from qprserver import mailbox, partials, quota
 from qprserver.audit import Actor
 from qprserver.errors import NotFound
 from qprserver.sftp.handles import DownloadHandle, MemoryHandle, UploadHandle
@@ -54,6 +54,7 @@ FILE_RO = statmod.S_IFREG | 0o400
 FILE_RW = statmod.S_IFREG | 0o600
 PAGE = 500
 DRAIN_TIMEOUT = 60.0
+ST_RDONLY = 0x1  # statvfs flag, as in OpenSSH's statvfs@openssh.com
 
 
 def _dir_attrs(writable: bool, mtime: float) -> SFTPAttrs:
@@ -208,6 +209,8 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         # is left: a session holds at most about that much, however many reads a
         # client keeps in flight (OpenSSH: 64 × 256 KiB).
         chan.set_write_buffer_limits(high=self.max_buffer, low=self.max_buffer // 4)
+        self._ended = False
+        ctx.sessions.opened()
 
     # -- helpers ---------------------------------------------------------------
 
@@ -305,25 +308,29 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     @guarded
     async def statvfs(self, path: bytes) -> SFTPVFSAttrs:
         await self._attrs(self._parse(path))  # only of places that exist
-        return self._vfs()
+        return await self._vfs()
 
     @guarded
-    def fstatvfs(self, file_obj: object) -> SFTPVFSAttrs:
-        return self._vfs()
+    async def fstatvfs(self, file_obj: object) -> SFTPVFSAttrs:
+        return await self._vfs()
 
-    def _vfs(self) -> SFTPVFSAttrs:
-        st = os.statvfs(self.ctx.settings.storage.data_dir)
+    async def _vfs(self) -> SFTPVFSAttrs:
+        # The account's own space (quota.py); the host's disks are nobody's business.
+        quota_bytes = self.ctx.settings.storage.depositor_quota_bytes
+        space = await self.ctx.db.quick_read(
+            lambda reads: quota.space_of(reads, self.account, quota_bytes)
+        )
         return SFTPVFSAttrs(
-            bsize=st.f_bsize,
-            frsize=st.f_frsize,
-            blocks=st.f_blocks,
-            bfree=st.f_bfree,
-            bavail=st.f_bavail,
-            files=st.f_files,
-            ffree=st.f_ffree,
-            favail=st.f_favail,
+            bsize=quota.BLOCK,
+            frsize=quota.BLOCK,
+            blocks=space.blocks(space.total),
+            bfree=space.blocks(space.free),
+            bavail=space.blocks(space.free),
+            files=0,
+            ffree=0,
+            favail=0,
             fsid=0,
-            flag=0,
+            flags=ST_RDONLY if space.read_only else 0,
             namemax=255,
         )
 
@@ -463,18 +470,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     async def _close(self, file_obj: object) -> None:
         if isinstance(file_obj, DownloadHandle):
             file_obj.close()
-            if file_obj.complete and file_obj.delivery_id is not None:
-                self.ctx.receipts.add(
-                    mailbox.Download(
-                        self.account.id,
-                        self.account.ik,
-                        file_obj.delivery_id,
-                        file_obj.sha256,
-                        file_obj.name,
-                        self.ctx.clock.now(),
-                        self.state.peer,
-                    )
-                )
+            self.ctx.receipts.add_read(
+                file_obj, self.account, self.ctx.clock.now(), self.state.peer
+            )
             return
         if isinstance(file_obj, UploadHandle):
             await self._close_upload(file_obj)
@@ -558,6 +556,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPInvalidHandle("Invalid handle")
 
     def exit(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.ctx.sessions.ended()
         self.outbox.exit()
         # OpenSSH 9 scp speaks SFTP and exits 1 without an exit status.
         with contextlib.suppress(OSError, asyncssh.Error, AttributeError):

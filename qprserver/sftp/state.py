@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,6 +22,31 @@ if TYPE_CHECKING:
     from qprserver.sftp.handles import UploadHandle
 
 
+class SessionCount:
+    """The SFTP and scp sessions open in this process; one can wait until none is.
+
+    A session ends only after asyncssh closed its handles (and so settled what they
+    read), also for a client that dropped without closing them.
+    """
+
+    def __init__(self) -> None:
+        self.open = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def opened(self) -> None:
+        self.open += 1
+        self._none.clear()
+
+    def ended(self) -> None:
+        self.open = max(0, self.open - 1)
+        if not self.open:
+            self._none.set()
+
+    async def none_open(self) -> None:
+        await self._none.wait()
+
+
 @dataclass
 class ServerContext:
     """Everything a session needs, made once per server process."""
@@ -31,6 +57,7 @@ class ServerContext:
     uploads: UploadService
     receipts: ReceiptRecorder
     clock: Clock = field(default_factory=SystemClock)
+    sessions: SessionCount = field(default_factory=SessionCount)
 
     @cached_property
     def totp_key(self) -> Fernet | None:

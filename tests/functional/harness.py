@@ -191,3 +191,22 @@ async def start_sftp(
         stderr=asyncio.subprocess.DEVNULL,
         cwd=cwd,
     )
+
+
+async def download_receipts(server: Server, ik: str) -> int:
+    """How many download receipts the account has, once the server's sessions have
+    ended (a client may exit before the server has seen its last close) and what they
+    read is written."""
+    from sqlalchemy import func, select
+
+    from qprserver.db.models import Account, DownloadReceipt
+
+    await asyncio.wait_for(server.listener.ctx.sessions.none_open(), 30)
+    await server.listener.ctx.receipts.flush()
+    async with server.db.read_session() as session:
+        count = await session.scalar(
+            select(func.count(DownloadReceipt.id))
+            .join(Account, DownloadReceipt.account_id == Account.id)
+            .where(Account.ik == ik)
+        )
+    return int(count or 0)
