@@ -13,7 +13,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from qprserver.filenames import nfc
+from qprserver.filenames import name_problem, nfc
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -21,6 +21,10 @@ MAX_NAME_BYTES = 255
 
 class BadPath(Exception):
     """The path cannot name anything in the tree."""
+
+
+class BadName(BadPath):
+    """A name has characters no name in the tree can have; the reason is for the client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +87,10 @@ def parse(path: bytes, folders: tuple[str, ...]) -> VPath:
 
 def _parse_normalised(norm: str, folders: tuple[str, ...]) -> VPath:
     parts = [nfc(p) for p in norm.split("/") if p]
-    if not all(_valid_component(p) for p in parts):
-        raise BadPath("invalid name")
+    for part in parts:
+        if not _valid_component(part):
+            problem = name_problem(part)
+            raise BadName(problem) if problem else BadPath("invalid name")
     if not parts:
         return VPath()
     folder = parts[0]

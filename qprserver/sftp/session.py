@@ -29,7 +29,7 @@ from qprserver.audit import Actor
 from qprserver.errors import NotFound
 from qprserver.sftp.handles import DownloadHandle, MemoryHandle, UploadHandle
 from qprserver.sftp.outbox import Outbox
-from qprserver.sftp.paths import BadPath, VPath, normalise, parse
+from qprserver.sftp.paths import BadName, BadPath, VPath, normalise, parse
 
 if TYPE_CHECKING:
     from qprserver.db.models import Account
@@ -214,10 +214,15 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
 
     # -- helpers ---------------------------------------------------------------
 
-    def _parse(self, path: bytes) -> VPath:
+    def _parse(self, path: bytes, *, creating: bool = False) -> VPath:
         self.state.touch()
         try:
             return parse(path, self.folders)
+        except BadName as exc:
+            if creating:
+                # Something is to be made under this name: say why it cannot be.
+                raise asyncssh.SFTPInvalidFilename(str(exc)) from None
+            raise asyncssh.SFTPNoSuchFile("No such file") from None
         except BadPath:
             raise asyncssh.SFTPNoSuchFile("No such file") from None
 
@@ -374,7 +379,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
 
     @guarded
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
-        vpath = self._parse(path)
+        vpath = self._parse(path, creating=bool(pflags & (FXF_WRITE | FXF_CREAT)))
         if self.open_handles >= self.max_handles:
             raise asyncssh.SFTPFailure("Too many open files")
         handle = await self._open(vpath, pflags)
@@ -496,7 +501,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
 
     @guarded
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
-        old, new = self._parse(oldpath), self._parse(newpath)
+        old, new = self._parse(oldpath), self._parse(newpath, creating=True)
         if old.folder != "outbox" or old.name is None:
             raise asyncssh.SFTPPermissionDenied("Rename not allowed here")
         await self.outbox.rename(old, new)

@@ -37,8 +37,9 @@ ALLOWED_MESSAGES = {
 
 
 def _clean(reason: str) -> bool:
-    # Refused uploads explain themselves in German ("abgelehnt: <Grund>").
-    return reason in ALLOWED_MESSAGES or reason.startswith("abgelehnt: ")
+    # Refused uploads and names explain themselves in German ("abgelehnt: <Grund>",
+    # "Dateiname enthält das Steuerzeichen U+001B an Stelle 1").
+    return reason in ALLOWED_MESSAGES or reason.startswith(("abgelehnt: ", "Dateiname enthält "))
 
 
 async def _put(server: Server, ik: str, path: str, data: bytes) -> None:
