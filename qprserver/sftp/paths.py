@@ -112,9 +112,9 @@ def _looks_like_ik(part: str) -> bool:
 
 
 TEMP_SUFFIXES = (".filepart", ".part", ".tmp")
-# rsync (also onto an sshfs mount): ".NAME.XXXXXX" from mkstemp; lftp with its default
-# xfer:use-temp-file: ".in.NAME.".
-_TEMP_PATTERNS = re.compile(r"\..+\.[A-Za-z0-9]{6}|\.in\..+\.", re.DOTALL)
+# rsync (also onto an sshfs mount): ".NAME.XXXXXX" from mkstemp; lftp with
+# xfer:use-temp-file: ".in.NAME" (xfer:temp-file-name ".in.*"; some versions ".in.NAME.").
+_TEMP_PATTERNS = re.compile(r"\..+\.[A-Za-z0-9]{6}|\.in\..+", re.DOTALL)
 
 
 def is_temp_name(name: str) -> bool:
