@@ -103,11 +103,14 @@ class Server:
             "IdentitiesOnly=yes",
         ]
 
-    async def sftp_batch(self, ik: str, commands: str, cwd: Path) -> tuple[int, str, str]:
-        """Run OpenSSH ``sftp -b -`` with commands; (exit code, stdout, stderr)."""
+    async def sftp_batch(
+        self, ik: str, commands: str, cwd: Path, *options: str
+    ) -> tuple[int, str, str]:
+        """Run OpenSSH ``sftp -b -`` (with options) with commands; (exit code, stdout, stderr)."""
         proc = await asyncio.create_subprocess_exec(
             "sftp",
             *self.openssh_args(ik),
+            *options,
             "-P",
             str(self.port),
             "-b",
