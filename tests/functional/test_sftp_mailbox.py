@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from datetime import timedelta
 
 import asyncssh
 import pytest
 
+from qprserver.clock import SystemClock
+from qprserver.jobs.registry import run_job
+from qprserver.service import job_context
 from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, pdf_bytes
 
 REPORT = f"{FACILITY_NW}_pruefbericht_2026.pdf"
@@ -309,3 +313,48 @@ async def test_replies_held_back_for_a_slow_client_arrive_whole_and_in_order(
         transport.resume_reading()
         data = b"".join(await asyncio.wait_for(asyncio.gather(*reads), 30))
     assert data == content
+
+
+async def test_a_kept_partial_upload_is_swept_after_the_keep_time(server: Server) -> None:
+    async def cut(name: str) -> None:
+        conn = await server.connect(MD_NW)
+        sftp = await conn.start_sftp_client()
+        f = await sftp.open(f"/outbox/{name}", "wb")
+        await f.write(pdf_bytes(100_000)[:30_000])
+        conn.abort()
+        await conn.wait_closed()
+        for _ in range(200):
+            if not server.listener.connections:
+                break
+            await asyncio.sleep(0.01)
+        await server.settled()
+
+    await cut("alt.pdf")
+    ctx = job_context(server.settings, server.db, server.listener.ctx.blobs)
+    keep = timedelta(seconds=server.settings.storage.partial_keep)
+    start = SystemClock().now()
+    await cut("neu.pdf")
+    # Within their keep time the partial uploads stay.
+    outcome = await run_job(ctx, "sweep", start + keep - timedelta(minutes=1))
+    assert outcome.result == {"temp_files_removed": 0, "partial_uploads_expired": 0}
+    assert sorted(await _listdir(server, MD_NW, "/outbox")) == ["alt.pdf", "neu.pdf"]
+    outcome = await run_job(ctx, "sweep", start + keep + timedelta(minutes=1))
+    assert outcome.result["partial_uploads_expired"] == 2
+    assert await _listdir(server, MD_NW, "/outbox") == []
+    assert server.temp_files() == []
+
+
+async def test_the_same_bytes_for_someone_new_are_a_new_version_not_unchanged(
+    server: Server,
+) -> None:
+    data = pdf_bytes(seed=b"direct")
+    await _put(server, MD_NW, f"/outbox/{LV_BY}/anlage.pdf", data)
+    await _put(server, MD_NW, f"/outbox/{LV_BY}/anlage.pdf", data)  # a retry: unchanged
+    await _put(server, MD_NW, f"/outbox/{LV_NW}/anlage.pdf", data)  # another recipient
+    outcomes = [n.split("_")[2] for n in await _listdir(server, MD_NW, "/receipts")]
+    assert outcomes == ["accepted", "unchanged", "accepted"]
+    assert await _listdir(server, LV_NW, "/inbox") == ["anlage.pdf"]
+    # Each folder of /outbox shows the current version where it was addressed.
+    assert await _listdir(server, MD_NW, f"/outbox/{LV_NW}") == ["anlage.pdf"]
+    assert await _listdir(server, MD_NW, f"/outbox/{LV_BY}") == []
+    assert await _get(server, MD_NW, f"/outbox/{LV_NW}/anlage.pdf") == data
