@@ -7,6 +7,11 @@ HMAC-SHA-256, so whoever can write the database but not read the key cannot
 recompute it; rows written before the key existed keep their plain SHA-256 and
 verify that way (``audit_seal``: the signed checkpoint says from which row on the
 key applies, and where the chain's head was, so removing rows is found too).
+
+Rows join the chain one way: ``append`` on a connection in a write transaction reads
+the head and inserts the chained rows of one or many events. ``record`` and
+``record_many`` call it from a session; SQLite's fast path (``Database.write_now``,
+used for download receipts) calls it on its own connection.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from qprserver.db.engine import AUDIT_KEY_INFO
 from qprserver.db.models import AuditEvent
@@ -77,14 +83,9 @@ _HEAD = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
 _APPEND = insert(cast(Table, AuditEvent.__table__))
 
 
-async def _last_hash(session: AsyncSession) -> str:
-    result = await session.execute(_HEAD)
-    return result.scalar_one_or_none() or GENESIS
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event to append with ``record_many``."""
+    """One event to append to the chain."""
 
     actor: Actor
     action: str
@@ -93,7 +94,16 @@ class Event:
     details: Mapping[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest row of the chain: its id and hash (0 and GENESIS when empty)."""
+
+    id: int
+    hash: str
+
+
 def _chained(prev: str, events: Sequence[Event], key: bytes | None) -> list[dict[str, Any]]:
+    """The rows of events chained onto the row whose hash is prev."""
     rows: list[dict[str, Any]] = []
     for e in events:
         details = json.dumps(dict(e.details or {}), ensure_ascii=False, sort_keys=True)
@@ -116,12 +126,47 @@ def _chained(prev: str, events: Sequence[Event], key: bytes | None) -> list[dict
     return rows
 
 
-async def _lock_chain(session: AsyncSession) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialise writers on the chain head; released at commit.
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
+def append(conn: Connection, events: Sequence[Event], key: bytes | None) -> Head | None:
+    """Append events in order on a connection in the caller's write transaction: the
+    one way rows join the chain, whether from a session (``record``, ``record_many``)
+    or from SQLite's fast path (``Database.write_now``).
+
+    One read of the chain head and one insert, however many events. On PostgreSQL an
+    advisory lock (released at commit) keeps the head read here the head until then;
+    SQLite writers already hold the database's write lock. key: the audit key (HMAC);
+    None writes plain SHA-256 rows. Returns the new head when one event was appended
+    (its id names the event, e.g. in mail keys); None after a batch or no events,
+    whose ids are not read back.
+    """
+    if not events:
+        return None
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
+    head = conn.execute(_HEAD).scalar_one_or_none() or GENESIS
+    rows = _chained(head, events, key)
+    if len(rows) > 1:
+        conn.execute(_APPEND, rows)
+        return None
+    inserted = conn.execute(_APPEND, rows[0]).inserted_primary_key
+    assert inserted is not None  # a single-row insert always reports its key
+    return Head(int(inserted[0]), rows[0]["hash"])
+
+
+def _append_in(sync_session: Session, events: Sequence[Event], key: bytes | None) -> Head | None:
+    return append(sync_session.connection(), events, key)
+
+
+async def _append_in_session(session: AsyncSession, events: Sequence[Event]) -> Head | None:
     # The caller's pending changes first, so the savepoint below holds only the events.
     await session.flush()
+    key = _key_of(session.info)
+    try:
+        async with session.begin_nested():
+            return await session.run_sync(_append_in, events, key)
+    except IntegrityError:
+        # Another writer appended first (a transaction that does not hold the write
+        # lock or the advisory lock): ``prev_hash`` is unique, so chain on its row.
+        return await session.run_sync(_append_in, events, key)
 
 
 async def record(
@@ -132,48 +177,19 @@ async def record(
     at: datetime,
     target: str = "",
     details: Mapping[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one audit event in the caller's transaction."""
-    await _lock_chain(session)
-    key = _key_of(session.info)
-    one = [Event(actor, action, at, target, details)]
-    event = AuditEvent(**_chained(await _last_hash(session), one, key)[0])
-    session.add(event)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        # Another writer appended first (SQLite without the advisory lock): chain on it.
-        session.expunge(event)
-        event = AuditEvent(**_chained(await _last_hash(session), one, key)[0])
-        session.add(event)
-        await session.flush()
-    return event
+) -> Head:
+    """Append one audit event in the caller's transaction; the chain's new head."""
+    head = await _append_in_session(session, [Event(actor, action, at, target, details)])
+    assert head is not None  # one event appended
+    return head
 
 
 async def record_many(session: AsyncSession, events: Sequence[Event]) -> None:
     """Append events in order in the caller's transaction: one read of the chain head
     and one multi-row insert, however many events (download receipts come in batches).
     """
-    if not events:
-        return
-    await _lock_chain(session)
-    key = _key_of(session.info)
-    try:
-        async with session.begin_nested():
-            await session.execute(_APPEND, _chained(await _last_hash(session), events, key))
-    except IntegrityError:
-        await session.execute(_APPEND, _chained(await _last_hash(session), events, key))
-
-
-def append_now(conn: Connection, events: Sequence[Event]) -> None:
-    """``record_many`` on a synchronous connection already in a write transaction
-    that holds the database's write lock (SQLite ``BEGIN IMMEDIATE``): the head read
-    here stays the head until commit.
-    """
     if events:
-        head = conn.execute(_HEAD).scalar_one_or_none() or GENESIS
-        conn.execute(_APPEND, _chained(head, events, _key_of(conn.info)))
+        await _append_in_session(session, events)
 
 
 async def events(
@@ -205,14 +221,6 @@ async def _iter_all(
             yield row
         last_id = rows[-1].id
         session.expunge_all()
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    """The newest row of the chain: its id and hash (0 and GENESIS when empty)."""
-
-    id: int
-    hash: str
 
 
 async def verify(session: AsyncSession, key: bytes | None = None, *, keyed_from: int = 1) -> int:

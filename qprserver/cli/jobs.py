@@ -41,6 +41,7 @@ def jobs_list(app: App, as_json: bool) -> None:
                     "name": spec.name,
                     "description": spec.description,
                     "schedule": f"{value}" if kind == "cron" else f"every {value}s",
+                    "dry_run": spec.dry_run is not None,
                     "next_run": upcoming.isoformat() if upcoming else None,
                     "last_period": run.period if run else None,
                     "last_status": run.status if run else None,

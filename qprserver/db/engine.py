@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from qprserver.config import DatabaseSettings
 
 T = TypeVar("T")
 
-AUDIT_KEY_INFO = "audit_key"  # ``info`` entry of sessions and connections (``audit``)
+AUDIT_KEY_INFO = "audit_key"  # ``info`` entry of write sessions (``audit``)
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,16 @@ BUSY_ATTEMPT_SECONDS = 5.0
 _holding_write: ContextVar[bool] = ContextVar("qpr_holding_write", default=False)
 
 
-def _is_busy(exc: Exception) -> bool:
-    text = str(exc)
-    return "database is locked" in text or "database is busy" in text
+# SQLite's primary result codes for "another connection holds the lock"; the driver
+# reports extended codes (SQLITE_BUSY_SNAPSHOT, ...), whose low byte is the primary one.
+_SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def is_sqlite_busy(exc: DBAPIError) -> bool:
+    """True when SQLite refused for a lock another connection holds (SQLITE_BUSY or
+    SQLITE_LOCKED), read from the driver's error code, not its message."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _SQLITE_BUSY_CODES
 
 
 def _sqlite_engine(url: str, echo: bool, *, immediate: bool, write_wait: float) -> AsyncEngine:
@@ -78,7 +86,7 @@ def _sqlite_engine(url: str, echo: bool, *, immediate: bool, write_wait: float) 
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 return
             except OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not is_sqlite_busy(exc) or time.monotonic() >= deadline:
                     raise
             log.warning(
                 "database write lock held by another process for %.0f s; still waiting",
@@ -300,7 +308,7 @@ class Database:
                 return await work(reads)
             except OperationalError as exc:
                 self._drop_quick_conn()
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not is_sqlite_busy(exc):
                     raise
             finally:
                 if self._quick_conn is not None:
@@ -336,12 +344,10 @@ class Database:
             # to finish: waiting for it here would only stall both.
             return False
         with self._quick_writer.connect() as conn:
-            if self.audit_key is not None:
-                conn.info[AUDIT_KEY_INFO] = self.audit_key
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
+                if is_sqlite_busy(exc):
                     return False
                 raise
             try:

@@ -5,6 +5,11 @@ XML: well-formed, parsed with entities, DTDs and network off; any DOCTYPE is
 refused, so entity bombs and external entities are rejected without expansion.
 ZIP: the central directory must be readable. Empty files are always refused.
 
+This is the one place XML is parsed, with one parser configuration and the size
+limit the caller takes from the config (``qb.max_xml_bytes``): ``check_content``
+returns the parsed tree, so the quality-report checks (``qb``) work on it instead
+of parsing the file again.
+
 Checks read a file path, so they can run on an upload's temp file before it is
 committed to the blob store. They block; callers on the event loop use a thread.
 """
@@ -18,7 +23,8 @@ from typing import Any
 
 from lxml import etree
 
-MAX_XML_BYTES = 50 * 1024 * 1024
+# A parsed XML document, as ``check_content`` and ``parse_xml_safely`` return it.
+XmlTree = etree._ElementTree
 
 # Acrobat accepts %%EOF anywhere in the last 1024 bytes; so do we. The larger read
 # leaves room for padding (whitespace, NULs) that some generators append.
@@ -110,8 +116,9 @@ def _refuse_doctype(path: Path) -> None:
         raise ContentRejected(_DTD_REJECTED)
 
 
-def parse_xml_safely(path: Path, *, max_bytes: int = MAX_XML_BYTES) -> etree._ElementTree:
-    """Parse an XML file safely or raise ContentRejected with a readable reason."""
+def parse_xml_safely(path: Path, *, max_bytes: int) -> XmlTree:
+    """Parse an XML file of at most max_bytes safely or raise ContentRejected with a
+    readable reason."""
     size = path.stat().st_size
     if size == 0:
         raise ContentRejected("Leere Datei")
@@ -153,8 +160,12 @@ def _check_zip(path: Path) -> None:
         raise ContentRejected("ZIP-Verzeichnis fehlt oder ist beschädigt") from None
 
 
-def check_content(path: Path, filename: str, *, max_xml_bytes: int = MAX_XML_BYTES) -> None:
-    """Raise ContentRejected unless the file at path has the content its name claims."""
+def check_content(path: Path, filename: str, *, max_xml_bytes: int) -> XmlTree | None:
+    """Raise ContentRejected unless the file at path has the content its name claims.
+
+    An XML file is parsed (at most max_xml_bytes) and its tree returned for checks
+    that read it further; other kinds return None.
+    """
     size = path.stat().st_size
     if size == 0:
         raise ContentRejected("Leere Datei")
@@ -162,6 +173,7 @@ def check_content(path: Path, filename: str, *, max_xml_bytes: int = MAX_XML_BYT
     if lower.endswith(".pdf"):
         _check_pdf(path, size)
     elif lower.endswith(".xml"):
-        parse_xml_safely(path, max_bytes=max_xml_bytes)
+        return parse_xml_safely(path, max_bytes=max_xml_bytes)
     elif lower.endswith(".zip"):
         _check_zip(path)
+    return None

@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from qprserver.db.models import Delivery, DownloadCoverage
-from qprserver.exchange.mailbox import Download
+
+if TYPE_CHECKING:
+    # receipts builds on this module; at run time a read is told apart by PartialRead.
+    from qprserver.exchange.receipts import Download
 
 Range = tuple[int, int]  # start, end (exclusive)
 
@@ -85,7 +88,7 @@ def settle(conn: Connection, reads: Sequence[Download | PartialRead]) -> list[Do
     both make, the receipt.
     """
     partial = {r.download.delivery_id for r in reads if isinstance(r, PartialRead)}
-    only_complete = {r.delivery_id for r in reads if isinstance(r, Download)} - partial
+    only_complete = {r.delivery_id for r in reads if not isinstance(r, PartialRead)} - partial
     if only_complete:
         conn.execute(delete(_COVERAGE).where(_COVERAGE.c.delivery_id.in_(sorted(only_complete))))
     if not partial:
@@ -111,7 +114,7 @@ def settle(conn: Connection, reads: Sequence[Download | PartialRead]) -> list[Do
     completed: list[Download] = []
     last: dict[int, datetime] = {}
     for read in reads:
-        if isinstance(read, Download):
+        if not isinstance(read, PartialRead):
             if read.delivery_id in state:
                 state[read.delivery_id] = []
             continue

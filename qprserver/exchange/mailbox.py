@@ -10,9 +10,8 @@ import json
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.audit import chain as audit
@@ -309,56 +308,6 @@ async def acknowledge(
         at=now,
         target=account.ik,
         details={"delivery": delivery.id, "name": name, "sha256": document.sha256},
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Download:
-    """A complete download, to be recorded as a receipt."""
-
-    account_id: int
-    account_ik: str
-    delivery_id: int
-    sha256: str
-    name: str
-    at: datetime
-    remote: str
-
-
-# Core, not the ORM's bulk insert: no per-row ORM work (sync and async writers alike).
-INSERT_RECEIPTS = insert(cast(Table, DownloadReceipt.__table__))
-
-
-def receipt_rows(downloads: list[Download]) -> list[dict[str, object]]:
-    return [
-        {
-            "delivery_id": d.delivery_id,
-            "account_id": d.account_id,
-            "at": d.at,
-            "sha256": d.sha256,
-            "remote": d.remote,
-        }
-        for d in downloads
-    ]
-
-
-async def record_receipts(session: AsyncSession, downloads: list[Download]) -> None:
-    """Write the receipts of a batch of complete downloads in one insert.
-
-    The audit events go with them (``download_event``); the batch runs beside the
-    downloads in the same process, so its cost per file is what a bulk ``mget`` feels.
-    """
-    if downloads:
-        await session.execute(INSERT_RECEIPTS, receipt_rows(downloads))
-
-
-def download_event(d: Download) -> audit.Event:
-    return audit.Event(
-        Actor(d.account_ik, d.remote),
-        "download",
-        d.at,
-        d.account_ik,
-        {"delivery": d.delivery_id, "name": d.name, "sha256": d.sha256},
     )
 
 

@@ -23,7 +23,7 @@ from qprserver.db.engine import Database
 from qprserver.db.models import Account, Delivery, Document, Outcome, UploadProtocol
 from qprserver.errors import QuotaExceeded, Rejected
 from qprserver.exchange import mailbox, routing
-from qprserver.exchange.content import ContentRejected, check_content
+from qprserver.exchange.content import ContentRejected, XmlTree, check_content
 from qprserver.exchange.names import name_problem, nfc
 from qprserver.notify.outbox import Notifier
 from qprserver.qb.engine import QbResult, validate_upload
@@ -109,12 +109,16 @@ class UploadService:
             if size > limit:
                 raise QuotaExceeded(f"Datei größer als die erlaubten {limit} Bytes")
             try:
-                await asyncio.to_thread(
-                    check_content, writer.temp_path, _checked_name(name, content)
+                # The one parse of an XML upload: its tree goes on to the report checks.
+                tree = await asyncio.to_thread(
+                    check_content,
+                    writer.temp_path,
+                    _checked_name(name, content),
+                    max_xml_bytes=self.settings.qb.max_xml_bytes,
                 )
             except ContentRejected as exc:
                 raise Rejected(str(exc)) from None
-            report = await self._check_report(classification, writer, name, depositor, now)
+            report = await self._check_report(classification, writer, name, depositor, now, tree)
             async with self.db.read_session() as session:
                 recipients = await routing.recipients_for(
                     session, classification, direct_ik=direct_ik, depositor=depositor
@@ -363,11 +367,14 @@ class UploadService:
         name: str,
         depositor: Account,
         now: datetime,
+        tree: XmlTree | None,
     ) -> QbResult | None:
         """The acceptance checks of a hospital quality report; ReportRejected on ``hart``."""
         if classification is None or classification.kind != QUALITY_REPORT:
             return None
-        result = await validate_upload(writer.temp_path, name, depositor.ik, self.settings.qb, now)
+        result = await validate_upload(
+            writer.temp_path, name, depositor.ik, self.settings.qb, now, tree=tree
+        )
         if not result.accepted:
             raise ReportRejected(result)
         return result

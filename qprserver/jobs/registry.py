@@ -1,4 +1,11 @@
-"""The jobs qprserver runs: what each does, when, and which period a run belongs to."""
+"""The jobs qprserver runs: what each does, when, and which period a run belongs to.
+
+Each ``JobSpec`` carries its own period function (``every``, ``daily``, ``weekly``,
+``yearly``, or one of its own), which maps a moment to the key of the period a run
+works on: claimed jobs run once per key. A job that can show what it would do
+without doing it offers a ``dry_run`` function; ``jobs run --dry-run`` and
+``jobs list`` read that capability from the spec, never from the job's name.
+"""
 
 from __future__ import annotations
 
@@ -33,58 +40,84 @@ class JobContext:
     clock: Clock = field(default_factory=SystemClock)
 
 
-Runner = Callable[[JobContext, datetime, bool], Awaitable[dict[str, Any]]]
+Runner = Callable[[JobContext, datetime], Awaitable[dict[str, Any]]]
+# The key of the period a moment belongs to ("2026-11-29", "2026-W45", "2026", ...).
+Period = Callable[[datetime], str]
+
+
+def every(seconds: int) -> Period:
+    """Periods of an interval job: consecutive ``seconds``-long slices of Unix time."""
+    if seconds <= 0:
+        raise ValueError("an interval must be positive")
+    return lambda at: str(int(at.timestamp()) // seconds)
+
+
+def daily(tz: ZoneInfo) -> Period:
+    """Periods of a daily job: the local calendar day (``2026-11-29``)."""
+    return lambda at: at.astimezone(tz).date().isoformat()
+
+
+def weekly(tz: ZoneInfo) -> Period:
+    """Periods of a weekly job that works on the week before: that ISO week (``2026-W45``)."""
+    return lambda at: bundles.week_period(at, tz)[0]
+
+
+def yearly(tz: ZoneInfo) -> Period:
+    """Periods of a yearly job: the local calendar year (``2026``)."""
+    return lambda at: str(at.astimezone(tz).year)
+
+
+def once(key: str) -> Period:
+    """One period for every moment: a job that runs once per ``key``."""
+    return lambda at: key
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One job: its schedule and how a moment maps to the period it works on."""
+    """One job: its schedule, the period a moment belongs to, and what it can do."""
 
     name: str
     description: str
     runner: Runner
     # ("cron", "mon 02:00") or ("interval", seconds)
     schedule: tuple[str, str | int]
+    period: Period
     # Claimed jobs run once per period across all processes and nodes; the others
     # are idempotent by themselves and run wherever they are due.
     claimed: bool = True
-
-    def period(self, at: datetime, settings: Settings) -> str:
-        kind, value = self.schedule
-        tz = ZoneInfo(settings.jobs.timezone)
-        if self.name == "bundles":
-            return bundles.week_period(at, tz)[0]
-        if self.name == "final-bundle":
-            return settings.jobs.final_bundle_after or "off"
-        if kind == "cron":
-            return at.astimezone(tz).date().isoformat()
-        step = int(value)
-        return str(int(at.timestamp()) // step)
+    # What the job would do, reported without doing it; None: the job offers none.
+    dry_run: Runner | None = None
 
 
-async def _digest(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+async def _digest(ctx: JobContext, at: datetime) -> dict[str, Any]:
     return {"queued": await notify.queue_digests(ctx.db, ctx.settings, at)}
 
 
-async def _send(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+async def _send(ctx: JobContext, at: datetime) -> dict[str, Any]:
     return await notify.send_pending(ctx.db, ctx.mailer, ctx.settings.mail, at)
 
 
-async def _bundles(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+async def _bundles(ctx: JobContext, at: datetime) -> dict[str, Any]:
     return await bundles.build_weekly(ctx.db, ctx.blobs, ctx.settings, at)
 
 
-async def _final(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+async def _final(ctx: JobContext, at: datetime) -> dict[str, Any]:
     return await bundles.build_final(ctx.db, ctx.blobs, ctx.settings, at)
 
 
-async def _retention(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+async def _retention(ctx: JobContext, at: datetime) -> dict[str, Any]:
     return await retention.run_retention(
-        ctx.db, ctx.blobs, ctx.settings, at, ctx.clock, dry_run=dry_run
+        ctx.db, ctx.blobs, ctx.settings, at, ctx.clock, dry_run=False
     )
 
 
-async def _audit_checkpoint(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+async def _retention_dry_run(ctx: JobContext, at: datetime) -> dict[str, Any]:
+    return await retention.run_retention(
+        ctx.db, ctx.blobs, ctx.settings, at, ctx.clock, dry_run=True
+    )
+
+
+async def _audit_checkpoint(ctx: JobContext, at: datetime) -> dict[str, Any]:
     security = ctx.settings.security
     # Only the rows since the last checkpoint: cheap enough to run every few minutes.
     count, head = await audit_seal.verify_and_checkpoint(
@@ -93,7 +126,7 @@ async def _audit_checkpoint(ctx: JobContext, at: datetime, dry_run: bool) -> dic
     return {"checked": count, "head": head.id}
 
 
-async def _sweep(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+async def _sweep(ctx: JobContext, at: datetime) -> dict[str, Any]:
     # Partial uploads kept past their time go; the rest of those kept stay.
     expired = await partials.expire(ctx.db, at, ctx.settings.storage.partial_keep)
     for temp_name in expired:
@@ -106,39 +139,54 @@ async def _sweep(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]
 
 
 def job_specs(settings: Settings) -> dict[str, JobSpec]:
-    """Every job with its schedule from the settings."""
+    """Every job with its schedule and period function from the settings."""
     jobs = settings.jobs
+    tz = ZoneInfo(jobs.timezone)
     specs = [
         JobSpec(
             "mail-digest",
             "Sammelmails über neue Dokumente",
             _digest,
             ("interval", settings.mail.digest_interval),
+            every(settings.mail.digest_interval),
         ),
         JobSpec(
             "mail-send",
             "Versand der Mails aus dem Postausgang",
             _send,
             ("interval", jobs.send_interval),
+            every(jobs.send_interval),
             claimed=False,
         ),
         JobSpec(
-            "bundles", "Wochenpakete der vergangenen ISO-Woche", _bundles, ("cron", jobs.bundles)
+            "bundles",
+            "Wochenpakete der vergangenen ISO-Woche",
+            _bundles,
+            ("cron", jobs.bundles),
+            weekly(tz),
         ),
         JobSpec(
-            "final-bundle", "Abschlusspaket nach der letzten Frist", _final, ("cron", jobs.bundles)
+            "final-bundle",
+            "Abschlusspaket nach der letzten Frist",
+            _final,
+            ("cron", jobs.bundles),
+            # Once per configured deadline: a new date makes a new final bundle.
+            once(jobs.final_bundle_after or "off"),
         ),
         JobSpec(
             "retention",
             "Löschfristen und Aufräumen der Ablage",
             _retention,
             ("cron", jobs.retention),
+            daily(tz),
+            dry_run=_retention_dry_run,
         ),
         JobSpec(
             "sweep",
             "Entfernen abgebrochener Uploads",
             _sweep,
             ("interval", jobs.sweep_interval),
+            every(jobs.sweep_interval),
             claimed=False,
         ),
         JobSpec(
@@ -146,6 +194,7 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
             "Prüfung der neuesten Audit-Einträge und Fortschreiben des Prüfpunkts",
             _audit_checkpoint,
             ("interval", jobs.checkpoint_interval),
+            every(jobs.checkpoint_interval),
             # Idempotent (a second run finds the head already checked); a broken chain
             # is then reported by every process, which is what an operator wants.
             claimed=False,
@@ -188,15 +237,18 @@ async def run_job(ctx: JobContext, name: str, at: datetime, *, dry_run: bool = F
     spec = specs.get(name)
     if spec is None:
         raise InvalidInput(f"unknown job {name!r}; jobs: {', '.join(sorted(specs))}")
-    if dry_run and name != "retention":
-        raise InvalidInput("--dry-run is supported by the retention job only")
-    period = spec.period(at, ctx.settings)
+    period = spec.period(at)
     if dry_run:
-        return RunOutcome(name, period, True, await spec.runner(ctx, at, dry_run))
+        if spec.dry_run is None:
+            offered = sorted(n for n, s in specs.items() if s.dry_run is not None)
+            raise InvalidInput(
+                f"job {name!r} offers no dry run; jobs with --dry-run: {', '.join(offered)}"
+            )
+        return RunOutcome(name, period, True, await spec.dry_run(ctx, at))
     if not spec.claimed:
         started = ctx.clock.now()
         try:
-            result = await spec.runner(ctx, at, False)
+            result = await spec.runner(ctx, at)
         except Exception as exc:
             failed = {"error": repr(exc)}
             await claims.record_unclaimed(
@@ -211,7 +263,7 @@ async def run_job(ctx: JobContext, name: str, at: datetime, *, dry_run: bool = F
     if not await claims.claim(ctx.db, name, period, ctx.clock.now(), lease):
         return RunOutcome(name, period, False, {"skipped": "already done or running"})
     try:
-        result = await spec.runner(ctx, at, False)
+        result = await spec.runner(ctx, at)
     except Exception as exc:
         await claims.finish(ctx.db, name, period, ctx.clock.now(), {"error": repr(exc)}, ok=False)
         raise

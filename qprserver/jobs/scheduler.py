@@ -55,7 +55,7 @@ async def catch_up(ctx: JobContext, now: datetime) -> list[str]:
         fire = previous_fire(spec, now, ctx.settings)
         if fire is None or not spec.claimed:
             continue
-        period = spec.period(fire, ctx.settings)
+        period = spec.period(fire)
         if await claims.is_done(ctx.db, spec.name, period):
             continue
         outcome = await run_job(ctx, spec.name, fire)

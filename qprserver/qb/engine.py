@@ -5,8 +5,11 @@ The steps, each adding findings to one protocol:
 1. File name ``<IK>-<Standort>-<Berichtsjahr>-xml.xml``; the IK must be valid and be
    the uploader's own (or one it delivers for). The report year selects schema and rules.
 2. Delivery windows of that year, when a time is given (uploads; not ``check``).
-3. Safe parse: size limit, no DOCTYPE (so no entity expansion or external entities),
-   no network. A file that fails here is rejected at once.
+3. Safe parse (``exchange.content``, the one XML parser): size limit
+   ``qb.max_xml_bytes``, no DOCTYPE (so no entity expansion or external entities), no
+   network. A file that fails here is rejected at once. An upload arrives already
+   parsed by the content check, with the same parser and limit, and is not parsed
+   again; ``check`` parses the file here.
 4. XML schema of the year; the first 50 errors with line and element path.
 5. Only for a schema-valid report: the year's plausibility rules (Schematron).
 
@@ -31,7 +34,7 @@ from typing import Any
 
 from qprserver.config import QbSettings
 from qprserver.errors import ConfigError, InvalidIK
-from qprserver.exchange.content import ContentRejected, parse_xml_safely
+from qprserver.exchange.content import ContentRejected, XmlTree, parse_xml_safely
 from qprserver.ik import IK
 from qprserver.qb.filename import PATTERN_TEXT, ReportName, parse_report_name
 from qprserver.qb.plausibility import load_rules, rules_path
@@ -129,11 +132,14 @@ def check_report(
     delivers_for: Collection[str] = (),
     at: datetime | None = None,
     unavailable_ok: bool = False,
+    tree: XmlTree | None = None,
 ) -> Protocol:
     """Check the report at path (named filename) and return its protocol.
 
     year overrides the report year of the file name; uploader_ik (and delivers_for)
-    are the IKs the sender may deliver for; at enables the delivery window check.
+    are the IKs the sender may deliver for; at enables the delivery window check;
+    tree is the report as the upload's content check parsed it (without it, the file
+    at path is parsed here).
     Raises ConfigError when the year's configured schema or rules cannot be used,
     unless unavailable_ok: then the protocol says the check could not run (or
     rejects for the findings so far, when they already reject the report).
@@ -184,7 +190,9 @@ def check_report(
         )
         return Protocol(**base, findings=tuple(findings))
     try:
-        return _check_content(path, settings, effective, schema_file, parameters, base, findings)
+        return _check_content(
+            path, tree, settings, effective, schema_file, parameters, base, findings
+        )
     except ConfigError as exc:
         if not unavailable_ok:
             raise
@@ -195,6 +203,7 @@ def check_report(
 
 def _check_content(
     path: Path,
+    parsed: XmlTree | None,
     settings: QbSettings,
     effective: int,
     schema_file: Path,
@@ -208,7 +217,11 @@ def _check_content(
     ruleset = load_rules(*located) if located else None
     info: RuleSetInfo | None = ruleset.info if ruleset else None
     try:
-        tree = parse_xml_safely(path, max_bytes=settings.max_xml_bytes)
+        tree = (
+            parsed
+            if parsed is not None
+            else parse_xml_safely(path, max_bytes=settings.max_xml_bytes)
+        )
     except ContentRejected as exc:
         findings.append(
             _finding(
@@ -276,8 +289,10 @@ async def validate_upload(
     now: datetime,
     *,
     delivers_for: Collection[str] = (),
+    tree: XmlTree | None = None,
 ) -> QbResult:
-    """Check an uploaded report (in a thread), including the delivery windows at now."""
+    """Check an uploaded report (in a thread), including the delivery windows at now;
+    tree: the report as the content check parsed it."""
     protocol = await asyncio.to_thread(
         check_report,
         path,
@@ -287,6 +302,7 @@ async def validate_upload(
         delivers_for=delivers_for,
         at=now,
         unavailable_ok=True,
+        tree=tree,
     )
     if protocol.unavailable:
         log.warning(

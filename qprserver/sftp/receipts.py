@@ -1,26 +1,21 @@
-"""Download receipts and login events written in batches, off the request path.
+"""Download receipts and login events gathered in batches, off the request path.
 
 A complete download, a partial one or a login only appends to a list; a background
-task writes what has gathered every ``interval`` seconds in one transaction (the
-partial reads settled against the stored coverage, two multi-row inserts and one
-audit-chain append), and once more at shutdown.
+task hands what has gathered every ``interval`` seconds to ``exchange.receipts``,
+which writes it in one transaction, and once more at shutdown. This module only
+gathers, times and retries; how a batch is written is the domain's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
-
-from qprserver.audit import chain as audit
 from qprserver.db.engine import Database
-from qprserver.exchange import coverage, mailbox
+from qprserver.exchange import coverage, receipts
 from qprserver.exchange.coverage import PartialRead
 
 if TYPE_CHECKING:
@@ -30,42 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-Item = mailbox.Download | PartialRead | audit.Event
-
-
-def _split(
-    batch: list[Item],
-) -> tuple[list[mailbox.Download], list[mailbox.Download | PartialRead], list[audit.Event]]:
-    """The batch's complete downloads; its reads in order (for coverage); its events."""
-    downloads = [d for d in batch if isinstance(d, mailbox.Download)]
-    reads = [r for r in batch if isinstance(r, mailbox.Download | PartialRead)]
-    events = [
-        mailbox.download_event(item) if isinstance(item, mailbox.Download) else item
-        for item in batch
-        if not isinstance(item, PartialRead)
-    ]
-    return downloads, reads, events
-
-
-def _settle(
-    session: Session, reads: list[mailbox.Download | PartialRead]
-) -> list[mailbox.Download]:
-    return coverage.settle(session.connection(), reads)
-
-
-def _write_now(
-    conn: Connection,
-    downloads: list[mailbox.Download],
-    reads: list[mailbox.Download | PartialRead],
-    events: list[audit.Event],
-) -> None:
-    completed = coverage.settle(conn, reads)
-    downloads = downloads + completed
-    if downloads:
-        conn.execute(mailbox.INSERT_RECEIPTS, mailbox.receipt_rows(downloads))
-    audit.append_now(conn, events + [mailbox.download_event(d) for d in completed])
-
-
 class ReceiptRecorder:
     """Collects complete downloads and other audit events and writes them in batches."""
 
@@ -73,7 +32,7 @@ class ReceiptRecorder:
         self._db = db
         self._interval = interval
         self._batch = batch
-        self._pending: list[Item] = []
+        self._pending: list[receipts.Item] = []
         self._wake = asyncio.Event()
         # One writer at a time: a flush returns only once what it found is written,
         # even when the background task had already taken it.
@@ -81,7 +40,7 @@ class ReceiptRecorder:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, item: Item) -> None:
+    def add(self, item: receipts.Item) -> None:
         self._pending.append(item)
         if len(self._pending) >= self._batch:
             self._wake.set()
@@ -90,7 +49,7 @@ class ReceiptRecorder:
         """What a closed download handle served: a receipt, a part of one, or nothing."""
         if handle.delivery_id is None:
             return
-        download = mailbox.Download(
+        download = receipts.Download(
             account.id, account.ik, handle.delivery_id, handle.sha256, handle.name, at, remote
         )
         ranges = handle.ranges()
@@ -115,20 +74,8 @@ class ReceiptRecorder:
         async with self._lock:
             while self._pending:
                 batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
-                downloads, reads, events = _split(batch)
                 try:
-                    if self._db.write_now(
-                        functools.partial(
-                            _write_now, downloads=downloads, reads=reads, events=events
-                        )
-                    ):
-                        continue
-                    async with self._db.session() as session:
-                        completed = await session.run_sync(_settle, reads)
-                        await mailbox.record_receipts(session, downloads + completed)
-                        await audit.record_many(
-                            session, events + [mailbox.download_event(d) for d in completed]
-                        )
+                    await receipts.record(self._db, receipts.Batch.of(batch))
                 except Exception:
                     log.exception("writing %d receipts and events failed; will retry", len(batch))
                     self._pending[:0] = batch

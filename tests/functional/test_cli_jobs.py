@@ -19,6 +19,22 @@ def test_a_time_with_an_offset_keeps_it(instance: Instance) -> None:
     assert data["at"] == "2026-11-29T23:30:00+00:00" and data["period"] == "2026-11-30"
 
 
+def test_a_dry_run_of_a_job_that_offers_none_is_refused_and_runs_nothing(
+    instance: Instance,
+) -> None:
+    result = instance.run("jobs", "run", "sweep", "--dry-run")
+    assert result.returncode == 1
+    assert "job 'sweep' offers no dry run; jobs with --dry-run: retention" in result.stderr
+    rows = {row["name"]: row for row in instance.json("jobs", "list")}
+    assert rows["sweep"]["last_finished"] is None  # refused before it ran
+
+
+def test_jobs_list_says_which_jobs_offer_a_dry_run(instance: Instance) -> None:
+    offered = {row["name"]: row["dry_run"] for row in instance.json("jobs", "list")}
+    assert offered["retention"] is True
+    assert offered["sweep"] is False and offered["bundles"] is False
+
+
 def test_an_unreadable_time_is_refused_naming_it(instance: Instance) -> None:
     result = instance.run("jobs", "run", "retention", "--at", "morgen")
     assert result.returncode == 1 and "--at 'morgen' is no ISO-8601 time" in result.stderr

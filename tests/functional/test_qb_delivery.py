@@ -31,10 +31,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def _start_qb_server(tmp_path: Path, db: Database, schema: Path) -> Server:
+async def _start_qb_server(
+    tmp_path: Path, db: Database, schema: Path, **qb_settings: object
+) -> Server:
     settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
     qb = settings.qb.model_validate(
         {
+            **qb_settings,
             "schemas": {"2019": str(schema)},
             "windows": {
                 "2019": {
@@ -169,6 +172,44 @@ async def test_an_upload_outside_every_window_is_refused_naming_the_windows(
     protocol = json.loads(await _read(qb_server, HOSPITAL, f"/receipts/{name}"))
     (window,) = [f for f in protocol["pruefung"]["befunde"] if f["regel"] == "FRIST-01"]
     assert "15.10.2020" in window["meldung"] and "23.11.2020" in window["meldung"]
+
+
+async def _refusal(server: Server, data: bytes) -> tuple[str, dict[str, object]]:
+    """The SFTP error text of a refused upload and its protocol from /receipts."""
+    with pytest.raises(asyncssh.SFTPFailure) as refused:
+        await _put(server, data)
+    assert await _ls(server, LV_SH, "/inbox") == []
+    (name,) = await _ls(server, HOSPITAL, "/receipts")
+    return str(refused.value.reason), json.loads(await _read(server, HOSPITAL, f"/receipts/{name}"))
+
+
+async def test_a_report_over_the_configured_xml_size_is_refused_naming_the_limit(
+    tmp_path: Path, db: Database
+) -> None:
+    data = (QB_DATA / REPORT).read_bytes()
+    limit = len(data) - 1
+    server = await _start_qb_server(
+        tmp_path, db, QB_DATA / "qb-2019-schema.xsd", max_xml_bytes=limit
+    )
+    try:
+        reason, protocol = await _refusal(server, data)
+    finally:
+        await server.listener.stop(grace=0)
+    assert f"XML-Datei größer als die erlaubten {limit} Bytes" in reason
+    assert protocol["ergebnis"] == "abgelehnt"
+    assert protocol["gruende"] == [f"XML-Datei größer als die erlaubten {limit} Bytes"]
+
+
+async def test_a_billion_laughs_report_is_refused_without_expansion(qb_server: Server) -> None:
+    bomb = b'<?xml version="1.0"?>\n<!DOCTYPE Qualitaetsbericht [\n<!ENTITY lol "lol">\n'
+    for i in range(1, 10):
+        prev = b"&lol;" if i == 1 else b"&lol%d;" % (i - 1)
+        bomb += b'<!ENTITY lol%d "%s">\n' % (i, prev * 10)
+    bomb += b"]>\n<Qualitaetsbericht>&lol9;</Qualitaetsbericht>\n"
+    reason, protocol = await _refusal(qb_server, bomb)
+    assert "DTD" in reason
+    assert protocol["ergebnis"] == "abgelehnt"
+    assert "lollol" not in json.dumps(protocol)
 
 
 async def test_a_report_that_cannot_be_checked_gets_a_protocol_and_mail_and_may_be_sent_again(

@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from qprserver.config import QbSettings
 from qprserver.exchange.content import (
-    MAX_XML_BYTES,
     ContentRejected,
     check_content,
     parse_xml_safely,
 )
+
+# The configured default (``qb.max_xml_bytes``): the one limit XML uploads are parsed with.
+MAX_XML_BYTES = QbSettings().max_xml_bytes
 
 
 def _file(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -41,7 +44,7 @@ def _accepts(path: Path, name: str, max_xml_bytes: int = MAX_XML_BYTES) -> bool:
 
 def _rejection(path: Path, name: str) -> str:
     with pytest.raises(ContentRejected) as info:
-        check_content(path, name)
+        check_content(path, name, max_xml_bytes=MAX_XML_BYTES)
     return info.value.reason
 
 
@@ -80,7 +83,7 @@ def test_broken_pdfs_are_rejected_with_the_reason(tmp_path: Path, data: bytes, r
 def test_well_formed_xml_passes_and_parses(tmp_path: Path) -> None:
     path = _file(tmp_path, "q.xml", "<Qualitaetsbericht><a>Öl</a></Qualitaetsbericht>".encode())
     assert _accepts(path, "q.XML")
-    tree = parse_xml_safely(path)
+    tree = parse_xml_safely(path, max_bytes=MAX_XML_BYTES)
     assert tree.getroot().tag == "Qualitaetsbericht"
     assert tree.findtext("a") == "Öl"
 
@@ -129,7 +132,7 @@ def test_external_entity_is_rejected_without_reading_the_file(tmp_path: Path) ->
     assert "root:" not in reason and "TOP-SECRET" not in reason
     assert time.monotonic() - start < 1.0
     with pytest.raises(ContentRejected, match="DTD"):
-        parse_xml_safely(path)
+        parse_xml_safely(path, max_bytes=MAX_XML_BYTES)
 
 
 def test_external_dtd_reference_is_rejected(tmp_path: Path) -> None:
@@ -178,7 +181,7 @@ def test_xinclude_is_not_followed(tmp_path: Path) -> None:
     )
     path = _file(tmp_path, "xi.xml", doc)
     assert _accepts(path, "xi.xml")  # well-formed; the include is an inert element
-    tree = parse_xml_safely(path)
+    tree = parse_xml_safely(path, max_bytes=MAX_XML_BYTES)
     assert b"TOP-SECRET" not in etree.tostring(tree)
 
 
@@ -205,7 +208,7 @@ def test_xml_with_a_byte_order_mark_and_latin1_declaration_passes(tmp_path: Path
     bom = _file(tmp_path, "bom.xml", b"\xef\xbb\xbf<r>\xc3\xa4</r>")
     assert _accepts(bom, "bom.xml")
     latin1 = _file(tmp_path, "l1.xml", b'<?xml version="1.0" encoding="ISO-8859-1"?><r>\xe4</r>')
-    assert parse_xml_safely(latin1).getroot().text == "ä"
+    assert parse_xml_safely(latin1, max_bytes=MAX_XML_BYTES).getroot().text == "ä"
 
 
 def test_xml_that_is_not_xml_names_line_one(tmp_path: Path) -> None:

@@ -1,0 +1,116 @@
+"""Download receipts (Abrufnachweise) and the audit events that go with them: the one
+way they are written.
+
+A batch holds, in the order they happened, complete downloads, partial reads (settled
+against the stored coverage, see ``coverage``) and other audit events (logins).
+``write`` records a batch on a connection in a write transaction: the coverage settled,
+the receipts inserted in one statement, the events appended to the audit chain.
+``record`` picks that connection: on SQLite the fast path right on the event loop
+(``Database.write_now``) when the write lock is free, otherwise a write session.
+
+Callers gather and time the batches (the SFTP edge's ``ReceiptRecorder``); this module
+does not know them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Connection, Table, insert
+from sqlalchemy.orm import Session
+
+from qprserver.audit import chain as audit
+from qprserver.db.engine import Database
+from qprserver.db.models import DownloadReceipt
+from qprserver.exchange import coverage
+from qprserver.exchange.coverage import PartialRead
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A complete download, to be recorded as a receipt."""
+
+    account_id: int
+    account_ik: str
+    delivery_id: int
+    sha256: str
+    name: str
+    at: datetime
+    remote: str
+
+
+Item = Download | PartialRead | audit.Event
+
+# Core, not the ORM's bulk insert: no per-row ORM work.
+_INSERT_RECEIPTS = insert(cast(Table, DownloadReceipt.__table__))
+
+
+def download_event(d: Download) -> audit.Event:
+    """The audit event of a receipt."""
+    return audit.Event(
+        audit.Actor(d.account_ik, d.remote),
+        "download",
+        d.at,
+        d.account_ik,
+        {"delivery": d.delivery_id, "name": d.name, "sha256": d.sha256},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What to write at once, split by how it is written."""
+
+    downloads: list[Download] = field(default_factory=list)
+    # Complete downloads and partial reads in order, for the coverage.
+    reads: list[Download | PartialRead] = field(default_factory=list)
+    # The audit events in order: the downloads' and the others (partial reads have none).
+    events: list[audit.Event] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, items: Sequence[Item]) -> Batch:
+        return cls(
+            downloads=[d for d in items if isinstance(d, Download)],
+            reads=[r for r in items if isinstance(r, Download | PartialRead)],
+            events=[
+                download_event(item) if isinstance(item, Download) else item
+                for item in items
+                if not isinstance(item, PartialRead)
+            ],
+        )
+
+
+def write(conn: Connection, batch: Batch, audit_key: bytes | None) -> None:
+    """Write a batch on a connection in the caller's write transaction."""
+    completed = coverage.settle(conn, batch.reads)
+    downloads = batch.downloads + completed
+    if downloads:
+        conn.execute(
+            _INSERT_RECEIPTS,
+            [
+                {
+                    "delivery_id": d.delivery_id,
+                    "account_id": d.account_id,
+                    "at": d.at,
+                    "sha256": d.sha256,
+                    "remote": d.remote,
+                }
+                for d in downloads
+            ],
+        )
+    audit.append(conn, batch.events + [download_event(d) for d in completed], audit_key)
+
+
+def _write_in(session: Session, batch: Batch, audit_key: bytes | None) -> None:
+    write(session.connection(), batch, audit_key)
+
+
+async def record(db: Database, batch: Batch) -> None:
+    """Write a batch in one transaction: SQLite's fast path when it is free, else a
+    write session (which waits its turn for the write lock)."""
+    if db.write_now(lambda conn: write(conn, batch, db.audit_key)):
+        return
+    async with db.session() as session:
+        await session.run_sync(_write_in, batch, db.audit_key)
