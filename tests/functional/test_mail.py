@@ -11,7 +11,8 @@ from sqlalchemy import select
 from qprserver.clock import SystemClock
 from qprserver.config import Settings
 from qprserver.db.models import MailMessage
-from qprserver.notify import outbox as notify
+from qprserver.notify import outbox
+from qprserver.notify.smtp import SmtpMailer
 from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, pdf_bytes
 from tests.functional.smtp import SmtpServer
 
@@ -46,10 +47,8 @@ async def _put(server: Server, ik: str, path: str, data: bytes) -> None:
 
 async def _drain(server: Server, settings: Settings) -> dict[str, int]:
     now = SystemClock().now()
-    await notify.queue_digests(server.db, settings, now)
-    return await notify.send_pending(
-        server.db, notify.SmtpMailer(settings.mail), settings.mail, now
-    )
+    await outbox.queue_digests(server.db, server.notifier, settings, now)
+    return await outbox.send_pending(server.db, SmtpMailer(settings.mail), settings.mail, now)
 
 
 async def _three_recipients(server: Server) -> None:
@@ -102,7 +101,11 @@ async def test_digest_gathers_many_deliveries_into_one_mail(
     for i in range(12):
         await _put(server, MD_NW, f"/outbox/{FACILITY_NW}_bericht_{i:02d}.pdf", pdf_bytes())
     await _drain(server, settings)
-    digests = [m for m in smtp.messages if str(m["To"]) == "lv@example.org"]
+    digests = [
+        m
+        for m in smtp.messages
+        if str(m["To"]) == "lv@example.org" and "zum Abruf bereit" in str(m["Subject"])
+    ]
     assert len(digests) == 1
     body = digests[0].get_body(("plain",))
     assert body is not None
@@ -155,7 +158,7 @@ async def test_smtp_down_keeps_messages_queued_and_delivers_each_once_when_back(
     smtp.start()
     later = SystemClock().now() + timedelta(minutes=5)
     for _ in range(2):
-        await notify.send_pending(server.db, notify.SmtpMailer(settings.mail), settings.mail, later)
+        await outbox.send_pending(server.db, SmtpMailer(settings.mail), settings.mail, later)
     assert len(smtp.messages) == len(queued)
     async with server.db.read_session() as session:
         statuses = {m.status for m in (await session.scalars(select(MailMessage))).all()}
@@ -167,11 +170,11 @@ async def test_a_message_is_dead_after_the_last_attempt(server: Server, smtp: Sm
     smtp.stop()
     await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
     now = SystemClock().now()
-    await notify.queue_digests(server.db, settings, now)
+    await outbox.queue_digests(server.db, server.notifier, settings, now)
     for step in range(4):
-        await notify.send_pending(
+        await outbox.send_pending(
             server.db,
-            notify.SmtpMailer(settings.mail),
+            SmtpMailer(settings.mail),
             settings.mail,
             now + timedelta(hours=step),
         )
@@ -192,5 +195,27 @@ async def test_accounts_without_address_or_with_notifications_off_get_no_mail(
     settings = _mail_settings(server.settings, smtp)
     await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
     await _drain(server, settings)
-    # LV NW switched off, the facility has no address, MD NW has no address.
-    assert smtp.messages == []
+    # LV NW switched off, the facility has no address, MD NW has no address: what
+    # went out are LV NW's mails of being set up, from before it switched them off.
+    assert sorted(str(m["Subject"]) for m in smtp.messages) == [
+        f"QPR-Portal: Zugang für IK {LV_NW} eingerichtet",
+        f"QPR-Portal: neuer SSH-Schlüssel für IK {LV_NW}",
+    ]
+
+
+async def test_setting_up_an_account_mails_its_access_and_its_first_key(
+    server: Server, smtp: SmtpServer
+) -> None:
+    await _drain(server, _mail_settings(server.settings, smtp))
+    # Of the fixture's accounts only LV NW has an address.
+    assert {str(m["To"]) for m in smtp.messages} == {"lv@example.org"}
+    created, key = sorted(smtp.messages, key=lambda m: str(m["Subject"]))
+    assert str(created["Subject"]) == f"QPR-Portal: Zugang für IK {LV_NW} eingerichtet"
+    text = created.get_body(("plain",))
+    assert text is not None
+    assert "für Landesverband NW (IK 180500016)" in text.get_content()
+    assert "Rollen: recipient" in text.get_content()
+    assert "auf sftp.example.org, Port 2222" in text.get_content()
+    assert str(key["Subject"]) == f"QPR-Portal: neuer SSH-Schlüssel für IK {LV_NW}"
+    body = key.get_body(("plain",))
+    assert body is not None and "Fingerabdruck: SHA256:" in body.get_content()
