@@ -75,7 +75,6 @@ class KeyAdded(TypedDict):
 
 class UploadReceipt(TypedDict):
     name: str
-    protocol: str
     depositor_name: str
     depositor_ik: str
     received_at: str
@@ -181,7 +180,6 @@ def upload_receipt(
     """The Eingangsbestätigung of an upload, accepted or not; sha256 empty when not stored."""
     context: UploadReceipt = {
         "name": protocol.upload_name,
-        "protocol": protocol.file_name,
         "depositor_name": depositor.name,
         "depositor_ik": depositor.ik,
         "received_at": received_at.isoformat(timespec="seconds"),

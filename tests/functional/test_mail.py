@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import select
 
 from qprserver.clock import SystemClock
-from qprserver.config import Settings
+from qprserver.config import DatabaseSettings, Settings
 from qprserver.db.models import MailMessage
 from qprserver.notify import outbox
 from qprserver.notify.smtp import SmtpMailer
+from tests.functional.conftest import Instance, write_config
 from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, pdf_bytes
 from tests.functional.smtp import SmtpServer
 
@@ -219,3 +223,60 @@ async def test_setting_up_an_account_mails_its_access_and_its_first_key(
     assert str(key["Subject"]) == f"QPR-Portal: neuer SSH-Schlüssel für IK {LV_NW}"
     body = key.get_body(("plain",))
     assert body is not None and "Fingerabdruck: SHA256:" in body.get_content()
+
+
+def _cli(root: Path, database: DatabaseSettings, smtp: SmtpServer) -> Instance:
+    config = write_config(root, database, f"[mail]\nsmtp_port = {smtp.port}\n")
+    instance = Instance(root, config)
+    instance.ok("init")
+    return instance
+
+
+def test_send_test_sends_the_test_template_past_the_outbox(
+    tmp_path: Path, database_settings: DatabaseSettings, smtp: SmtpServer
+) -> None:
+    instance = _cli(tmp_path, database_settings, smtp)
+    out = instance.ok("mail", "send-test", "Ops@Example.org")
+    assert out.strip() == f"test message sent to Ops@example.org via 127.0.0.1:{smtp.port}"
+    (message,) = smtp.messages
+    assert str(message["Subject"]) == "QPR-Portal: Testnachricht"
+    assert str(message["To"]) == "Ops@example.org"
+    assert message["Auto-Submitted"] == "auto-generated" and message["Message-ID"]
+    text = message.get_body(("plain",))
+    assert text is not None and f"über 127.0.0.1:{smtp.port} funktioniert" in text.get_content()
+    assert instance.json("mail", "list") == []  # never in the outbox
+    smtp.stop()
+    failed = instance.run("mail", "send-test", "ops@example.org")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(f"Error: sending via 127.0.0.1:{smtp.port} failed: ")
+
+
+def test_account_commands_queue_their_mails_in_the_outbox(
+    tmp_path: Path, database_settings: DatabaseSettings, smtp: SmtpServer
+) -> None:
+    instance = _cli(tmp_path, database_settings, smtp)
+    ik = "105830016"
+    instance.ok(
+        "account", "add", ik, "--name", "AOK", "--email", "lv@example.org", "--role", "recipient"
+    )
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    key_file = tmp_path / "id.pub"
+    key_file.write_bytes(
+        key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    instance.ok("account", "key", "add", ik, str(key_file))
+    instance.ok("account", "disable", ik)
+    instance.ok("account", "enable", ik)  # no mail for enabling
+    queued = instance.json("mail", "list")
+    assert [(m["template"], m["to"], m["status"]) for m in queued] == [
+        ("account_disabled", "lv@example.org", "queued"),
+        ("key_added", "lv@example.org", "queued"),
+        ("account_created", "lv@example.org", "queued"),
+    ]
+    assert queued[2]["subject"] == f"QPR-Portal: Zugang für IK {ik} eingerichtet"
+    instance.ok("jobs", "run", "mail-send")
+    assert sorted(str(m["Subject"]) for m in smtp.messages) == [
+        f"QPR-Portal: Zugang für IK {ik} eingerichtet",
+        f"QPR-Portal: Zugang für IK {ik} gesperrt",
+        f"QPR-Portal: neuer SSH-Schlüssel für IK {ik}",
+    ]
