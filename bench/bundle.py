@@ -139,11 +139,14 @@ async def populate(settings: Settings, count: int, size: int) -> None:
 async def build(settings: Settings) -> dict[str, Any]:
     """Run the bundles job once, as the scheduler would on Monday."""
     from qprserver.jobs.registry import run_job
+    from qprserver.notify.outbox import Notifier
     from qprserver.service import job_context
 
     db = Database(settings.database)
     try:
-        outcome = await run_job(job_context(settings, db), "bundles", BUILD_AT)
+        outcome = await run_job(
+            job_context(settings, db, Notifier(settings.mail)), "bundles", BUILD_AT
+        )
         async with db.read_session() as session:
             from sqlalchemy import select
 

@@ -1,4 +1,9 @@
-"""Running the server: wiring the parts, signals, and worker processes."""
+"""Running the server: wiring the parts, signals, and worker processes.
+
+This is the composition root of ``serve``: each server process builds its parts once
+here (the database, the blob store, the mail ``Notifier``, the upload service, the
+job context) and passes them in; nothing below builds its own.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from qprserver.exchange import partials, retention
 from qprserver.exchange.uploads import UploadService
 from qprserver.jobs.registry import JobContext
 from qprserver.jobs.scheduler import JobScheduler
-from qprserver.notify.outbox import SmtpMailer
+from qprserver.notify.outbox import Notifier
+from qprserver.notify.smtp import SmtpMailer
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.sftp.server import SFTPListener
 from qprserver.sftp.state import ServerContext
@@ -33,25 +39,30 @@ from qprserver.storage.local import FileBlobStore
 log = logging.getLogger("qprserver")
 
 
-def build_context(settings: Settings, db: Database, clock: Clock | None = None) -> ServerContext:
+def build_context(
+    settings: Settings, db: Database, notifier: Notifier, clock: Clock | None = None
+) -> ServerContext:
     """The parts a server process needs, wired together."""
     blobs = FileBlobStore(settings.storage.data_dir)
     return ServerContext(
         settings=settings,
         db=db,
         blobs=blobs,
-        uploads=UploadService(db, settings),
+        uploads=UploadService(db, settings, notifier),
         receipts=ReceiptRecorder(db),
         clock=clock or SystemClock(),
     )
 
 
-def job_context(settings: Settings, db: Database, blobs: FileBlobStore | None = None) -> JobContext:
+def job_context(
+    settings: Settings, db: Database, notifier: Notifier, blobs: FileBlobStore | None = None
+) -> JobContext:
     """The inputs of the jobs, wired for this settings and database."""
     return JobContext(
         db=db,
         settings=settings,
         blobs=blobs or FileBlobStore(settings.storage.data_dir),
+        notifier=notifier,
         mailer=SmtpMailer(settings.mail),
     )
 
@@ -170,7 +181,9 @@ async def serve_forever(
     db = Database(settings.database, audit_key=audit_seal.load_key(settings.security.audit_key))
     try:
         await require_head(db)
-        ctx = build_context(settings, db)
+        # The one notifier of this process: uploads and jobs queue their mails with it.
+        notifier = Notifier(settings.mail)
+        ctx = build_context(settings, db, notifier)
         if sweep_blobs:
             # Before listening: what a killed server left is gone before the first
             # upload, and the grace period keeps other nodes' fresh blobs safe.
@@ -189,7 +202,7 @@ async def serve_forever(
         gc.freeze()
         if ready is not None:
             ready(listener.port)
-        scheduler = JobScheduler(job_context(settings, db, ctx.blobs))
+        scheduler = JobScheduler(job_context(settings, db, notifier, ctx.blobs))
         # Catch-up of missed runs may take a while (a bundle); it runs beside serving.
         starting = asyncio.create_task(scheduler.start(), name="scheduler-start")
         await stop.wait()

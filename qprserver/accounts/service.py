@@ -21,6 +21,7 @@ from qprserver.audit.chain import Actor
 from qprserver.db.models import ROLES, Account, PasswordCredential, SSHKey
 from qprserver.errors import AlreadyExists, InvalidInput, NotFound
 from qprserver.ik import IK, validate_land
+from qprserver.notify import emails
 
 if TYPE_CHECKING:
     # Mail, key and password modules come in only with the commands that use them:
@@ -101,7 +102,7 @@ async def add_account(
     email: str | None,
     roles: Iterable[str],
     land: str | None = None,
-    notifier: Notifier | None = None,
+    notifier: Notifier,
 ) -> Account:
     """Create an account; the Land comes from the IK unless given."""
     parsed = IK.parse(ik)
@@ -133,19 +134,13 @@ async def add_account(
         target=parsed.value,
         details={"name": account.name, "roles": role_str, "land": land_code, "email": address},
     )
-    if notifier is not None:
-        await notifier.queue(
-            session,
-            key=f"account:{event.id}",
-            template="account_created",
-            account=account,
-            context={
-                "ik": account.ik,
-                "name": account.name,
-                "roles": ", ".join(sorted(account.role_set)),
-            },
-            now=now,
-        )
+    await notifier.queue(
+        session,
+        key=f"account:{event.id}",
+        email=emails.account_created(account),
+        account=account,
+        now=now,
+    )
     return account
 
 
@@ -155,7 +150,7 @@ async def set_status(
     now: datetime,
     ik: str,
     status: str,
-    notifier: Notifier | None = None,
+    notifier: Notifier,
 ) -> Account:
     """Enable or disable an account."""
     account = await get_account(session, ik)
@@ -164,13 +159,12 @@ async def set_status(
         account.updated_at = now
         action = "account.enable" if status == "active" else "account.disable"
         event = await audit.record(session, actor, action, at=now, target=account.ik)
-        if notifier is not None and status == "disabled":
+        if status == "disabled":
             await notifier.queue(
                 session,
                 key=f"account:{event.id}",
-                template="account_disabled",
+                email=emails.account_disabled(account),
                 account=account,
-                context={"ik": account.ik, "name": account.name},
                 now=now,
             )
     return account
@@ -238,7 +232,7 @@ async def add_key(
     now: datetime,
     ik: str,
     key_line: str,
-    notifier: Notifier | None = None,
+    notifier: Notifier,
 ) -> SSHKey:
     """Vet and attach an SSH public key."""
     account = await get_account(session, ik)
@@ -267,20 +261,13 @@ async def add_key(
         target=account.ik,
         details={"fingerprint": key.fingerprint, "algorithm": key.algorithm},
     )
-    if notifier is not None:
-        await notifier.queue(
-            session,
-            key=f"account:{event.id}",
-            template="key_added",
-            account=account,
-            context={
-                "ik": account.ik,
-                "name": account.name,
-                "fingerprint": key.fingerprint,
-                "algorithm": key.algorithm,
-            },
-            now=now,
-        )
+    await notifier.queue(
+        session,
+        key=f"account:{event.id}",
+        email=emails.key_added(account, key.fingerprint, key.algorithm),
+        account=account,
+        now=now,
+    )
     return row
 
 

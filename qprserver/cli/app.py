@@ -2,6 +2,8 @@
 
 Imported by every command module, so it imports only click and light stdlib modules at
 the top; the database, Rich and the notifier come in when a command uses them.
+``App.notifier`` is the CLI's composition root for mail: the one ``Notifier`` every
+command that changes something passes to the domain.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class App:
     config: str | None
     clock: Clock = field(default_factory=SystemClock)
     _settings: Settings | None = None
+    _notifier: Notifier | None = None
 
     @property
     def settings(self) -> Settings:
@@ -46,10 +49,12 @@ class App:
         return self._settings
 
     def notifier(self) -> Notifier:
-        """Queues mails for the changes an operator makes."""
-        from qprserver.notify.outbox import Notifier
+        """Queues mails for the changes an operator makes (one per command run)."""
+        if self._notifier is None:
+            from qprserver.notify.outbox import Notifier
 
-        return Notifier(self.settings.mail)
+            self._notifier = Notifier(self.settings.mail)
+        return self._notifier
 
     def actor(self) -> Actor:
         """The operator at this terminal, as the audit log names them."""

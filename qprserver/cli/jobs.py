@@ -115,7 +115,9 @@ def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: b
             raise InvalidInput(
                 f"unknown job {name!r}; jobs: {', '.join(sorted(job_specs(app.settings)))}"
             )
-        outcome = await run_job(job_context(app.settings, db), name, at, dry_run=dry_run)
+        outcome = await run_job(
+            job_context(app.settings, db, app.notifier()), name, at, dry_run=dry_run
+        )
         return {
             "job": outcome.job,
             "at": at.isoformat(),

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from qprserver.cli.app import App, pass_app, print_json, print_table
 from qprserver.db.engine import Database
 from qprserver.db.models import MAIL_STATUSES, MailMessage
-from qprserver.notify import outbox as notify
 
 
 @click.group("mail")
@@ -65,28 +64,18 @@ def mail_list(app: App, status: str | None, limit: int, as_json: bool) -> None:
 @pass_app
 def mail_send_test(app: App, address: str) -> None:
     """Send a test message to ADDRESS directly (not through the outbox)."""
-    from email.message import EmailMessage
-    from email.utils import format_datetime, make_msgid
-
     from qprserver.accounts.service import normalise_email
+    from qprserver.notify import emails, smtp
 
     settings = app.settings.mail
     to = normalise_email(address)
     if to is None:
         raise click.ClickException("an address is needed")
     relay = f"{settings.smtp_host}:{settings.smtp_port}"
-    subject, text, html = notify.render("test", {"portal": settings.portal_name, "relay": relay})
-    message = EmailMessage()
-    message["From"] = settings.sender
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = format_datetime(app.clock.now())
-    message["Message-ID"] = make_msgid(domain=settings.sender.rpartition("@")[2] or None)
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    mail = emails.render(emails.send_test(relay), settings)
+    message = smtp.build_message(settings, to, mail, app.clock.now())
     try:
-        asyncio.run(notify.SmtpMailer(settings).send(message))
+        asyncio.run(smtp.SmtpMailer(settings).send(message))
     except Exception as exc:  # the operator wants the relay's reason, whatever it is
         raise click.ClickException(
             f"sending via {relay} failed: {type(exc).__name__}: {exc}"

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Bundle, Delivery, Document
+from qprserver.notify import emails
 from qprserver.notify.outbox import Notifier
 from qprserver.storage.local import BlobInfo, FileBlobStore
 
@@ -160,6 +161,7 @@ async def _members(
 async def _store_bundle(
     db: Database,
     blobs: FileBlobStore,
+    notifier: Notifier,
     settings: Settings,
     recipient: Account,
     *,
@@ -185,19 +187,13 @@ async def _store_bundle(
             )
             session.add(bundle)
             await session.flush()
-            await Notifier(settings.mail).queue(
+            await notifier.queue(
                 session,
                 key=f"bundle:{bundle.id}",
-                template="bundle_ready",
+                email=emails.bundle_ready(
+                    recipient, name, count=len(members), size=blob.size, sha256=blob.sha256
+                ),
                 account=recipient,
-                context={
-                    "recipient_name": recipient.name,
-                    "recipient_ik": recipient.ik,
-                    "bundle_name": name,
-                    "count": len(members),
-                    "size": blob.size,
-                    "sha256": blob.sha256,
-                },
                 now=now,
             )
     except IntegrityError:
@@ -229,7 +225,7 @@ async def _exists(db: Database, recipient: Account, kind: str, period: str) -> b
 
 
 async def build_weekly(
-    db: Database, blobs: FileBlobStore, settings: Settings, now: datetime
+    db: Database, blobs: FileBlobStore, notifier: Notifier, settings: Settings, now: datetime
 ) -> dict[str, object]:
     """One bundle per recipient with bundles enabled for the ISO week before ``now``."""
     period, start, end = week_period(now, ZoneInfo(settings.jobs.timezone))
@@ -244,6 +240,7 @@ async def build_weekly(
         if await _store_bundle(
             db,
             blobs,
+            notifier,
             settings,
             recipient,
             kind="weekly",
@@ -257,7 +254,7 @@ async def build_weekly(
 
 
 async def build_final(
-    db: Database, blobs: FileBlobStore, settings: Settings, now: datetime
+    db: Database, blobs: FileBlobStore, notifier: Notifier, settings: Settings, now: datetime
 ) -> dict[str, object]:
     """After the configured date, every current document of the kind, once per recipient."""
     jobs = settings.jobs
@@ -279,6 +276,7 @@ async def build_final(
         if await _store_bundle(
             db,
             blobs,
+            notifier,
             settings,
             recipient,
             kind=kind,

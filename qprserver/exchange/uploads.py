@@ -25,6 +25,8 @@ from qprserver.errors import QuotaExceeded, Rejected
 from qprserver.exchange import mailbox, routing
 from qprserver.exchange.content import ContentRejected, XmlTree, check_content
 from qprserver.exchange.names import name_problem, nfc
+from qprserver.notify import emails
+from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
 from qprserver.qb.engine import QbResult, validate_upload
 from qprserver.storage.local import BlobWriter
@@ -74,10 +76,10 @@ def _protocol_name(now: datetime, protocol_id: int, outcome: str, name: str) -> 
 class UploadService:
     """Completes uploads against one database, blob store and configuration."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, notifier: Notifier) -> None:
         self.db = db
         self.settings = settings
-        self.notifier = Notifier(settings.mail)
+        self.notifier = notifier
 
     async def complete(
         self,
@@ -241,15 +243,17 @@ class UploadService:
                 depositor,
                 now,
                 protocol,
-                {"size": blob.size, "sha256": blob.sha256},
-                {
-                    "accepted": True,
-                    "document_id": document.id,
-                    "version": version,
-                    "sha256": blob.sha256,
-                    "recipients": len(recipients),
-                    "findings": report.mail_findings() if report is not None else [],
-                },
+                emails.upload_receipt(
+                    protocol, depositor, received_at=now, size=blob.size, sha256=blob.sha256
+                ),
+                emails.upload_result(
+                    protocol,
+                    findings=emails.report_findings(report.findings) if report is not None else [],
+                    document_id=document.id,
+                    version=version,
+                    sha256=blob.sha256,
+                    recipients=len(recipients),
+                ),
             )
             await audit.record(
                 session,
@@ -429,31 +433,15 @@ class UploadService:
         depositor: Account,
         now: datetime,
         protocol: UploadProtocol,
-        received: dict[str, object],
-        result: dict[str, object],
+        receipt: Email,
+        result: Email,
     ) -> None:
         """Queue the receipt (Eingangsbestätigung) and the result mail of one upload."""
-        common = {
-            "name": protocol.upload_name,
-            "protocol": protocol.file_name,
-            "depositor_name": depositor.name,
-            "depositor_ik": depositor.ik,
-        }
         await self.notifier.queue(
-            session,
-            key=f"upload:{protocol.id}:receipt",
-            template="upload_receipt",
-            account=depositor,
-            context={**common, "received_at": now.isoformat(timespec="seconds"), **received},
-            now=now,
+            session, key=f"upload:{protocol.id}:receipt", email=receipt, account=depositor, now=now
         )
         await self.notifier.queue(
-            session,
-            key=f"upload:{protocol.id}:result",
-            template="upload_result",
-            account=depositor,
-            context={**common, **result},
-            now=now,
+            session, key=f"upload:{protocol.id}:result", email=result, account=depositor, now=now
         )
 
     async def reject(
@@ -489,22 +477,16 @@ class UploadService:
                 depositor,
                 now,
                 protocol,
-                {"size": size, "sha256": sha256 or "(nicht gespeichert)"},
-                {
-                    "accepted": False,
-                    "unavailable": report is not None and report.unavailable,
-                    "findings": report.mail_findings()
+                emails.upload_receipt(
+                    protocol, depositor, received_at=now, size=size, sha256=sha256
+                ),
+                emails.upload_result(
+                    protocol,
+                    findings=emails.report_findings(report.findings)
                     if report is not None
-                    else [
-                        {
-                            "rule": "",
-                            "klass": "",
-                            "message": reason,
-                            "location": "",
-                            "instruction": "",
-                        }
-                    ],
-                },
+                    else [emails.finding(reason)],
+                    unavailable=report is not None and report.unavailable,
+                ),
             )
             await audit.record(
                 session,

@@ -23,7 +23,8 @@ from qprserver.db.engine import Database
 from qprserver.errors import InvalidInput
 from qprserver.exchange import bundles, partials, retention
 from qprserver.jobs import claims
-from qprserver.notify import outbox as notify
+from qprserver.notify import outbox
+from qprserver.notify.smtp import Mailer
 from qprserver.storage.local import FileBlobStore
 
 
@@ -34,7 +35,8 @@ class JobContext:
     db: Database
     settings: Settings
     blobs: FileBlobStore
-    mailer: notify.Mailer
+    notifier: outbox.Notifier
+    mailer: Mailer
     # Leases are about liveness, so they follow the real clock even when a run is
     # made "as if" at another time.
     clock: Clock = field(default_factory=SystemClock)
@@ -90,19 +92,19 @@ class JobSpec:
 
 
 async def _digest(ctx: JobContext, at: datetime) -> dict[str, Any]:
-    return {"queued": await notify.queue_digests(ctx.db, ctx.settings, at)}
+    return {"queued": await outbox.queue_digests(ctx.db, ctx.notifier, ctx.settings, at)}
 
 
 async def _send(ctx: JobContext, at: datetime) -> dict[str, Any]:
-    return await notify.send_pending(ctx.db, ctx.mailer, ctx.settings.mail, at)
+    return await outbox.send_pending(ctx.db, ctx.mailer, ctx.settings.mail, at)
 
 
 async def _bundles(ctx: JobContext, at: datetime) -> dict[str, Any]:
-    return await bundles.build_weekly(ctx.db, ctx.blobs, ctx.settings, at)
+    return await bundles.build_weekly(ctx.db, ctx.blobs, ctx.notifier, ctx.settings, at)
 
 
 async def _final(ctx: JobContext, at: datetime) -> dict[str, Any]:
-    return await bundles.build_final(ctx.db, ctx.blobs, ctx.settings, at)
+    return await bundles.build_final(ctx.db, ctx.blobs, ctx.notifier, ctx.settings, at)
 
 
 async def _retention(ctx: JobContext, at: datetime) -> dict[str, Any]:

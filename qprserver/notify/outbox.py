@@ -1,25 +1,27 @@
-"""E-mail notifications through a transactional outbox.
+"""The transactional outbox: mails queued with the event that causes them, sent later.
 
-A mail is rendered and written to ``mail_outbox`` in the same transaction as the
-event that causes it; its dedupe key is unique, so a retried transaction or a
-second node never queues it twice. Digest mails are different: the undelivered
-intent is the delivery row itself (``notified_at`` empty), and ``queue_digests``
-turns all such rows of one recipient into one mail. A separate job sends.
+``Notifier.queue`` renders a mail (``emails``) and writes it to ``mail_outbox`` in the
+caller's transaction, so a mail exists exactly when its event committed. The caller
+names the event in a dedupe key (``account:<audit event>``, ``upload:<protocol>:…``,
+``bundle:<id>``, ``digest:<IK>:<newest delivery>``); the key is unique, so a retried
+transaction or a second node never queues it twice. Digest mails are different: the
+undelivered intent is the delivery row itself (``notified_at`` empty), and
+``queue_digests`` turns all such rows of one recipient into one mail.
+``send_pending`` is the drain the mail-send job runs: it claims due rows with a
+lease, hands them to a ``Mailer`` (``smtp``), retries failures with doubling waits
+and gives a row up as ``dead`` after the last attempt.
+
+One ``Notifier`` is built by the composition root (``service.py`` for ``serve``,
+``cli/app.py`` for the CLI) and passed to whatever queues mail.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime
-from pathlib import Path
-from typing import Any, Protocol
 
-import aiosmtplib
-import jinja2
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,27 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qprserver.config import MailSettings, Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Delivery, Document, MailMessage
+from qprserver.notify import emails
+from qprserver.notify.emails import Email, Rendered
+from qprserver.notify.smtp import Mailer, build_message
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).parent.parent / "templates" / "email"
 FIRST_NAMES = 10
 LEASE = timedelta(minutes=5)
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
-    autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-)
-
-
-def render(template: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
-    """Subject, text body and HTML body of a template folder."""
-    subject = _env.get_template(f"{template}/subject.txt").render(context)
-    text = _env.get_template(f"{template}/body.txt").render(context)
-    html = _env.get_template(f"{template}/body.html").render(context)
-    return " ".join(subject.split()), text, html
 
 
 class Notifier:
@@ -56,19 +45,8 @@ class Notifier:
     def __init__(self, settings: MailSettings) -> None:
         self.settings = settings
 
-    def _base(self) -> dict[str, Any]:
-        s = self.settings
-        return {"portal": s.portal_name, "host": s.collect_host, "port": s.collect_port}
-
     async def queue(
-        self,
-        session: AsyncSession,
-        *,
-        key: str,
-        template: str,
-        account: Account,
-        context: Mapping[str, Any],
-        now: datetime,
+        self, session: AsyncSession, *, key: str, email: Email, account: Account, now: datetime
     ) -> bool:
         """Queue one mail to an account; False when it gets none or it is queued already."""
         if not account.email or not account.notify:
@@ -76,15 +54,15 @@ class Notifier:
         exists = await session.scalar(select(MailMessage.id).where(MailMessage.dedupe_key == key))
         if exists is not None:
             return False
-        subject, text, html = render(template, {**self._base(), **context})
+        mail = emails.render(email, self.settings)
         message = MailMessage(
             dedupe_key=key,
-            template=template,
+            template=email.template,
             account_id=account.id,
             to_addr=account.email,
-            subject=subject,
-            body_text=text,
-            body_html=html,
+            subject=mail.subject,
+            body_text=mail.text,
+            body_html=mail.html,
             status="queued",
             attempts=0,
             next_attempt_at=now,
@@ -99,9 +77,8 @@ class Notifier:
         return True
 
 
-async def queue_digests(db: Database, settings: Settings, now: datetime) -> int:
+async def queue_digests(db: Database, notifier: Notifier, settings: Settings, now: datetime) -> int:
     """One digest mail per recipient for deliveries not yet announced; returns mails queued."""
-    notifier = Notifier(settings.mail)
     queued = 0
     async with db.session() as session:
         rows = (
@@ -118,23 +95,16 @@ async def queue_digests(db: Database, settings: Settings, now: datetime) -> int:
         for recipient_id, items in by_recipient.items():
             account = await session.get_one(Account, recipient_id)
             kinds = Counter(kind for _, _, kind in items)
-            context = {
-                "recipient_name": account.name,
-                "recipient_ik": account.ik,
-                "total": len(items),
-                "kinds": [
-                    {"label": _kind_label(settings, k), "count": n}
-                    for k, n in sorted(kinds.items())
-                ],
-                "first_names": [name for _, name, _ in items[:FIRST_NAMES]],
-                "more": max(0, len(items) - FIRST_NAMES),
-            }
+            email = emails.digest(
+                account,
+                [(_kind_label(settings, k), n) for k, n in sorted(kinds.items())],
+                [name for _, name, _ in items],
+                first=FIRST_NAMES,
+            )
             # The newest delivery id names the digest: a rerun over the same rows, or a
             # second node racing, produces the same key and so no second mail.
             key = f"digest:{account.ik}:{items[-1][0]}"
-            if await notifier.queue(
-                session, key=key, template="digest", account=account, context=context, now=now
-            ):
+            if await notifier.queue(session, key=key, email=email, account=account, now=now):
                 queued += 1
             await session.execute(
                 update(Delivery)
@@ -147,49 +117,6 @@ async def queue_digests(db: Database, settings: Settings, now: datetime) -> int:
 def _kind_label(settings: Settings, kind: str) -> str:
     configured = settings.kinds.get(kind)
     return configured.description if configured and configured.description else kind
-
-
-class Mailer(Protocol):
-    """Something that delivers a message or raises."""
-
-    async def send(self, message: EmailMessage) -> None: ...
-
-
-class SmtpMailer:
-    """Delivers over SMTP with aiosmtplib."""
-
-    def __init__(self, settings: MailSettings) -> None:
-        self.settings = settings
-
-    async def send(self, message: EmailMessage) -> None:
-        s = self.settings
-        await aiosmtplib.send(
-            message,
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            username=s.username or None,
-            password=s.password or None,
-            use_tls=s.security == "tls",
-            start_tls=s.security == "starttls",
-            timeout=s.timeout,
-        )
-
-
-def build_message(row: MailMessage, settings: MailSettings, now: datetime) -> EmailMessage:
-    """A multipart text+HTML message with the headers mail systems expect."""
-    domain = settings.sender.rpartition("@")[2] or "localhost"
-    message = EmailMessage()
-    message["From"] = settings.sender
-    message["To"] = row.to_addr
-    message["Subject"] = row.subject
-    message["Date"] = format_datetime(now)
-    # Stable per outbox row: a resend after a crash carries the same Message-ID.
-    message["Message-ID"] = f"<qpr.{row.id}.{int(row.created_at.timestamp())}@{domain}>"
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
-    message.set_content(row.body_text)
-    message.add_alternative(row.body_html, subtype="html")
-    return message
 
 
 async def send_pending(
@@ -221,7 +148,7 @@ async def send_pending(
                 continue
             row = await session.get_one(MailMessage, message_id)
         try:
-            await mailer.send(build_message(row, settings, now))
+            await mailer.send(_message(row, settings, now))
         except Exception as exc:  # any failure of the relay: record and retry later
             error = f"{type(exc).__name__}: {exc}"[:1000]
             async with db.session() as session:
@@ -248,3 +175,10 @@ async def send_pending(
             row.lease_until = None
         stats["sent"] += 1
     return stats
+
+
+def _message(row: MailMessage, settings: MailSettings, now: datetime) -> EmailMessage:
+    mail = Rendered(row.subject, row.body_text, row.body_html)
+    # Stable per outbox row: a resend after a crash carries the same Message-ID.
+    stable = f"qpr.{row.id}.{int(row.created_at.timestamp())}"
+    return build_message(settings, row.to_addr, mail, now, message_id=stable)

@@ -264,10 +264,6 @@ class QbResult:
     # The check could not run ("Prüfung derzeit nicht möglich"); not accepted either.
     unavailable: bool = False
 
-    def mail_findings(self) -> list[dict[str, str]]:
-        """Findings with the keys of the ``upload_result`` mail template."""
-        return [f.mail_context() for f in self.findings]
-
 
 def result_of(protocol: Protocol) -> QbResult:
     """The upload-facing form of a protocol."""

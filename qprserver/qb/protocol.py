@@ -61,16 +61,6 @@ class Finding:
             "anweisung": self.instruction,
         }
 
-    def mail_context(self) -> dict[str, str]:
-        """The keys the ``upload_result`` mail template lists a finding with."""
-        return {
-            "rule": self.rule,
-            "klass": self.klass,
-            "message": self.message,
-            "location": self.where,
-            "instruction": self.instruction,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class RuleSetInfo:

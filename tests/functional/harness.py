@@ -24,6 +24,7 @@ from qprserver.config import Settings, load_config, parse_config
 from qprserver.db.engine import Database
 from qprserver.db.models import Document
 from qprserver.exchange import routing
+from qprserver.notify.outbox import Notifier
 from qprserver.security.hostkeys import ensure_host_key
 from qprserver.security.totp import ensure_key
 from qprserver.service import build_context
@@ -61,6 +62,11 @@ class Server:
     def port(self) -> int:
         return self.listener.port
 
+    @property
+    def notifier(self) -> Notifier:
+        """The server's own notifier, for domain calls a test makes on its behalf."""
+        return self.listener.ctx.uploads.notifier
+
     async def add_account(
         self, ik: str, roles: Sequence[str], *, name: str = "", email: str | None = None
     ) -> asyncssh.SSHKey:
@@ -68,10 +74,17 @@ class Server:
         now = SystemClock().now()
         async with self.db.session() as session:
             await accounts.add_account(
-                session, ADMIN, now, ik=ik, name=name or f"Konto {ik}", email=email, roles=roles
+                session,
+                ADMIN,
+                now,
+                ik=ik,
+                name=name or f"Konto {ik}",
+                email=email,
+                roles=roles,
+                notifier=self.notifier,
             )
             await accounts.add_key(
-                session, ADMIN, now, ik, key.export_public_key().decode().strip()
+                session, ADMIN, now, ik, key.export_public_key().decode().strip(), self.notifier
             )
         self.keys[ik] = key
         key_path = self.root / f"id_{ik}"
@@ -177,7 +190,7 @@ def make_settings(root: Path, database_url: str, schema: str, **storage: Any) ->
 
 
 async def start_server(settings: Settings, db: Database, root: Path) -> Server:
-    listener = SFTPListener(build_context(settings, db))
+    listener = SFTPListener(build_context(settings, db, Notifier(settings.mail)))
     await listener.start()
     return Server(root, settings, db, listener)
 
@@ -226,17 +239,19 @@ class Running:
 
 
 async def provision(run: Running) -> None:
-    db = Database(load_config(run.config).database)
+    settings = load_config(run.config)
+    db = Database(settings.database)
+    notifier = Notifier(settings.mail)
     try:
         async with db.session() as session:
             now = SystemClock().now()
             for ik, role in ((MD_NW, "depositor"), (LV_NW, "recipient")):
                 key = asyncssh.generate_private_key("ssh-ed25519")
                 await accounts.add_account(
-                    session, ADMIN, now, ik=ik, name=ik, email=None, roles=[role]
+                    session, ADMIN, now, ik=ik, name=ik, email=None, roles=[role], notifier=notifier
                 )
                 await accounts.add_key(
-                    session, ADMIN, now, ik, key.export_public_key().decode().strip()
+                    session, ADMIN, now, ik, key.export_public_key().decode().strip(), notifier
                 )
                 run.keys[ik] = key
             await routing.add_route(

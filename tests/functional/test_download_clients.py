@@ -118,7 +118,7 @@ async def test_halves_read_through_two_server_processes_record_one_receipt(
     data = pdf_bytes(800_000, seed=b"two processes")
     await _deposit(server, data)
     other_db = Database(server.db.settings)
-    second = SFTPListener(build_context(server.settings, other_db))
+    second = SFTPListener(build_context(server.settings, other_db, server.notifier))
     await second.start()
     try:
         other = Server(server.root, server.settings, other_db, second, server.keys)

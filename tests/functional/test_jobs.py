@@ -41,7 +41,7 @@ async def _enable_bundles(server: Server, ik: str = LV_NW) -> None:
 
 
 def _ctx(server: Server) -> JobContext:
-    return job_context(server.settings, server.db, server.listener.ctx.blobs)
+    return job_context(server.settings, server.db, server.notifier, server.listener.ctx.blobs)
 
 
 async def _bundles(server: Server) -> list[Bundle]:

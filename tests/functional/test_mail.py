@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import select
 
 from qprserver.clock import SystemClock
-from qprserver.config import Settings
+from qprserver.config import DatabaseSettings, Settings
 from qprserver.db.models import MailMessage
-from qprserver.notify import outbox as notify
+from qprserver.notify import outbox
+from qprserver.notify.smtp import SmtpMailer
+from tests.functional.conftest import Instance, write_config
 from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, pdf_bytes
 from tests.functional.smtp import SmtpServer
 
@@ -46,10 +51,8 @@ async def _put(server: Server, ik: str, path: str, data: bytes) -> None:
 
 async def _drain(server: Server, settings: Settings) -> dict[str, int]:
     now = SystemClock().now()
-    await notify.queue_digests(server.db, settings, now)
-    return await notify.send_pending(
-        server.db, notify.SmtpMailer(settings.mail), settings.mail, now
-    )
+    await outbox.queue_digests(server.db, server.notifier, settings, now)
+    return await outbox.send_pending(server.db, SmtpMailer(settings.mail), settings.mail, now)
 
 
 async def _three_recipients(server: Server) -> None:
@@ -102,7 +105,11 @@ async def test_digest_gathers_many_deliveries_into_one_mail(
     for i in range(12):
         await _put(server, MD_NW, f"/outbox/{FACILITY_NW}_bericht_{i:02d}.pdf", pdf_bytes())
     await _drain(server, settings)
-    digests = [m for m in smtp.messages if str(m["To"]) == "lv@example.org"]
+    digests = [
+        m
+        for m in smtp.messages
+        if str(m["To"]) == "lv@example.org" and "zum Abruf bereit" in str(m["Subject"])
+    ]
     assert len(digests) == 1
     body = digests[0].get_body(("plain",))
     assert body is not None
@@ -155,7 +162,7 @@ async def test_smtp_down_keeps_messages_queued_and_delivers_each_once_when_back(
     smtp.start()
     later = SystemClock().now() + timedelta(minutes=5)
     for _ in range(2):
-        await notify.send_pending(server.db, notify.SmtpMailer(settings.mail), settings.mail, later)
+        await outbox.send_pending(server.db, SmtpMailer(settings.mail), settings.mail, later)
     assert len(smtp.messages) == len(queued)
     async with server.db.read_session() as session:
         statuses = {m.status for m in (await session.scalars(select(MailMessage))).all()}
@@ -167,11 +174,11 @@ async def test_a_message_is_dead_after_the_last_attempt(server: Server, smtp: Sm
     smtp.stop()
     await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
     now = SystemClock().now()
-    await notify.queue_digests(server.db, settings, now)
+    await outbox.queue_digests(server.db, server.notifier, settings, now)
     for step in range(4):
-        await notify.send_pending(
+        await outbox.send_pending(
             server.db,
-            notify.SmtpMailer(settings.mail),
+            SmtpMailer(settings.mail),
             settings.mail,
             now + timedelta(hours=step),
         )
@@ -192,5 +199,84 @@ async def test_accounts_without_address_or_with_notifications_off_get_no_mail(
     settings = _mail_settings(server.settings, smtp)
     await _put(server, MD_NW, f"/outbox/{REPORT}", pdf_bytes())
     await _drain(server, settings)
-    # LV NW switched off, the facility has no address, MD NW has no address.
-    assert smtp.messages == []
+    # LV NW switched off, the facility has no address, MD NW has no address: what
+    # went out are LV NW's mails of being set up, from before it switched them off.
+    assert sorted(str(m["Subject"]) for m in smtp.messages) == [
+        f"QPR-Portal: Zugang für IK {LV_NW} eingerichtet",
+        f"QPR-Portal: neuer SSH-Schlüssel für IK {LV_NW}",
+    ]
+
+
+async def test_setting_up_an_account_mails_its_access_and_its_first_key(
+    server: Server, smtp: SmtpServer
+) -> None:
+    await _drain(server, _mail_settings(server.settings, smtp))
+    # Of the fixture's accounts only LV NW has an address.
+    assert {str(m["To"]) for m in smtp.messages} == {"lv@example.org"}
+    created, key = sorted(smtp.messages, key=lambda m: str(m["Subject"]))
+    assert str(created["Subject"]) == f"QPR-Portal: Zugang für IK {LV_NW} eingerichtet"
+    text = created.get_body(("plain",))
+    assert text is not None
+    assert "für Landesverband NW (IK 180500016)" in text.get_content()
+    assert "Rollen: recipient" in text.get_content()
+    assert "auf sftp.example.org, Port 2222" in text.get_content()
+    assert str(key["Subject"]) == f"QPR-Portal: neuer SSH-Schlüssel für IK {LV_NW}"
+    body = key.get_body(("plain",))
+    assert body is not None and "Fingerabdruck: SHA256:" in body.get_content()
+
+
+def _cli(root: Path, database: DatabaseSettings, smtp: SmtpServer) -> Instance:
+    config = write_config(root, database, f"[mail]\nsmtp_port = {smtp.port}\n")
+    instance = Instance(root, config)
+    instance.ok("init")
+    return instance
+
+
+def test_send_test_sends_the_test_template_past_the_outbox(
+    tmp_path: Path, database_settings: DatabaseSettings, smtp: SmtpServer
+) -> None:
+    instance = _cli(tmp_path, database_settings, smtp)
+    out = instance.ok("mail", "send-test", "Ops@Example.org")
+    assert out.strip() == f"test message sent to Ops@example.org via 127.0.0.1:{smtp.port}"
+    (message,) = smtp.messages
+    assert str(message["Subject"]) == "QPR-Portal: Testnachricht"
+    assert str(message["To"]) == "Ops@example.org"
+    assert message["Auto-Submitted"] == "auto-generated" and message["Message-ID"]
+    text = message.get_body(("plain",))
+    assert text is not None and f"über 127.0.0.1:{smtp.port} funktioniert" in text.get_content()
+    assert instance.json("mail", "list") == []  # never in the outbox
+    smtp.stop()
+    failed = instance.run("mail", "send-test", "ops@example.org")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(f"Error: sending via 127.0.0.1:{smtp.port} failed: ")
+
+
+def test_account_commands_queue_their_mails_in_the_outbox(
+    tmp_path: Path, database_settings: DatabaseSettings, smtp: SmtpServer
+) -> None:
+    instance = _cli(tmp_path, database_settings, smtp)
+    ik = "105830016"
+    instance.ok(
+        "account", "add", ik, "--name", "AOK", "--email", "lv@example.org", "--role", "recipient"
+    )
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    key_file = tmp_path / "id.pub"
+    key_file.write_bytes(
+        key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    instance.ok("account", "key", "add", ik, str(key_file))
+    instance.ok("account", "disable", ik)
+    instance.ok("account", "enable", ik)  # no mail for enabling
+    queued = instance.json("mail", "list")
+    assert [(m["template"], m["to"], m["status"]) for m in queued] == [
+        ("account_disabled", "lv@example.org", "queued"),
+        ("key_added", "lv@example.org", "queued"),
+        ("account_created", "lv@example.org", "queued"),
+    ]
+    assert queued[2]["subject"] == f"QPR-Portal: Zugang für IK {ik} eingerichtet"
+    instance.ok("jobs", "run", "mail-send")
+    assert sorted(str(m["Subject"]) for m in smtp.messages) == [
+        f"QPR-Portal: Zugang für IK {ik} eingerichtet",
+        f"QPR-Portal: Zugang für IK {ik} gesperrt",
+        f"QPR-Portal: neuer SSH-Schlüssel für IK {ik}",
+    ]

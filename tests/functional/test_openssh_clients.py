@@ -311,7 +311,7 @@ async def test_weekly_bundle_is_collected_checked_and_acknowledged_with_sftp(
     (tmp_path / REPORT).write_bytes(data)
     code, _, err = await server.sftp_batch(MD_NW, f"put {REPORT} /outbox/\n", tmp_path)
     assert code == 0, err
-    ctx = job_context(server.settings, server.db, server.listener.ctx.blobs)
+    ctx = job_context(server.settings, server.db, server.notifier, server.listener.ctx.blobs)
     await run_job(ctx, "bundles", datetime(2026, 11, 9, 1, 0, tzinfo=UTC))
     bundle = f"qpr-{LV_NW}-2026-W45.zip"
     target = tmp_path / "abholung"

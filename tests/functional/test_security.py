@@ -266,7 +266,7 @@ async def test_repeated_failures_ban_the_address_across_servers_sharing_the_data
     await _fail_passwords(server, "185830016", threshold)
     # Even the right key is refused now, and by a second server on the same database.
     assert await _banned_key_login(server, server.port, LV_NW) is not None
-    second = SFTPListener(build_context(server.settings, server.db))
+    second = SFTPListener(build_context(server.settings, server.db, server.notifier))
     await second.start()
     try:
         assert await _banned_key_login(server, second.port, LV_NW) is not None
@@ -391,7 +391,9 @@ async def test_concurrent_sessions_are_limited_per_account(server: Server) -> No
 async def test_disabling_an_account_closes_its_open_session(server: Server) -> None:
     async with server.connect(LV_NW) as conn:
         async with server.db.session() as session:
-            await accounts.set_status(session, ADMIN, SystemClock().now(), LV_NW, "disabled")
+            await accounts.set_status(
+                session, ADMIN, SystemClock().now(), LV_NW, "disabled", server.notifier
+            )
         await asyncio.wait_for(conn.wait_closed(), 10)
 
 

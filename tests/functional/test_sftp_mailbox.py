@@ -249,7 +249,9 @@ async def test_unknown_and_disabled_accounts_cannot_log_in_alike(server: Server)
             "127.0.0.1", server.port, username="185830016", client_keys=[key], known_hosts=None
         )
     async with server.db.session() as session:
-        await accounts.set_status(session, ADMIN, SystemClock().now(), LV_NW, "disabled")
+        await accounts.set_status(
+            session, ADMIN, SystemClock().now(), LV_NW, "disabled", server.notifier
+        )
     with pytest.raises(asyncssh.PermissionDenied) as disabled:
         await server.connect(LV_NW)
     # The same answer for both; only the echoed user name differs.

@@ -10,13 +10,17 @@ from sqlalchemy import func, select
 from qprserver.accounts import service as accounts
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
+from qprserver.config import MailSettings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, AuditEvent
 from qprserver.errors import AlreadyExists, InvalidIK, InvalidInput, InvalidKey, NotFound
+from qprserver.notify.outbox import Notifier
 from qprserver.security.passwords import verify_password
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CLI = Actor("cli", "test")
+# A real one: the account mails go to the outbox table like in production.
+MAIL = Notifier(MailSettings())
 
 
 def _pubkey() -> str:
@@ -34,7 +38,7 @@ async def _add(db: Database, ik: str = "105830016", **kw: object) -> Account:
     }
     args.update(kw)
     async with db.session() as session:
-        return await accounts.add_account(session, CLI, NOW, ik=ik, **args)  # type: ignore[arg-type]
+        return await accounts.add_account(session, CLI, NOW, ik=ik, notifier=MAIL, **args)  # type: ignore[arg-type]
 
 
 async def _count(db: Database, model: type) -> int:
@@ -88,10 +92,10 @@ async def test_bad_account_input_is_refused(
 async def test_keys_are_added_listed_and_removed_by_fingerprint(db: Database) -> None:
     await _add(db)
     async with db.session() as session:
-        key = await accounts.add_key(session, CLI, NOW, "105830016", _pubkey() + " laptop")
+        key = await accounts.add_key(session, CLI, NOW, "105830016", _pubkey() + " laptop", MAIL)
     async with db.session() as session:
         with pytest.raises(AlreadyExists):
-            await accounts.add_key(session, CLI, NOW, "105830016", key.public_key + " again")
+            await accounts.add_key(session, CLI, NOW, "105830016", key.public_key + " again", MAIL)
     async with db.read_session() as session:
         account = await accounts.get_account(session, "105830016")
         assert [k.fingerprint for k in account.keys] == [key.fingerprint]
@@ -109,7 +113,7 @@ async def test_weak_key_is_refused(db: Database) -> None:
     await _add(db)
     async with db.session() as session:
         with pytest.raises(InvalidKey):
-            await accounts.add_key(session, CLI, NOW, "105830016", "ssh-dss AAAA")
+            await accounts.add_key(session, CLI, NOW, "105830016", "ssh-dss AAAA", MAIL)
 
 
 async def test_password_is_stored_as_argon2id_and_verifies(db: Database) -> None:
@@ -128,9 +132,9 @@ async def test_password_is_stored_as_argon2id_and_verifies(db: Database) -> None
 async def test_every_change_is_audited_and_the_chain_verifies(db: Database) -> None:
     await _add(db)
     async with db.session() as session:
-        await accounts.set_status(session, CLI, NOW, "105830016", "disabled")
-        await accounts.set_status(session, CLI, NOW, "105830016", "active")
-        await accounts.add_key(session, CLI, NOW, "105830016", _pubkey())
+        await accounts.set_status(session, CLI, NOW, "105830016", "disabled", MAIL)
+        await accounts.set_status(session, CLI, NOW, "105830016", "active", MAIL)
+        await accounts.add_key(session, CLI, NOW, "105830016", _pubkey(), MAIL)
     async with db.read_session() as session:
         actions = [e.action for e in await audit.events(session)]
         assert actions == ["key.add", "account.enable", "account.disable", "account.add"]

@@ -10,9 +10,10 @@ from cryptography.fernet import Fernet
 
 from qprserver.accounts import service as accounts
 from qprserver.audit.chain import Actor
-from qprserver.config import SecuritySettings
+from qprserver.config import MailSettings, SecuritySettings
 from qprserver.db.engine import Database
 from qprserver.errors import ConfigError, InvalidInput
+from qprserver.notify.outbox import Notifier
 from qprserver.security import totp
 
 NOW = datetime(2026, 11, 22, 10, 0, 5, tzinfo=UTC)
@@ -23,7 +24,14 @@ IK = "180500016"
 async def _enrol(db: Database, key: Fernet) -> totp.Enrolment:
     async with db.session() as session:
         await accounts.add_account(
-            session, CLI, NOW, ik=IK, name="LV", email=None, roles=["recipient"]
+            session,
+            CLI,
+            NOW,
+            ik=IK,
+            name="LV",
+            email=None,
+            roles=["recipient"],
+            notifier=Notifier(MailSettings()),
         )
         return await totp.enable(session, CLI, NOW, IK, key, "QPR-Portal")
 

@@ -334,8 +334,8 @@ async def test_upload_inside_a_window_is_accepted_with_its_notes(
     result = await validate_upload(real_report, NAME, "260100023", settings, inside)
     assert result.accepted
     assert result.protocol["ergebnis"] == "angenommen"
-    assert [f["rule"] for f in result.mail_findings()] == ["QB19-11"]
-    assert result.mail_findings()[0]["location"].endswith("(Zeile 54)")
+    assert [f.rule for f in result.findings] == ["QB19-11"]
+    assert result.findings[0].where.endswith("(Zeile 54)")
     assert "QB19-11" in result.text
     assert result.reason.startswith(f"Qualitätsbericht {NAME} angenommen")
 

@@ -79,13 +79,3 @@ def test_text_protocol_shows_outcome_and_each_finding() -> None:
     assert "  Ort:       /Qualitaetsbericht/X (Zeile 7)" in text
     assert "  Anweisung: Anweisung QB19-11" in text
     assert "[QB19-11] 3 weitere Befunde dieser Regel nicht aufgeführt." in text
-
-
-def test_mail_context_uses_the_keys_of_the_result_mail() -> None:
-    assert _finding("DATEI-01", "hart", line=None).mail_context() == {
-        "rule": "DATEI-01",
-        "klass": "hart",
-        "message": "Meldung DATEI-01",
-        "location": "",
-        "instruction": "Anweisung DATEI-01",
-    }
