@@ -62,6 +62,15 @@ _BANNED = select(AuthScore.key).where(
     AuthScore.key.in_(bindparam("keys", expanding=True)),
     AuthScore.banned_until > bindparam("now"),
 )
+_BANNED_ADDRESSES = select(AuthScore.key).where(
+    AuthScore.key.like("addr:%"), AuthScore.banned_until > bindparam("now")
+)
+
+
+async def banned_addresses(reads: Reads, now: datetime) -> set[str]:
+    """Every address banned at ``now`` (servers re-read it every few seconds)."""
+    keys = (await reads.execute(_BANNED_ADDRESSES, {"now": now})).scalars()
+    return {key.removeprefix("addr:") for key in keys}
 
 
 async def record_failure(
