@@ -1,18 +1,23 @@
 """Authentication of an IK's account, with the guards operators expect of OpenSSH.
 
-- First factor: an SSH key or the password; a second factor (TOTP by
-  keyboard-interactive) when the account has one or its role requires one; see
-  ``twofactor.py`` for how the partial success reaches the client.
-- Unknown, disabled and expired accounts, and logins from outside an account's
-  allowed networks, fail exactly like a wrong key (no account is revealed).
+- Whether an account may log in at all is the login policy's answer
+  (``accounts/access.py``, asked once per user name in ``begin_auth``): active, not
+  expired, from an allowed network, under its session limit, with a second factor
+  when it needs one. Every refusal fails exactly like a wrong key (no account is
+  revealed); the reason goes to the log only.
+- First factor: an SSH key or the password; then a TOTP code by keyboard-interactive
+  when the policy says so; see ``twofactor.py`` for how the partial success reaches
+  the client.
+- A completed login is a row in ``login_sessions`` (``accounts/sessions.py``) until
+  the connection closes, so ``max_sessions`` holds across processes and nodes.
 - Bans (``bans.py``): every failed connection and every wrong password or code
   scores against the address; a banned address is dropped at connect and refused at
   the start of authentication. Only wrong passwords and codes score against the
   account, and a banned account only stops password logins: keys (and a code after
   a key) still log in, so nobody can lock an account out by guessing at its IK.
-- At most ``max_auth_attempts`` failed attempts per connection, at most
-  ``max_unauthenticated_per_address`` connections per address still logging in, and
-  at most ``max_sessions`` logged-in connections per account in this process.
+- At most ``max_auth_attempts`` failed attempts per connection, and at most
+  ``max_unauthenticated_per_address`` connections per address still logging in *per
+  process*. That count stays in memory on purpose (see ``connection_made``).
 """
 
 from __future__ import annotations
@@ -118,6 +123,31 @@ class AccountSSHServer(asyncssh.SSHServer):
     # -- connection -------------------------------------------------------------
 
     def connection_made(self, conn: Any) -> None:
+        """Drop a banned address, or one with too many logins under way, before the
+        SSH banner.
+
+        The count of unauthenticated connections per address is this process's own,
+        each process allowing the whole ``max_unauthenticated_per_address``. The two
+        ways to make it one count for all workers were measured and both rejected:
+
+        - In the database: a write when a connection comes and a delete when it logs
+          in or drops. On SQLite that is ~0.15 ms of CPU on the event loop per
+          connection (measured with ``Database.write_now``: open + close of a row);
+          on PostgreSQL it is a round trip, which this synchronous callback cannot
+          wait for, so the refusal would come after the banner (which confuses
+          OpenSSH) — and a connection flood, the thing this limit is for, would turn
+          into a write load on the database every node shares.
+        - The limit divided by ``server.workers``: the kernel gives each connection to
+          a worker by a hash of its source port, so one address's connections do not
+          split evenly. With the default 10 and 2 workers (5 each), 8 logins at once
+          from one address — which ``test_concurrent_uploads`` makes, well within the
+          limit — put 6 or more on one worker in 29 % of such batches (binomial, 2 ×
+          P(X ≥ 6 | n = 8)); that test then fails on refused logins.
+
+        The limit bounds what one process spends on logins that have not succeeded
+        (key exchanges, memory), so per process is the unit it protects; an address
+        that keeps failing is banned in the database for every process and node.
+        """
         self.conn = conn
         chaff.install(conn)
         _quick_acks(conn)
