@@ -29,16 +29,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from sqlalchemy import bindparam, select
 
-from qprserver.accounts import sessions
 from qprserver.accounts.enums import AccountStatus, Channel, Role
 from qprserver.config import SecuritySettings
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account
 
 __all__ = ["Channel", "Decision", "Refusal", "may_log_in", "revoked", "standing"]
+
+
+class OpenSessions(Protocol):
+    """What counts an account's open sessions (``sessions.NodeLease``)."""
+
+    async def count_open(self, reads: Reads, account_id: int, now: datetime) -> int: ...
 
 
 class Refusal(StrEnum):
@@ -100,11 +106,13 @@ async def may_log_in(
     now: datetime,
     security: SecuritySettings,
     second_factor_ready: bool,
+    open_sessions: OpenSessions,
 ) -> Decision:
     """Decide whether ``account`` may log in from ``address`` by ``channel`` now.
 
     ``reads`` is the caller's reader (``Database.quick_read`` at the edges);
-    ``second_factor_ready`` is whether the instance's TOTP key is loaded.
+    ``second_factor_ready`` is whether the instance's TOTP key is loaded;
+    ``open_sessions`` counts the account's sessions (the process's node).
     """
     if account is None:
         return Decision(None, Refusal.UNKNOWN)
@@ -114,7 +122,7 @@ async def may_log_in(
     if (
         refusal is None
         and account.max_sessions is not None
-        and await sessions.count_open(reads, account.id, now) >= account.max_sessions
+        and await open_sessions.count_open(reads, account.id, now) >= account.max_sessions
     ):
         refusal = Refusal.SESSION_LIMIT
     second = second_factor_required(account, channel, security)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections import Counter
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
@@ -43,6 +44,8 @@ _OPEN_SESSIONS = (
     .join(Node, LoginSession.node_id == Node.id)
     .where(LoginSession.account_id == bindparam("account"), Node.heartbeat_at > bindparam("since"))
 )
+# Sessions on the other nodes: this node counts its own in memory (``NodeLease``).
+_OPEN_ELSEWHERE = _OPEN_SESSIONS.where(LoginSession.node_id != bindparam("node"))
 _LOCK_ACCOUNT = select(Account.id).where(Account.id == bindparam("account")).with_for_update()
 _INSERT_SESSION = insert(LoginSession).returning(LoginSession.id)
 _DELETE_SESSION = delete(LoginSession).where(LoginSession.id == bindparam("session_id"))
@@ -55,13 +58,37 @@ async def count_open(reads: Reads, account_id: int, now: datetime) -> int:
 
 
 class NodeLease:
-    """This process's row in ``nodes``: join, heartbeat, leave; and its sessions."""
+    """This process's row in ``nodes``: join, heartbeat, leave; and its sessions.
+
+    The node also counts its own sessions in memory, from the moment a login
+    completes (``reserve``), not from when its row is committed: a client that logs
+    in again right after its first login completed must meet the limit even when
+    the first row is still on its way to the database.
+    """
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
         self.id: int | None = None
         self._users = 0
+        self._local: Counter[int] = Counter()
+
+    async def count_open(self, reads: Reads, account_id: int, now: datetime) -> int:
+        """The account's sessions: this node's (in memory) and other live nodes'."""
+        elsewhere = await reads.execute(
+            _OPEN_ELSEWHERE, {"account": account_id, "since": now - LEASE, "node": self.id or 0}
+        )
+        return int(elsewhere.scalar_one()) + self._local[account_id]
+
+    def reserve(self, account_id: int) -> None:
+        """Count a completed login on this node at once (``open_session`` follows)."""
+        self._local[account_id] += 1
+
+    def release(self, account_id: int) -> None:
+        """Stop counting a login reserved on this node (refused or closed)."""
+        self._local[account_id] -= 1
+        if self._local[account_id] <= 0:
+            del self._local[account_id]
 
     async def join(self) -> int:
         """Register this process as a node (once; each channel that serves calls it)."""
@@ -108,8 +135,9 @@ class NodeLease:
     async def open_session(
         self, account_id: int, limit: int | None, channel: Channel, address: str
     ) -> int | None:
-        """Record a login; None (nothing written) when the account's ``limit`` of open
-        sessions is reached already.
+        """Record a login reserved with ``reserve``; None (nothing written) when the
+        account's ``limit`` of open sessions is reached already, counting this node's
+        other reservations and the other nodes' rows.
 
         Checking and writing happen in one transaction that holds the account's row
         (SQLite: the database's write lock), so two logins at once on two nodes
@@ -118,6 +146,7 @@ class NodeLease:
         if self.id is None:
             raise RuntimeError("open_session before join")
         now = self.clock.now()
+        here = max(0, self._local[account_id] - 1)  # this node's other logins of it
         values = {
             "account_id": account_id,
             "node_id": self.id,
@@ -125,11 +154,14 @@ class NodeLease:
             "address": address,
             "started_at": now,
         }
-        counted = {"account": account_id, "since": now - LEASE}
+        counted = {"account": account_id, "since": now - LEASE, "node": self.id}
         opened: list[int | None] = []
 
         def work(conn: Connection) -> None:
-            if limit is not None and conn.execute(_OPEN_SESSIONS, counted).scalar_one() >= limit:
+            if (
+                limit is not None
+                and conn.execute(_OPEN_ELSEWHERE, counted).scalar_one() + here >= limit
+            ):
                 opened.append(None)
                 return
             opened.append(conn.execute(_INSERT_SESSION, values).scalar_one())
@@ -139,7 +171,7 @@ class NodeLease:
         async with self.db.session() as session:
             if limit is not None:
                 await session.execute(_LOCK_ACCOUNT, {"account": account_id})
-                if (await session.execute(_OPEN_SESSIONS, counted)).scalar_one() >= limit:
+                if (await session.execute(_OPEN_ELSEWHERE, counted)).scalar_one() + here >= limit:
                     return None
             return int((await session.execute(_INSERT_SESSION, values)).scalar_one())
 

@@ -238,6 +238,7 @@ class AccountSSHServer(asyncssh.SSHServer):
                     now=now,
                     security=self.security,
                     second_factor_ready=self.ctx.totp_key is not None,
+                    open_sessions=self.ctx.node,
                 )
 
             decision = await self.ctx.db.quick_read(decide)
@@ -327,6 +328,9 @@ class AccountSSHServer(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         self.state.authenticated = True
         self.state.touch()
+        assert self.state.account is not None
+        self.ctx.node.reserve(self.state.account.id)
+        self.state.reserved = True
         self.listener.spawn(self._open_login_session())
 
     async def _open_login_session(self) -> None:
@@ -348,6 +352,7 @@ class AccountSSHServer(asyncssh.SSHServer):
             log.exception("recording the login of %s failed", account.ik)
             return
         if opened is None:
+            self._release()
             log.info("closing session of %s: its session limit was reached meanwhile", account.ik)
             self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many sessions")
             return
@@ -356,7 +361,13 @@ class AccountSSHServer(asyncssh.SSHServer):
             return
         self.state.login_session = opened
 
+    def _release(self) -> None:
+        if self.state.reserved and self.state.account is not None:
+            self.state.reserved = False
+            self.ctx.node.release(self.state.account.id)
+
     def _close_login_session(self) -> None:
+        self._release()
         opened, self.state.login_session = self.state.login_session, None
         if opened is not None and not self.ctx.node.close_session_now(opened):
             self.listener.spawn(self.ctx.node.close_session(opened))

@@ -123,6 +123,8 @@ class ConnectionState:
     access: Decision | None = None
     # The row of this login in ``login_sessions`` once authenticated.
     login_session: int | None = None
+    # Counted in the node's memory since login completed (until close).
+    reserved: bool = False
     authenticated: bool = False
     first_factor: str | None = None
     # Password and code guesses for this account are stopped (an account ban); keys still work.

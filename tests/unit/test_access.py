@@ -43,6 +43,7 @@ async def _decide(
     now: datetime = NOW,
     security: SecuritySettings | None = None,
     second_factor_ready: bool = True,
+    node: NodeLease | None = None,
 ) -> Decision:
     async def work(reads: Reads) -> Decision:
         account = await reads.scalar(select(Account).where(Account.ik == ik))
@@ -54,6 +55,7 @@ async def _decide(
             now=now,
             security=security or SecuritySettings(),
             second_factor_ready=second_factor_ready,
+            open_sessions=node or NodeLease(db, FixedClock(now)),
         )
 
     return await db.quick_read(work)
@@ -99,16 +101,21 @@ async def test_an_address_outside_the_allowed_networks_is_refused_as_network(
 
 async def test_an_account_at_its_session_limit_is_refused_as_session_limit(db: Database) -> None:
     await _account(db, max_sessions=2)
-    node = NodeLease(db, FixedClock(NOW))
-    await node.join()
+    elsewhere, here = NodeLease(db, FixedClock(NOW)), NodeLease(db, FixedClock(NOW))
+    await elsewhere.join()
+    await here.join()
     async with db.read_session() as session:
         account_id = (await accounts.get_account(session, IK)).id
-    first = await node.open_session(account_id, 2, Channel.SFTP, ADDRESS)
-    assert first is not None and (await _decide(db)).allowed
-    assert await node.open_session(account_id, 2, Channel.WEB, ADDRESS) is not None
-    assert (await _decide(db)).refusal is Refusal.SESSION_LIMIT
-    await node.close_session(first)
-    assert (await _decide(db)).allowed
+    elsewhere.reserve(account_id)
+    first = await elsewhere.open_session(account_id, 2, Channel.SFTP, ADDRESS)
+    assert first is not None and (await _decide(db, node=here)).allowed
+    # A login completed on this node counts before its row is written.
+    here.reserve(account_id)
+    assert (await _decide(db, node=here)).refusal is Refusal.SESSION_LIMIT
+    here.release(account_id)
+    await elsewhere.close_session(first)
+    elsewhere.release(account_id)
+    assert (await _decide(db, node=here)).allowed
 
 
 async def test_an_enrolled_account_needs_a_second_factor_and_the_instance_key(
