@@ -82,7 +82,11 @@ async def record_failure(
         for _attempt in range(3):
             try:
                 async with db.session() as session:
-                    row = await session.scalar(select(AuthScore).where(AuthScore.key == key))
+                    # Locked: failures scored at once by other connections or nodes
+                    # (PostgreSQL) would otherwise overwrite each other's count.
+                    row = await session.scalar(
+                        select(AuthScore).where(AuthScore.key == key).with_for_update()
+                    )
                     if row is None:
                         row = AuthScore(
                             key=key, failures=0, window_start=now, offences=0, updated_at=now
