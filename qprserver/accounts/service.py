@@ -16,9 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from qprserver.accounts.enums import AccountStatus, Role, format_roles
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
-from qprserver.db.models import ROLES, Account, PasswordCredential, SSHKey
+from qprserver.db.models import Account, IPNetwork, PasswordCredential, SSHKey
 from qprserver.errors import AlreadyExists, InvalidInput, NotFound
 from qprserver.ik import IK, validate_land
 from qprserver.notify import emails
@@ -29,17 +30,16 @@ if TYPE_CHECKING:
     from qprserver.notify.outbox import Notifier
 
 
-def normalise_roles(roles: Iterable[str]) -> str:
-    """Validate role names and return them sorted and comma-joined."""
+def normalise_roles(roles: Iterable[str]) -> frozenset[Role]:
+    """Validate role names (any case, spaces around ignored) into roles."""
+    allowed = ", ".join(Role)
     wanted = {r.strip().lower() for r in roles if r.strip()}
     if not wanted:
-        raise InvalidInput(f"mindestens eine Rolle nötig: {', '.join(ROLES)}")
-    unknown = wanted - set(ROLES)
+        raise InvalidInput(f"mindestens eine Rolle nötig: {allowed}")
+    unknown = wanted - set(Role)
     if unknown:
-        raise InvalidInput(
-            f"unbekannte Rolle {', '.join(sorted(unknown))}; erlaubt: {', '.join(ROLES)}"
-        )
-    return ",".join(sorted(wanted))
+        raise InvalidInput(f"unbekannte Rolle {', '.join(sorted(unknown))}; erlaubt: {allowed}")
+    return frozenset(Role(r) for r in wanted)
 
 
 def normalise_email(email: str | None) -> str | None:
@@ -54,17 +54,17 @@ def normalise_email(email: str | None) -> str | None:
         raise InvalidInput(f"ungültige E-Mail-Adresse {email!r}: {exc}") from None
 
 
-def normalise_networks(networks: Iterable[str]) -> list[str]:
+def normalise_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
     """Validate CIDR networks; refuse anything that is not one."""
     result = []
     for net in networks:
         if not net.strip():
             continue
         try:
-            result.append(str(ipaddress.ip_network(net.strip(), strict=False)))
+            result.append(ipaddress.ip_network(net.strip(), strict=False))
         except ValueError:
             raise InvalidInput(f"{net!r} ist kein IP-Netz (CIDR)") from None
-    return result
+    return tuple(result)
 
 
 async def get_account(session: AsyncSession, ik: str) -> Account:
@@ -80,7 +80,7 @@ async def get_account(session: AsyncSession, ik: str) -> Account:
     return account
 
 
-async def list_accounts(session: AsyncSession, role: str | None = None) -> list[Account]:
+async def list_accounts(session: AsyncSession, role: Role | None = None) -> list[Account]:
     """All accounts by IK, optionally only those having a role."""
     rows = (
         await session.scalars(
@@ -108,7 +108,7 @@ async def add_account(
     parsed = IK.parse(ik)
     if not name.strip():
         raise InvalidInput("Name darf nicht leer sein")
-    role_str = normalise_roles(roles)
+    role_set = normalise_roles(roles)
     address = normalise_email(email)
     land_code = validate_land(land) if land else parsed.land
     if await session.scalar(select(Account.id).where(Account.ik == parsed.value)):
@@ -117,9 +117,9 @@ async def add_account(
         ik=parsed.value,
         name=name.strip(),
         email=address,
-        roles=role_str,
+        roles=role_set,
         land=land_code,
-        status="active",
+        status=AccountStatus.ACTIVE,
         notify=True,
         created_at=now,
         updated_at=now,
@@ -132,7 +132,12 @@ async def add_account(
         "account.add",
         at=now,
         target=parsed.value,
-        details={"name": account.name, "roles": role_str, "land": land_code, "email": address},
+        details={
+            "name": account.name,
+            "roles": format_roles(role_set),
+            "land": land_code,
+            "email": address,
+        },
     )
     await notifier.queue(
         session,
@@ -149,17 +154,18 @@ async def set_status(
     actor: Actor,
     now: datetime,
     ik: str,
-    status: str,
+    status: AccountStatus,
     notifier: Notifier,
 ) -> Account:
     """Enable or disable an account."""
     account = await get_account(session, ik)
-    if account.status != status:
+    status = AccountStatus(status)
+    if account.status is not status:
         account.status = status
         account.updated_at = now
-        action = "account.enable" if status == "active" else "account.disable"
+        action = "account.enable" if status is AccountStatus.ACTIVE else "account.disable"
         event = await audit.record(session, actor, action, at=now, target=account.ik)
-        if status == "disabled":
+        if status is AccountStatus.DISABLED:
             await notifier.queue(
                 session,
                 key=f"account:{event.id}",
@@ -192,7 +198,7 @@ async def update_account(
     account = await get_account(session, ik)
     changes: dict[str, object] = {}
     if allowed_networks is not None:
-        changes["allowed_networks"] = ",".join(normalise_networks(allowed_networks))
+        changes["allowed_networks"] = normalise_networks(allowed_networks)
     if max_sessions is not None:
         if max_sessions < 0:
             raise InvalidInput("max_sessions darf nicht negativ sein")
@@ -219,11 +225,18 @@ async def update_account(
             "account.update",
             at=now,
             target=account.ik,
-            details={
-                k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()
-            },
+            details={k: _audit_value(v) for k, v in changes.items()},
         )
     return account
+
+
+def _audit_value(value: object) -> object:
+    """A change as the audit log has always written it (networks comma-joined)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return value
 
 
 async def add_key(
@@ -341,13 +354,13 @@ def account_summary(account: Account) -> AccountSummary:
         "ik": account.ik,
         "name": account.name,
         "email": account.email,
-        "roles": sorted(account.role_set),
+        "roles": [role.value for role in sorted(account.roles)],
         "land": account.land,
-        "status": account.status,
+        "status": account.status.value,
         "notify": account.notify,
         "bundles": account.bundles,
         "second_factor": account.totp_secret is not None,
-        "allowed_networks": [n for n in account.allowed_networks.split(",") if n],
+        "allowed_networks": [str(n) for n in account.allowed_networks],
         "max_sessions": account.max_sessions,
         "expires_at": account.expires_at.isoformat() if account.expires_at else None,
         "keys": [

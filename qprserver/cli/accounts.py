@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from qprserver.accounts import service as accounts
+from qprserver.accounts.enums import AccountStatus, Role
 from qprserver.cli.app import App, pass_app, print_json, print_table
 from qprserver.db.engine import Database
 from qprserver.db.models import ROLES
@@ -81,7 +82,8 @@ def account_list(app: App, role: str | None, as_json: bool) -> None:
     async def work(db: Database) -> list[accounts.AccountSummary]:
         async with db.read_session() as session:
             return [
-                accounts.account_summary(a) for a in await accounts.list_accounts(session, role)
+                accounts.account_summary(a)
+                for a in await accounts.list_accounts(session, Role(role) if role else None)
             ]
 
     rows = app.run(work)
@@ -192,7 +194,7 @@ def account_update(
     click.echo(f"account {app.run(work)} updated")
 
 
-def _set_status(app: App, ik: str, status: str) -> None:
+def _set_status(app: App, ik: str, status: AccountStatus) -> None:
     async def work(db: Database) -> str:
         async with db.session() as session:
             acc = await accounts.set_status(
@@ -200,7 +202,9 @@ def _set_status(app: App, ik: str, status: str) -> None:
             )
             return acc.ik
 
-    click.echo(f"account {app.run(work)} {'enabled' if status == 'active' else 'disabled'}")
+    click.echo(
+        f"account {app.run(work)} {'enabled' if status is AccountStatus.ACTIVE else 'disabled'}"
+    )
 
 
 @account.command("disable")
@@ -208,7 +212,7 @@ def _set_status(app: App, ik: str, status: str) -> None:
 @pass_app
 def account_disable(app: App, ik: str) -> None:
     """Stop an account from logging in."""
-    _set_status(app, ik, "disabled")
+    _set_status(app, ik, AccountStatus.DISABLED)
 
 
 @account.command("enable")
@@ -216,7 +220,7 @@ def account_disable(app: App, ik: str) -> None:
 @pass_app
 def account_enable(app: App, ik: str) -> None:
     """Allow a disabled account to log in again."""
-    _set_status(app, ik, "active")
+    _set_status(app, ik, AccountStatus.ACTIVE)
 
 
 @account.group("key")

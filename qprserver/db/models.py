@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
@@ -13,15 +15,71 @@ from sqlalchemy import (
     Index,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     false,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from qprserver.db.base import Base, BigIntPK, UTCDateTime, ik_str, intpk, sha256_hex, utc
+from qprserver.accounts.enums import AccountStatus, Channel, Role, format_roles, parse_roles
+from qprserver.db.base import (
+    Base,
+    BigIntPK,
+    EnumString,
+    UTCDateTime,
+    ik_str,
+    intpk,
+    sha256_hex,
+    utc,
+)
 
-ROLES = ("depositor", "recipient", "admin")
-STATUSES = ("active", "disabled")
+# Plain values, for click's choices and messages.
+ROLES = tuple(role.value for role in Role)
+STATUSES = tuple(status.value for status in AccountStatus)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RoleList(TypeDecorator[frozenset[Role]]):
+    """An account's roles: a set of ``Role`` here, sorted and comma-joined in the column
+    (small and fixed, so no join table)."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: Iterable[Role | str] | str | None, dialect: Dialect
+    ) -> str | None:
+        if value is None:
+            return None
+        return format_roles(parse_roles(value) if isinstance(value, str) else value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> frozenset[Role] | None:
+        return None if value is None else parse_roles(value)
+
+
+class NetworkList(TypeDecorator[tuple[IPNetwork, ...]]):
+    """Source networks: parsed networks here, comma-separated CIDRs in the column
+    (empty: any source)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: Iterable[IPNetwork | str] | str | None, dialect: Dialect
+    ) -> str | None:
+        if value is None:
+            return None
+        items = value.split(",") if isinstance(value, str) else value
+        return ",".join(str(ipaddress.ip_network(n, strict=False)) for n in items if n)
+
+    def process_result_value(
+        self, value: str | None, dialect: Dialect
+    ) -> tuple[IPNetwork, ...] | None:
+        if value is None:
+            return None
+        return tuple(ipaddress.ip_network(n, strict=False) for n in value.split(",") if n)
 
 
 class Account(Base):
@@ -37,19 +95,22 @@ class Account(Base):
     ik: Mapped[ik_str]
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(254))
-    # Sorted, comma-separated subset of ROLES; small and fixed, so no join table.
-    roles: Mapped[str] = mapped_column(String(64))
+    roles: Mapped[frozenset[Role]] = mapped_column(RoleList())
     land: Mapped[str | None] = mapped_column(String(2))
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[AccountStatus] = mapped_column(
+        EnumString(AccountStatus, 16), default=AccountStatus.ACTIVE
+    )
     notify: Mapped[bool] = mapped_column(Boolean, default=True)
     bundles: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Second factor: the TOTP secret encrypted with the instance key (never in clear),
     # and the last time step used, so each code works once.
     totp_secret: Mapped[str | None] = mapped_column(Text)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
-    # Restrictions: source networks (comma-separated CIDRs, empty = any), concurrent
-    # sessions (None = unlimited), and an expiry after which logins are refused.
-    allowed_networks: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # Restrictions: source networks (empty = any), concurrent sessions (None =
+    # unlimited), and an expiry after which logins are refused.
+    allowed_networks: Mapped[tuple[IPNetwork, ...]] = mapped_column(
+        NetworkList(), default=(), server_default=""
+    )
     max_sessions: Mapped[int | None]
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[utc]
@@ -63,15 +124,15 @@ class Account(Base):
     )
 
     @property
-    def role_set(self) -> frozenset[str]:
-        return frozenset(r for r in self.roles.split(",") if r)
+    def role_set(self) -> frozenset[Role]:
+        return self.roles
 
-    def has_role(self, role: str) -> bool:
-        return role in self.role_set
+    def has_role(self, role: Role) -> bool:
+        return role in self.roles
 
     @property
     def active(self) -> bool:
-        return self.status == "active"
+        return self.status is AccountStatus.ACTIVE
 
 
 class SSHKey(Base):
@@ -106,6 +167,40 @@ class PasswordCredential(Base):
     updated_at: Mapped[utc]
 
     account: Mapped[Account] = relationship(back_populates="password")
+
+
+class Node(Base):
+    """A running ``serve`` process; its heartbeat keeps its login sessions counting.
+
+    A node whose heartbeat is older than the lease (``accounts/sessions.py``) is taken
+    for dead: its sessions stop counting and the next live node removes it.
+    """
+
+    __tablename__ = "nodes"
+
+    id: Mapped[intpk]
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[utc]
+    heartbeat_at: Mapped[utc]
+
+
+class LoginSession(Base):
+    """A logged-in connection of an account, from login to close, on one node."""
+
+    __tablename__ = "login_sessions"
+    __table_args__ = (CheckConstraint("channel IN ('sftp', 'web')", name="channel"),)
+
+    id: Mapped[intpk]
+    account_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    node_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("nodes.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[Channel] = mapped_column(EnumString(Channel, 8))
+    address: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[utc]
 
 
 class AuditEvent(Base):

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from qprserver.accounts.enums import AccountStatus
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Bundle, Delivery, Document
@@ -207,7 +208,7 @@ async def _bundle_recipients(db: Database) -> list[Account]:
             (
                 await session.scalars(
                     select(Account)
-                    .where(Account.bundles.is_(True), Account.status == "active")
+                    .where(Account.bundles.is_(True), Account.status == AccountStatus.ACTIVE)
                     .order_by(Account.ik)
                 )
             ).all()

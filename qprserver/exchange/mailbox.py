@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qprserver.accounts.enums import Role
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.db.engine import Reads
@@ -34,9 +35,9 @@ DEPOSITOR_FOLDERS = ("outbox", "receipts")
 def folders_for(account: Account) -> tuple[str, ...]:
     """The top-level folders an account sees, in a fixed order."""
     result: list[str] = []
-    if account.has_role("recipient"):
+    if account.has_role(Role.RECIPIENT):
         result.extend(RECIPIENT_FOLDERS)
-    if account.has_role("depositor"):
+    if account.has_role(Role.DEPOSITOR):
         result.extend(DEPOSITOR_FOLDERS)
     return tuple(result)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from qprserver.accounts.enums import Role
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account, Delivery, Document
 
@@ -54,7 +55,7 @@ async def held_by_recipient(reads: Reads, account: Account) -> int:
 
 async def space_of(reads: Reads, account: Account, depositor_quota: int) -> Space:
     """The account's space: a depositor's quota, or a recipient's read-only holdings."""
-    if account.has_role("depositor"):
+    if account.has_role(Role.DEPOSITOR):
         used = await used_by_depositor(reads, account)
         return Space(depositor_quota, max(0, depositor_quota - used), read_only=False)
     return Space(await held_by_recipient(reads, account), 0, read_only=True)

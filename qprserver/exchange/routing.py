@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qprserver.accounts.enums import Role
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.config import KindSettings
@@ -71,7 +72,7 @@ async def recipients_for(
     """Active recipient accounts for an upload, sorted by IK; Rejected when none."""
     if direct_ik is not None:
         account = await session.scalar(select(Account).where(Account.ik == direct_ik))
-        if account is None or not account.active or not account.has_role("recipient"):
+        if account is None or not account.active or not account.has_role(Role.RECIPIENT):
             raise Rejected(f"Empfänger {direct_ik} ist nicht bekannt oder nicht empfangsbereit")
         return [account]
     if classification is None or classification.subject_ik is None:
@@ -95,7 +96,7 @@ async def recipients_for(
     result = [
         a
         for ik, a in sorted(found.items())
-        if a.active and a.has_role("recipient") and a.id != depositor.id
+        if a.active and a.has_role(Role.RECIPIENT) and a.id != depositor.id
     ]
     if not result:
         land = subject.land or "unbekannt"
@@ -115,7 +116,7 @@ async def add_route(
     account = await session.scalar(select(Account).where(Account.ik == ik.value))
     if account is None:
         raise NotFound(f"kein Konto mit IK {ik}")
-    if not account.has_role("recipient"):
+    if not account.has_role(Role.RECIPIENT):
         raise InvalidInput(f"Konto {ik} hat die Rolle recipient nicht")
     exists = await session.scalar(
         select(Route.id).where(

@@ -62,6 +62,15 @@ _BANNED = select(AuthScore.key).where(
     AuthScore.key.in_(bindparam("keys", expanding=True)),
     AuthScore.banned_until > bindparam("now"),
 )
+_BANNED_ADDRESSES = select(AuthScore.key).where(
+    AuthScore.key.like("addr:%"), AuthScore.banned_until > bindparam("now")
+)
+
+
+async def banned_addresses(reads: Reads, now: datetime) -> set[str]:
+    """Every address banned at ``now`` (servers re-read it every few seconds)."""
+    keys = (await reads.execute(_BANNED_ADDRESSES, {"now": now})).scalars()
+    return {key.removeprefix("addr:") for key in keys}
 
 
 async def record_failure(
@@ -73,7 +82,11 @@ async def record_failure(
         for _attempt in range(3):
             try:
                 async with db.session() as session:
-                    row = await session.scalar(select(AuthScore).where(AuthScore.key == key))
+                    # Locked: failures scored at once by other connections or nodes
+                    # (PostgreSQL) would otherwise overwrite each other's count.
+                    row = await session.scalar(
+                        select(AuthScore).where(AuthScore.key == key).with_for_update()
+                    )
                     if row is None:
                         row = AuthScore(
                             key=key, failures=0, window_start=now, offences=0, updated_at=now

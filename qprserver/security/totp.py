@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qprserver.accounts.enums import Role
 from qprserver.accounts.service import get_account
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
@@ -106,7 +107,7 @@ def requires_second_factor(account: Account, settings: SecuritySettings) -> bool
     """True when the account must present a TOTP code after its first factor."""
     if account.totp_secret is not None:
         return True
-    return any(account.has_role(role) for role in settings.require_2fa_roles)
+    return any(account.has_role(Role(role)) for role in settings.require_2fa_roles)
 
 
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:

@@ -1,25 +1,29 @@
 """Authentication of an IK's account, with the guards operators expect of OpenSSH.
 
-- First factor: an SSH key or the password; a second factor (TOTP by
-  keyboard-interactive) when the account has one or its role requires one; see
-  ``twofactor.py`` for how the partial success reaches the client.
-- Unknown, disabled and expired accounts, and logins from outside an account's
-  allowed networks, fail exactly like a wrong key (no account is revealed).
+- Whether an account may log in at all is the login policy's answer
+  (``accounts/access.py``, asked once per user name in ``begin_auth``): active, not
+  expired, from an allowed network, under its session limit, with a second factor
+  when it needs one. Every refusal fails exactly like a wrong key (no account is
+  revealed); the reason goes to the log only.
+- First factor: an SSH key or the password; then a TOTP code by keyboard-interactive
+  when the policy says so; see ``twofactor.py`` for how the partial success reaches
+  the client.
+- A completed login is a row in ``login_sessions`` (``accounts/sessions.py``) until
+  the connection closes, so ``max_sessions`` holds across processes and nodes.
 - Bans (``bans.py``): every failed connection and every wrong password or code
   scores against the address; a banned address is dropped at connect and refused at
   the start of authentication. Only wrong passwords and codes score against the
   account, and a banned account only stops password logins: keys (and a code after
   a key) still log in, so nobody can lock an account out by guessing at its IK.
-- At most ``max_auth_attempts`` failed attempts per connection, at most
-  ``max_unauthenticated_per_address`` connections per address still logging in, and
-  at most ``max_sessions`` logged-in connections per account in this process.
+- At most ``max_auth_attempts`` failed attempts per connection, and at most
+  ``max_unauthenticated_per_address`` connections per address still logging in *per
+  process*. That count stays in memory on purpose (see ``connection_made``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
@@ -29,6 +33,9 @@ import asyncssh
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import selectinload
 
+from qprserver.accounts import access
+from qprserver.accounts.enums import Channel
+from qprserver.db.engine import Reads
 from qprserver.db.models import Account
 from qprserver.security import bans, totp
 from qprserver.security.passwords import verify_password
@@ -90,6 +97,17 @@ _ACCOUNT_AT_LOGIN = (
 )
 
 
+def _log_refusal(decision: access.Decision, peer: str) -> None:
+    """The reason for the operator; the client hears only "Permission denied"."""
+    account = decision.account
+    if account is None or decision.refusal is None:
+        return
+    if decision.refusal is access.Refusal.NO_SECOND_FACTOR:
+        log.warning("account %s needs a second factor but has none enrolled", account.ik)
+    else:
+        log.info("login of %s from %s refused: %s", account.ik, peer, decision.refusal)
+
+
 class AccountSSHServer(asyncssh.SSHServer):
     """One connection's authentication."""
 
@@ -106,6 +124,31 @@ class AccountSSHServer(asyncssh.SSHServer):
     # -- connection -------------------------------------------------------------
 
     def connection_made(self, conn: Any) -> None:
+        """Drop a banned address, or one with too many logins under way, before the
+        SSH banner.
+
+        The count of unauthenticated connections per address is this process's own,
+        each process allowing the whole ``max_unauthenticated_per_address``. The two
+        ways to make it one count for all workers were measured and both rejected:
+
+        - In the database: a write when a connection comes and a delete when it logs
+          in or drops. On SQLite that is ~0.15 ms of CPU on the event loop per
+          connection (measured with ``Database.write_now``: open + close of a row);
+          on PostgreSQL it is a round trip, which this synchronous callback cannot
+          wait for, so the refusal would come after the banner (which confuses
+          OpenSSH) — and a connection flood, the thing this limit is for, would turn
+          into a write load on the database every node shares.
+        - The limit divided by ``server.workers``: the kernel gives each connection to
+          a worker by a hash of its source port, so one address's connections do not
+          split evenly. With the default 10 and 2 workers (5 each), 8 logins at once
+          from one address — which ``test_concurrent_uploads`` makes, well within the
+          limit — put 6 or more on one worker in 29 % of such batches (binomial, 2 ×
+          P(X ≥ 6 | n = 8)); that test then fails on refused logins.
+
+        The limit bounds what one process spends on logins that have not succeeded
+        (key exchanges, memory), so per process is the unit it protects; an address
+        that keeps failing is banned in the database for every process and node.
+        """
         self.conn = conn
         chaff.install(conn)
         _quick_acks(conn)
@@ -142,6 +185,7 @@ class AccountSSHServer(asyncssh.SSHServer):
             handle.writer.abort()
         self.state.uploads.clear()
         self.state.pending.clear()
+        self._close_login_session()
         if self.listener.connections.pop(self.conn, None) is None:
             return
         # A failed connection counts once against its address, unless its wrong
@@ -189,11 +233,27 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.state.account = None
         self.state.first_factor = None
         self.state.secrets_locked = False
+        self.state.access = None
         if len(username) == 9 and username.isascii() and username.isdigit():
             keys.append(bans.account_key(username))
-            self.state.account = await self.ctx.db.quick_read(
-                lambda reads: reads.scalar(_ACCOUNT_AT_LOGIN, {"ik": username})
-            )
+
+            async def decide(reads: Reads) -> access.Decision:
+                account = await reads.scalar(_ACCOUNT_AT_LOGIN, {"ik": username})
+                return await access.may_log_in(
+                    reads,
+                    account,
+                    channel=Channel.SFTP,
+                    address=self.state.address,
+                    now=now,
+                    security=self.security,
+                    second_factor_ready=self.ctx.totp_key is not None,
+                    open_sessions=self.ctx.node,
+                )
+
+            decision = await self.ctx.db.quick_read(decide)
+            self.state.access = decision
+            self.state.account = decision.account
+            _log_refusal(decision, self.state.peer)
         if bans.allowlisted(self.state.address, self.security):
             return True
         banned = await bans.banned_keys(self.ctx.db, keys, now)
@@ -204,34 +264,10 @@ class AccountSSHServer(asyncssh.SSHServer):
         return True
 
     def _usable(self) -> Account | None:
-        """The account when it may log in from here now, else None (never says why)."""
-        account = self.state.account
-        if account is None or not account.active:
-            return None
-        if account.expires_at is not None and account.expires_at <= self.ctx.clock.now():
-            return None
-        networks = [n for n in account.allowed_networks.split(",") if n]
-        if networks:
-            try:
-                address = ipaddress.ip_address(self.state.address)
-            except ValueError:
-                return None
-            if not any(address in ipaddress.ip_network(n, strict=False) for n in networks):
-                return None
-        if account.max_sessions is not None:
-            logged_in = sum(
-                1
-                for s in self.listener.connections.values()
-                if s.authenticated and s.account is not None and s.account.id == account.id
-            )
-            if logged_in >= account.max_sessions:
-                return None
-        if totp.requires_second_factor(account, self.security) and (
-            account.totp_secret is None or self.ctx.totp_key is None
-        ):
-            log.warning("account %s needs a second factor but has none enrolled", account.ik)
-            return None
-        return account
+        """The account when the login policy lets it in from here, else None (the
+        client never learns why: a refusal fails like a wrong key)."""
+        decision = self.state.access
+        return decision.account if decision is not None and decision.allowed else None
 
     def _failed(self) -> bool:
         self.state.auth_failures += 1
@@ -271,12 +307,8 @@ class AccountSSHServer(asyncssh.SSHServer):
 
     def first_factor_verified(self, method: str) -> bool:
         """Called by twofactor.py once a key or password is verified."""
-        account = self.state.account
-        if (
-            account is not None
-            and totp.requires_second_factor(account, self.security)
-            and self.state.first_factor is None
-        ):
+        decision = self.state.access
+        if decision is not None and decision.second_factor and self.state.first_factor is None:
             self.state.first_factor = method
             return False
         return True
@@ -305,3 +337,46 @@ class AccountSSHServer(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         self.state.authenticated = True
         self.state.touch()
+        assert self.state.account is not None
+        self.ctx.node.reserve(self.state.account.id)
+        self.state.reserved = True
+        self.listener.spawn(self._open_login_session())
+
+    async def _open_login_session(self) -> None:
+        """Record the login in ``login_sessions``, where every process and node counts
+        it against the account's ``max_sessions``.
+
+        The policy checked the count at ``begin_auth`` already; this write checks it
+        again under the account's lock, so of two logins racing for the last free
+        session on two processes one is closed here.
+        """
+        account = self.state.account
+        assert account is not None
+        try:
+            opened = await self.ctx.node.open_session(
+                account.id, account.max_sessions, Channel.SFTP, self.state.address
+            )
+        except Exception:
+            # The login stands (uncounted) rather than failing on a database hiccup.
+            log.exception("recording the login of %s failed", account.ik)
+            return
+        if opened is None:
+            self._release()
+            log.info("closing session of %s: its session limit was reached meanwhile", account.ik)
+            self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many sessions")
+            return
+        if self.state.lost:
+            await self.ctx.node.close_session(opened)
+            return
+        self.state.login_session = opened
+
+    def _release(self) -> None:
+        if self.state.reserved and self.state.account is not None:
+            self.state.reserved = False
+            self.ctx.node.release(self.state.account.id)
+
+    def _close_login_session(self) -> None:
+        self._release()
+        opened, self.state.login_session = self.state.login_session, None
+        if opened is not None and not self.ctx.node.close_session_now(opened):
+            self.listener.spawn(self.ctx.node.close_session(opened))

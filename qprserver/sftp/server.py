@@ -1,4 +1,9 @@
-"""The SSH listener: connection tracking, timeouts, bans, shutdown."""
+"""The SSH listener: connection tracking, timeouts, bans, shutdown.
+
+At start it loads the TOTP key (an unusable one stops the start) and joins the
+``nodes`` table; a refresh loop re-reads bans and account states and writes the
+node's heartbeat, which keeps this process's login sessions counting.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,12 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import asyncssh
-from sqlalchemy import select
 
+from qprserver.accounts import access, sessions
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
-from qprserver.db.models import Account, AuthScore
+from qprserver.db.engine import Reads
+from qprserver.security import bans
 from qprserver.sftp import compat, twofactor
 from qprserver.sftp.auth import AccountSSHServer
 from qprserver.sftp.session import MailboxSFTPServer
@@ -24,7 +30,8 @@ __all__ = ["ConnectionState", "SFTPListener", "ServerContext"]
 
 log = logging.getLogger(__name__)
 
-# How often shared state (bans, disabled accounts) is re-read from the database.
+# How often shared state (bans, disabled accounts) is re-read from the database;
+# every few rounds the node's heartbeat is written too (``accounts/sessions.py``).
 REFRESH_SECONDS = 2.0
 
 
@@ -62,6 +69,8 @@ class SFTPListener:
         server = self.ctx.settings.server
         twofactor.install()
         compat.install()
+        await self.ctx.load_totp_key()
+        await self.ctx.node.join()
         await self._refresh()
         self.ctx.receipts.start()
         options: dict[str, Any] = dict(
@@ -96,40 +105,29 @@ class SFTPListener:
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="refresh")
 
     async def _refresh(self) -> None:
-        """Re-read bans and close sessions of accounts no longer allowed in."""
+        """Re-read bans and close sessions of accounts the login policy no longer
+        admits (disabled, expired or removed, on any node)."""
         now = self.ctx.clock.now()
-        async with self.ctx.db.read_session() as session:
-            keys = await session.scalars(
-                select(AuthScore.key).where(
-                    AuthScore.key.like("addr:%"), AuthScore.banned_until > now
-                )
-            )
-            self.banned_addresses = {k.removeprefix("addr:") for k in keys}
-            ids = {s.account.id for s in self.connections.values() if s.account is not None}
-            if not ids:
-                return
-            rows = (
-                await session.execute(
-                    select(Account.id, Account.status, Account.expires_at).where(
-                        Account.id.in_(ids)
-                    )
-                )
-            ).all()
-            present = {account_id for account_id, _, _ in rows}
-            gone = (ids - present) | {
-                account_id
-                for account_id, status, expires in rows
-                if status != "active" or (expires is not None and expires <= now)
-            }
+        ids = {s.account.id for s in self.connections.values() if s.account is not None}
+
+        async def work(reads: Reads) -> tuple[set[str], set[int]]:
+            return await bans.banned_addresses(reads, now), await access.revoked(reads, ids, now)
+
+        self.banned_addresses, gone = await self.ctx.db.quick_read(work)
         for conn, state in list(self.connections.items()):
             if state.account is not None and state.account.id in gone:
                 log.info("closing session of %s: account disabled or expired", state.account.ik)
                 conn.disconnect(asyncssh.DISC_BY_APPLICATION, "account disabled")
 
     async def _refresh_loop(self) -> None:
+        beats = max(1, round(sessions.HEARTBEAT_SECONDS / REFRESH_SECONDS))
+        rounds = 0
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
+            rounds += 1
             try:
+                if rounds % beats == 0:
+                    await self.ctx.node.beat()
                 await self._refresh()
             except Exception:
                 log.exception("refreshing bans and account states failed")
@@ -180,4 +178,5 @@ class SFTPListener:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ctx.receipts.stop()
+        await self.ctx.node.leave()
         self._acceptors = []

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet
+from sqlalchemy import func, select
 
+from qprserver.accounts.sessions import NodeLease
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings
-from qprserver.db.engine import Database
+from qprserver.db.engine import Database, Reads
+from qprserver.db.models import Account
+from qprserver.errors import ConfigError
 from qprserver.exchange.uploads import UploadService
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.storage.local import FileBlobStore
 
 if TYPE_CHECKING:
-    from qprserver.db.models import Account
+    from cryptography.fernet import Fernet
+
+    from qprserver.accounts.access import Decision
     from qprserver.sftp.handles import UploadHandle
+
+log = logging.getLogger(__name__)
+
+_ENROLLED = select(func.count(Account.id)).where(Account.totp_secret.is_not(None))
 
 
 class SessionCount:
@@ -58,16 +67,49 @@ class ServerContext:
     receipts: ReceiptRecorder
     clock: Clock = field(default_factory=SystemClock)
     sessions: SessionCount = field(default_factory=SessionCount)
+    # The key of the TOTP secrets, set by ``load_totp_key`` at start; None when the
+    # instance has none (then no account can give a second factor).
+    totp_key: Fernet | None = None
+    # This process as a node: heartbeat and login sessions (``accounts/sessions.py``).
+    node: NodeLease = field(init=False)
 
-    @cached_property
-    def totp_key(self) -> Fernet | None:
-        """The key of the TOTP secrets; None when missing (2FA logins then fail)."""
+    def __post_init__(self) -> None:
+        self.node = NodeLease(self.db, self.clock)
+
+    async def load_totp_key(self) -> None:
+        """Load the TOTP key at start; raise ConfigError when it cannot be used.
+
+        A missing file is fine while no account has a second factor (logins that need
+        one are refused, with a warning each). A missing file while accounts are
+        enrolled, an unreadable file or one that holds no valid key stop the start
+        with one line naming the file: guessing on would refuse those accounts'
+        logins with nothing but "Permission denied" to go on.
+        """
         from qprserver.security.totp import load_key
 
+        path = self.settings.security.totp_key
         try:
-            return load_key(self.settings.security.totp_key)
-        except Exception:
-            return None
+            present = path.exists()
+        except OSError as exc:
+            raise ConfigError(f"{path}: TOTP key unreadable ({exc.strerror})") from None
+        if not present:
+
+            async def work(reads: Reads) -> int:
+                return int(await reads.scalar(_ENROLLED) or 0)
+
+            enrolled = await self.db.quick_read(work)
+            if enrolled:
+                raise ConfigError(
+                    f"{path}: TOTP key missing, but {enrolled} account(s) have a second "
+                    "factor encrypted with it; restore the file"
+                )
+            log.info("no TOTP key at %s and no account enrolled: no second factors", path)
+            self.totp_key = None
+            return
+        try:
+            self.totp_key = load_key(path)
+        except OSError as exc:
+            raise ConfigError(f"{path}: TOTP key unreadable ({exc.strerror})") from None
 
 
 @dataclass(eq=False)
@@ -77,6 +119,12 @@ class ConnectionState:
     peer: str
     address: str = ""
     account: Account | None = None
+    # What the login policy said about ``account`` from this address (``begin_auth``).
+    access: Decision | None = None
+    # The row of this login in ``login_sessions`` once authenticated.
+    login_session: int | None = None
+    # Counted in the node's memory since login completed (until close).
+    reserved: bool = False
     authenticated: bool = False
     first_factor: str | None = None
     # Password and code guesses for this account are stopped (an account ban); keys still work.

@@ -1,4 +1,5 @@
-"""Two factors, bans, per-account restrictions and session limits, with real clients."""
+"""Two factors, bans, per-account restrictions and session limits, with real clients;
+the TOTP key at start."""
 
 from __future__ import annotations
 
@@ -14,16 +15,29 @@ import asyncssh
 import paramiko
 import pyotp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from qprserver.accounts import service as accounts
 from qprserver.clock import SystemClock
-from qprserver.db.models import Account
+from qprserver.config import load_config
+from qprserver.db.engine import Database
+from qprserver.db.models import Account, Node
+from qprserver.errors import ConfigError
 from qprserver.security import bans, totp
 from qprserver.service import build_context
 from qprserver.sftp import twofactor
 from qprserver.sftp.server import SFTPListener
-from tests.functional.harness import ADMIN, LV_BY, LV_NW, MD_NW, Server
+from tests.functional.conftest import Instance
+from tests.functional.harness import (
+    ADMIN,
+    LV_BY,
+    LV_NW,
+    MD_NW,
+    Running,
+    Server,
+    make_settings,
+    start_server,
+)
 
 
 class CodeClient(asyncssh.SSHClient):
@@ -419,3 +433,79 @@ async def test_too_many_failed_attempts_close_the_connection(server: Server) -> 
     async with server.db.read_session() as session:
         account = await session.scalar(select(Account).where(Account.ik == LV_NW))
     assert account is not None and account.status == "active"
+
+
+async def _nodes(run: Running) -> int:
+    db = Database(load_config(run.config).database)
+    try:
+        async with db.read_session() as session:
+            return int(await session.scalar(select(func.count(Node.id))) or 0)
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("running", ["workers = 2\n"], indirect=True)
+async def test_a_session_limit_of_one_holds_across_two_worker_processes(
+    running: Running, tmp_path: Path
+) -> None:
+    Instance(tmp_path, running.config).ok("account", "update", LV_NW, "--max-sessions", "1")
+    assert await _nodes(running) == 2  # each worker is a node with its own heartbeat
+    async with running.connect(LV_NW) as first:
+        # The kernel spreads connections over both workers by source port: eight
+        # tries reach the one that did not take the first login all but once in 256.
+        for _ in range(8):
+            with pytest.raises(asyncssh.PermissionDenied):
+                await running.connect(LV_NW)
+        assert first is not None
+    # Closed at one worker, the session is free for a login at either.
+    for _ in range(100):
+        try:
+            async with running.connect(LV_NW) as again:
+                assert again is not None
+            break
+        except asyncssh.PermissionDenied:
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the session did not become free after close")
+
+
+async def test_a_corrupt_totp_key_stops_the_start_with_one_line(
+    tmp_path: Path, db: Database
+) -> None:
+    settings = make_settings(tmp_path / "corrupt", db.settings.url, db.settings.schema_name)
+    settings.security.totp_key.write_bytes(b"not a key\n")
+    with pytest.raises(ConfigError, match="not a valid key"):
+        await start_server(settings, db, tmp_path)
+
+
+async def test_an_unreadable_totp_key_stops_the_start(tmp_path: Path, db: Database) -> None:
+    settings = make_settings(tmp_path / "unreadable", db.settings.url, db.settings.schema_name)
+    settings.security.totp_key.unlink()
+    settings.security.totp_key.mkdir()  # unreadable as a file, whoever runs the test
+    with pytest.raises(ConfigError, match="TOTP key unreadable"):
+        await start_server(settings, db, tmp_path)
+
+
+async def test_a_missing_totp_key_is_fine_until_an_account_has_a_second_factor(
+    server: Server, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path / "missing", server.db.settings.url, server.db.settings.schema_name
+    )
+    settings.security.totp_key.unlink()
+    second = await start_server(settings, server.db, tmp_path)
+    try:
+        assert second.listener.ctx.totp_key is None
+        assert await _banned_key_login(server, second.port, LV_NW) is None
+    finally:
+        await second.listener.stop(grace=0)
+    await _enrol(server, LV_NW)
+    with pytest.raises(ConfigError, match="TOTP key missing, but 1 account"):
+        await start_server(settings, server.db, tmp_path)
+
+
+def test_serve_with_a_corrupt_totp_key_exits_with_one_line(instance: Instance) -> None:
+    (instance.root / "keys" / "totp.key").write_bytes(b"garbage")
+    result = instance.run("serve")
+    assert result.returncode == 1
+    assert "totp.key: not a valid key" in result.stderr
