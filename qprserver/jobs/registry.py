@@ -17,7 +17,7 @@ from qprserver.errors import InvalidInput
 from qprserver.exchange import bundles, partials, retention
 from qprserver.jobs import claims
 from qprserver.notify import outbox as notify
-from qprserver.storage.local import FileBlobStore
+from qprserver.storage.base import BlobStore
 
 
 @dataclass
@@ -26,7 +26,7 @@ class JobContext:
 
     db: Database
     settings: Settings
-    blobs: FileBlobStore
+    blobs: BlobStore
     mailer: notify.Mailer
     # Leases are about liveness, so they follow the real clock even when a run is
     # made "as if" at another time.

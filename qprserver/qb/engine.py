@@ -31,7 +31,7 @@ from typing import Any
 
 from qprserver.config import QbSettings
 from qprserver.errors import ConfigError, InvalidIK
-from qprserver.exchange.content import ContentRejected, parse_xml_safely
+from qprserver.exchange.content import ContentRejected, Source, parse_xml_safely
 from qprserver.ik import IK
 from qprserver.qb.filename import PATTERN_TEXT, ReportName, parse_report_name
 from qprserver.qb.plausibility import load_rules, rules_path
@@ -120,7 +120,7 @@ def _name_findings(
 
 
 def check_report(
-    path: Path,
+    path: Source,
     *,
     filename: str,
     settings: QbSettings,
@@ -194,7 +194,7 @@ def check_report(
 
 
 def _check_content(
-    path: Path,
+    path: Source,
     settings: QbSettings,
     effective: int,
     schema_file: Path,
@@ -269,7 +269,7 @@ def result_of(protocol: Protocol) -> QbResult:
 
 
 async def validate_upload(
-    path: Path,
+    path: Source,
     filename: str,
     uploader_ik: str,
     settings: QbSettings,

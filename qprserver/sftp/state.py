@@ -15,7 +15,7 @@ from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.exchange.uploads import UploadService
 from qprserver.sftp.receipts import ReceiptRecorder
-from qprserver.storage.local import FileBlobStore
+from qprserver.storage.base import BlobStore
 
 if TYPE_CHECKING:
     from qprserver.db.models import Account
@@ -53,7 +53,7 @@ class ServerContext:
 
     settings: Settings
     db: Database
-    blobs: FileBlobStore
+    blobs: BlobStore
     uploads: UploadService
     receipts: ReceiptRecorder
     clock: Clock = field(default_factory=SystemClock)
