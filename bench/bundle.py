@@ -63,7 +63,7 @@ def settings_for(root: Path, db_url: str, schema: str) -> Settings:
 async def populate(settings: Settings, count: int, size: int) -> None:
     """Accounts, blobs and deliveries of last week."""
     db = Database(settings.database)
-    store = FileBlobStore(settings.storage.data_dir)
+    store = FileBlobStore(settings.storage.data_dir, settings.server.node_id)
     now = WEEK_DAY
     try:
         await migrate.upgrade(db)
@@ -209,7 +209,8 @@ def run(count: int, size: int, db_url: str = "") -> dict[str, Any]:
                 check=True,
             )
             result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
-            path = FileBlobStore(settings.storage.data_dir).path_for(result["sha256"])
+            store = FileBlobStore(settings.storage.data_dir, settings.server.node_id)
+            path = store.path_for(result["sha256"])
             with zipfile.ZipFile(path) as archive:
                 members = len(archive.namelist())
             result.update(

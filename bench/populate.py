@@ -55,7 +55,7 @@ async def _populate(
     config: Path, depositor_ik: str, subject_ik: str, inboxes: dict[str, list[FileSpec]]
 ) -> None:
     settings = load_config(config)
-    store = FileBlobStore(settings.storage.data_dir)
+    store = FileBlobStore(settings.storage.data_dir, settings.server.node_id)
     db = Database(settings.database)
     now = datetime.now(UTC)
     try:

@@ -105,12 +105,22 @@ class ServerSettings(_Section):
     idle_timeout: float = Field(default=900.0, gt=0)
     shutdown_grace: float = Field(default=30.0, ge=0)
     workers: int = Field(default=1, ge=1, le=64)
+    # This node's name among nodes sharing a data folder: its spool folder is
+    # ``<data_dir>/spool/<node_id>/``. Empty: the host's name up to the first dot.
+    node_id: str = Field(default="", validate_default=True)
     ciphers: list[str] = Field(default_factory=lambda: list(DEFAULT_CIPHERS))
     macs: list[str] = Field(default_factory=lambda: list(DEFAULT_MACS))
     kex: list[str] = Field(default_factory=lambda: list(DEFAULT_KEX))
     host_key_algs: list[str] = Field(default_factory=lambda: list(DEFAULT_HOST_KEY_ALGS))
     signature_algs: list[str] = Field(default_factory=lambda: list(DEFAULT_SIGNATURE_ALGS))
     compression: list[str] = Field(default_factory=lambda: ["none"])
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        from qprserver.storage.spool import check_node_id, default_node_id
+
+        return check_node_id(value or default_node_id())
 
     @field_validator("ciphers", "macs", "kex", "host_key_algs", "signature_algs", "compression")
     @classmethod

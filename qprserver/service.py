@@ -34,16 +34,22 @@ from qprserver.notify.smtp import SmtpMailer
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.sftp.server import SFTPListener
 from qprserver.sftp.state import ServerContext
+from qprserver.storage.base import BlobStore
 from qprserver.storage.local import FileBlobStore
 
 log = logging.getLogger("qprserver")
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The blob store of this node: blobs under the data folder, its own spool there."""
+    return FileBlobStore(settings.storage.data_dir, settings.server.node_id)
 
 
 def build_context(
     settings: Settings, db: Database, notifier: Notifier, clock: Clock | None = None
 ) -> ServerContext:
     """The parts a server process needs, wired together."""
-    blobs = FileBlobStore(settings.storage.data_dir)
+    blobs = blob_store(settings)
     return ServerContext(
         settings=settings,
         db=db,
@@ -55,20 +61,22 @@ def build_context(
 
 
 def job_context(
-    settings: Settings, db: Database, notifier: Notifier, blobs: FileBlobStore | None = None
+    settings: Settings, db: Database, notifier: Notifier, blobs: BlobStore | None = None
 ) -> JobContext:
     """The inputs of the jobs, wired for this settings and database."""
     return JobContext(
         db=db,
         settings=settings,
-        blobs=blobs or FileBlobStore(settings.storage.data_dir),
+        blobs=blobs or blob_store(settings),
         notifier=notifier,
         mailer=SmtpMailer(settings.mail),
     )
 
 
 async def sweep_stale_uploads(settings: Settings) -> int:
-    """Remove temp files of uploads that never completed (a killed server's leftovers).
+    """Remove this node's spool files of uploads that never completed (what a killed
+    run of this node left); other nodes' spools, with their uploads in progress, are
+    not touched.
 
     Partial uploads kept for their depositors to resume stay (``partials``).
     """
@@ -78,9 +86,7 @@ async def sweep_stale_uploads(settings: Settings) -> int:
         kept = await partials.kept_temp_names(db)
     finally:
         await db.dispose()
-    return FileBlobStore(settings.storage.data_dir).sweep_temp(
-        older_than_seconds=0, now=time.time(), spare=kept
-    )
+    return blob_store(settings).sweep_temp(older_than_seconds=0, now=time.time(), spare=kept)
 
 
 # Connections the kernel queues on a listening socket (asyncio's default, as before).

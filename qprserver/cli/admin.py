@@ -11,8 +11,6 @@ from qprserver.db.engine import Database
 from qprserver.security.hostkeys import ensure_host_key
 from qprserver.security.totp import ensure_key
 
-DATA_SUBDIRS = ("blobs", "tmp")
-
 
 @click.command()
 @pass_app
@@ -22,8 +20,9 @@ def init(app: App) -> None:
     data_dir = settings.storage.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir.chmod(0o700)
-    for sub in DATA_SUBDIRS:
-        (data_dir / sub).mkdir(exist_ok=True, mode=0o700)
+    from qprserver.storage.local import FileBlobStore
+
+    FileBlobStore(data_dir, settings.server.node_id)  # its folders and this node's spool
     if ensure_key(settings.security.totp_key):
         click.echo(f"TOTP key created: {settings.security.totp_key}")
     if audit_seal.ensure_key(settings.security.audit_key):

@@ -3,7 +3,8 @@
 A bundle holds the current version of every document delivered to the recipient
 in the period, plus ``MANIFEST.csv``. It is written streaming (1 MiB at a time, so
 memory stays flat however large; ZIP64 where sizes need it; PDFs stored, XML
-deflated) into the blob store and appears in ``/bundles`` with a ``.sha256`` file.
+deflated) through a ``BlobWriter`` into the blob store and appears in ``/bundles``
+with a ``.sha256`` file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import csv
 import io
 import posixpath
-import shutil
 import zipfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -27,7 +27,8 @@ from qprserver.db.engine import Database
 from qprserver.db.models import Account, Bundle, Delivery, Document
 from qprserver.notify import emails
 from qprserver.notify.outbox import Notifier
-from qprserver.storage.local import BlobInfo, FileBlobStore
+from qprserver.storage.base import BlobInfo, BlobStore
+from qprserver.storage.streams import WriterFile, chunks
 
 CHUNK = 1024 * 1024
 MANIFEST_COLUMNS = (
@@ -98,11 +99,11 @@ def manifest_csv(members: list[Member]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def write_zip(blobs: FileBlobStore, members: list[Member], tz: ZoneInfo) -> BlobInfo:
-    """Build the ZIP in the store's temp folder and adopt it as a blob (blocking)."""
-    path = blobs.new_temp_path(".zip")
+def write_zip(blobs: BlobStore, members: list[Member], tz: ZoneInfo) -> BlobInfo:
+    """Build the ZIP through a blob writer and store it as a blob (blocking)."""
+    writer = blobs.begin_write()
     try:
-        with zipfile.ZipFile(path, "w", allowZip64=True) as archive:
+        with zipfile.ZipFile(WriterFile(writer), "w", allowZip64=True) as archive:
             for m in members:
                 stamp = m.delivered_at.astimezone(tz)
                 info = zipfile.ZipInfo(m.arcname, date_time=stamp.timetuple()[:6])
@@ -112,17 +113,21 @@ def write_zip(blobs: FileBlobStore, members: list[Member], tz: ZoneInfo) -> Blob
                     else zipfile.ZIP_STORED
                 )
                 info.file_size = m.size
-                with (
-                    blobs.open(m.sha256) as source,
-                    archive.open(info, "w", force_zip64=m.size >= zipfile.ZIP64_LIMIT) as target,
-                ):
-                    shutil.copyfileobj(source, target, CHUNK)
+                source = blobs.open_reader(m.sha256)
+                try:
+                    with archive.open(
+                        info, "w", force_zip64=m.size >= zipfile.ZIP64_LIMIT
+                    ) as target:
+                        for chunk in chunks(source, CHUNK):
+                            target.write(chunk)
+                finally:
+                    source.close()
             archive.writestr(
                 "MANIFEST.csv", manifest_csv(members), compress_type=zipfile.ZIP_DEFLATED
             )
-        return blobs.adopt(path)
+        return writer.finish()
     except BaseException:
-        path.unlink(missing_ok=True)
+        writer.abort()
         raise
 
 
@@ -161,7 +166,7 @@ async def _members(
 
 async def _store_bundle(
     db: Database,
-    blobs: FileBlobStore,
+    blobs: BlobStore,
     notifier: Notifier,
     settings: Settings,
     recipient: Account,
@@ -226,7 +231,7 @@ async def _exists(db: Database, recipient: Account, kind: str, period: str) -> b
 
 
 async def build_weekly(
-    db: Database, blobs: FileBlobStore, notifier: Notifier, settings: Settings, now: datetime
+    db: Database, blobs: BlobStore, notifier: Notifier, settings: Settings, now: datetime
 ) -> dict[str, object]:
     """One bundle per recipient with bundles enabled for the ISO week before ``now``."""
     period, start, end = week_period(now, ZoneInfo(settings.jobs.timezone))
@@ -255,7 +260,7 @@ async def build_weekly(
 
 
 async def build_final(
-    db: Database, blobs: FileBlobStore, notifier: Notifier, settings: Settings, now: datetime
+    db: Database, blobs: BlobStore, notifier: Notifier, settings: Settings, now: datetime
 ) -> dict[str, object]:
     """After the configured date, every current document of the kind, once per recipient."""
     jobs = settings.jobs

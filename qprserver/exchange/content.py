@@ -10,16 +10,20 @@ limit the caller takes from the config (``qb.max_xml_bytes``): ``check_content``
 returns the parsed tree, so the quality-report checks (``qb``) work on it instead
 of parsing the file again.
 
-Checks read a file path, so they can run on an upload's temp file before it is
-committed to the blob store. They block; callers on the event loop use a thread.
+Checks read a file path or an open binary file (an upload's bytes as its
+``BlobWriter.open_written`` gives them, before they are committed to the blob store).
+They block; callers on the event loop use a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lxml import etree
 
@@ -35,6 +39,27 @@ _PROBE_CHUNK = 64 * 1024
 _DTD_REJECTED = "XML enthält eine DTD/Entitäten; nicht erlaubt"
 # libxml2 appends the position to its messages; the reason already names the line.
 _POSITION_SUFFIX = re.compile(r",\s*line \d+, column \d+\s*$")
+
+
+# A file to check: a path, or an open, seekable binary file (read from its start).
+Source = Path | BinaryIO
+
+
+@contextlib.contextmanager
+def _reading(source: Source) -> Iterator[BinaryIO]:
+    """The source as a binary file at offset 0; a path is opened and closed here."""
+    if isinstance(source, Path):
+        with source.open("rb") as handle:
+            yield handle
+    else:
+        source.seek(0)
+        yield source
+
+
+def _size(source: Source) -> int:
+    if isinstance(source, Path):
+        return source.stat().st_size
+    return source.seek(0, os.SEEK_END)
 
 
 class ContentRejected(Exception):
@@ -96,12 +121,12 @@ def _syntax_reason(exc: etree.XMLSyntaxError) -> str:
     return f"XML nicht wohlgeformt: Zeile {line}: {message}"
 
 
-def _refuse_doctype(path: Path) -> None:
+def _refuse_doctype(path: Source) -> None:
     """Raise ContentRejected when the prolog holds a DOCTYPE; reads only up to the root."""
     probe = _PrologProbe()
     parser = _safe_parser(probe)
     try:
-        with path.open("rb") as handle:
+        with _reading(path) as handle:
             while not (probe.doctype_seen or probe.root_seen):
                 chunk = handle.read(_PROBE_CHUNK)
                 if not chunk:
@@ -116,10 +141,10 @@ def _refuse_doctype(path: Path) -> None:
         raise ContentRejected(_DTD_REJECTED)
 
 
-def parse_xml_safely(path: Path, *, max_bytes: int) -> XmlTree:
+def parse_xml_safely(path: Source, *, max_bytes: int) -> XmlTree:
     """Parse an XML file of at most max_bytes safely or raise ContentRejected with a
     readable reason."""
-    size = path.stat().st_size
+    size = _size(path)
     if size == 0:
         raise ContentRejected("Leere Datei")
     if size > max_bytes:
@@ -127,7 +152,7 @@ def parse_xml_safely(path: Path, *, max_bytes: int) -> XmlTree:
     _refuse_doctype(path)
     try:
         # An open file, not the name: libxml2 would read a name as a URL.
-        with path.open("rb") as handle:
+        with _reading(path) as handle:
             tree = etree.parse(handle, _safe_parser())
     except etree.XMLSyntaxError as exc:
         raise ContentRejected(_syntax_reason(exc)) from None
@@ -137,8 +162,8 @@ def parse_xml_safely(path: Path, *, max_bytes: int) -> XmlTree:
     return tree
 
 
-def _check_pdf(path: Path, size: int) -> None:
-    with path.open("rb") as handle:
+def _check_pdf(path: Source, size: int) -> None:
+    with _reading(path) as handle:
         if handle.read(5) != b"%PDF-":
             raise ContentRejected("Keine PDF-Datei: Kopfzeile %PDF- fehlt")
         handle.seek(max(0, size - _PDF_TAIL_READ))
@@ -149,7 +174,7 @@ def _check_pdf(path: Path, size: int) -> None:
         )
 
 
-def _check_zip(path: Path) -> None:
+def _check_zip(path: Source) -> None:
     # Opening reads and parses the whole central directory; members stay compressed,
     # so a ZIP bomb costs nothing here. zipfile refuses entries that claim a newer
     # format version with NotImplementedError; recipients could not open those either.
@@ -160,13 +185,13 @@ def _check_zip(path: Path) -> None:
         raise ContentRejected("ZIP-Verzeichnis fehlt oder ist beschädigt") from None
 
 
-def check_content(path: Path, filename: str, *, max_xml_bytes: int) -> XmlTree | None:
+def check_content(path: Source, filename: str, *, max_xml_bytes: int) -> XmlTree | None:
     """Raise ContentRejected unless the file at path has the content its name claims.
 
     An XML file is parsed (at most max_xml_bytes) and its tree returned for checks
     that read it further; other kinds return None.
     """
-    size = path.stat().st_size
+    size = _size(path)
     if size == 0:
         raise ContentRejected("Leere Datei")
     lower = filename.lower()

@@ -1,10 +1,11 @@
 """Uploads cut off by a dropped connection, kept for their depositor to resume.
 
-The bytes stay in the blob store's temp folder; the rows here are what every
-process and node goes by. Only the depositor ever sees a partial upload (in its
-``/outbox``), and it becomes a document only when a resumed upload completes. A
-row is taken by deleting it, so two sessions can never resume the same file; the
-sweep job removes rows and files after ``storage.partial_keep``.
+The bytes stay in the spool of the node that kept them (``storage/spool.py``),
+named by their temp name; the rows here are what every process and node goes by.
+Only the depositor ever sees a partial upload (in its ``/outbox``), and it becomes a
+document only when a resumed upload completes. A row is taken by deleting it, so
+two sessions can never resume the same file; the sweep job removes rows and files
+after ``storage.partial_keep``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from qprserver.clock import Clock
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Bundle, Delivery, Document, DownloadReceipt
-from qprserver.storage.local import FileBlobStore
+from qprserver.storage.base import BlobStore
 
 
 def _due_deliveries(settings: Settings, now: datetime):  # type: ignore[no-untyped-def]
@@ -57,7 +57,7 @@ async def _orphans(session: AsyncSession) -> list[int]:
 
 async def run_retention(
     db: Database,
-    blobs: FileBlobStore,
+    blobs: BlobStore,
     settings: Settings,
     now: datetime,
     clock: Clock,
@@ -120,7 +120,7 @@ async def run_retention(
 
 
 async def sweep_blobs(
-    db: Database, blobs: FileBlobStore, clock: Clock, grace: float, *, delete: bool
+    db: Database, blobs: BlobStore, clock: Clock, grace: float, *, delete: bool
 ) -> list[str]:
     """Blobs no document or bundle refers to and stored more than ``grace`` seconds
     before the references were read; deleted unless ``delete`` is False.
@@ -143,18 +143,13 @@ async def sweep_blobs(
 
     def sweep() -> list[str]:
         found = []
-        for digest in blobs.iter_hashes():
-            if digest in referenced:
+        for blob in blobs.iter_blobs():
+            if blob.sha256 in referenced or blob.stored_at >= cutoff:
                 continue
-            if delete:
-                if blobs.delete_if_older(digest, cutoff):
-                    found.append(digest)
-                continue
-            try:
-                if blobs.path_for(digest).stat().st_mtime < cutoff:
-                    found.append(digest)
-            except FileNotFoundError:
-                continue
+            # delete_if_older looks at the time once more: a store of the same content
+            # since the walk saw it keeps the blob.
+            if not delete or blobs.delete_if_older(blob.sha256, cutoff):
+                found.append(blob.sha256)
         return found
 
     return await asyncio.to_thread(sweep)

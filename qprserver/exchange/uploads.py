@@ -1,8 +1,9 @@
 """Turning a complete upload into a document, or into a rejection with a protocol.
 
-The SFTP edge hands over a finished temporary blob; this module checks it (name,
-size, quota, content, routing), stores it, and writes the document, its deliveries,
-the protocol and the audit events in one transaction. A rejected upload leaves no
+The SFTP edge hands over the ``BlobWriter`` of a finished upload; this module checks
+it (name, size, quota, content read through ``open_written``, routing), stores it
+(``finish``), and writes the document, its deliveries, the protocol and the audit
+events in one transaction. A rejected upload leaves no
 document and no blob, only its protocol.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime
+from typing import BinaryIO
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +31,7 @@ from qprserver.notify import emails
 from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
 from qprserver.qb.engine import QbResult, validate_upload
-from qprserver.storage.local import BlobWriter
+from qprserver.storage.base import BlobWriter
 
 MAX_NAME = 255
 QUALITY_REPORT = "qualitaetsbericht"
@@ -110,17 +112,20 @@ class UploadService:
             limit = self.settings.storage.max_upload_bytes
             if size > limit:
                 raise QuotaExceeded(f"Datei größer als die erlaubten {limit} Bytes")
-            try:
-                # The one parse of an XML upload: its tree goes on to the report checks.
-                tree = await asyncio.to_thread(
-                    check_content,
-                    writer.temp_path,
-                    _checked_name(name, content),
-                    max_xml_bytes=self.settings.qb.max_xml_bytes,
+            with writer.open_written() as written:
+                try:
+                    # The one parse of an XML upload: its tree goes on to the report checks.
+                    tree = await asyncio.to_thread(
+                        check_content,
+                        written,
+                        _checked_name(name, content),
+                        max_xml_bytes=self.settings.qb.max_xml_bytes,
+                    )
+                except ContentRejected as exc:
+                    raise Rejected(str(exc)) from None
+                report = await self._check_report(
+                    classification, written, name, depositor, now, tree
                 )
-            except ContentRejected as exc:
-                raise Rejected(str(exc)) from None
-            report = await self._check_report(classification, writer, name, depositor, now, tree)
             async with self.db.read_session() as session:
                 recipients = await routing.recipients_for(
                     session, classification, direct_ik=direct_ik, depositor=depositor
@@ -367,7 +372,7 @@ class UploadService:
     async def _check_report(
         self,
         classification: routing.Classification | None,
-        writer: BlobWriter,
+        written: BinaryIO,
         name: str,
         depositor: Account,
         now: datetime,
@@ -377,7 +382,7 @@ class UploadService:
         if classification is None or classification.kind != QUALITY_REPORT:
             return None
         result = await validate_upload(
-            writer.temp_path, name, depositor.ik, self.settings.qb, now, tree=tree
+            written, name, depositor.ik, self.settings.qb, now, tree=tree
         )
         if not result.accepted:
             raise ReportRejected(result)

@@ -25,7 +25,7 @@ from qprserver.exchange import bundles, partials, retention
 from qprserver.jobs import claims
 from qprserver.notify import outbox
 from qprserver.notify.smtp import Mailer
-from qprserver.storage.local import FileBlobStore
+from qprserver.storage.base import BlobStore
 
 
 @dataclass
@@ -34,7 +34,7 @@ class JobContext:
 
     db: Database
     settings: Settings
-    blobs: FileBlobStore
+    blobs: BlobStore
     notifier: outbox.Notifier
     mailer: Mailer
     # Leases are about liveness, so they follow the real clock even when a run is

@@ -34,7 +34,7 @@ from typing import Any
 
 from qprserver.config import QbSettings
 from qprserver.errors import ConfigError, InvalidIK
-from qprserver.exchange.content import ContentRejected, XmlTree, parse_xml_safely
+from qprserver.exchange.content import ContentRejected, Source, XmlTree, parse_xml_safely
 from qprserver.ik import IK
 from qprserver.qb.filename import PATTERN_TEXT, ReportName, parse_report_name
 from qprserver.qb.plausibility import load_rules, rules_path
@@ -123,7 +123,7 @@ def _name_findings(
 
 
 def check_report(
-    path: Path,
+    path: Source,
     *,
     filename: str,
     settings: QbSettings,
@@ -202,7 +202,7 @@ def check_report(
 
 
 def _check_content(
-    path: Path,
+    path: Source,
     parsed: XmlTree | None,
     settings: QbSettings,
     effective: int,
@@ -278,7 +278,7 @@ def result_of(protocol: Protocol) -> QbResult:
 
 
 async def validate_upload(
-    path: Path,
+    path: Source,
     filename: str,
     uploader_ik: str,
     settings: QbSettings,

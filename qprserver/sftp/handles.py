@@ -1,7 +1,10 @@
 """Open-file objects of an SFTP session: downloads, uploads and in-memory files.
 
 ``read`` and ``write`` on these do no database work and never await: each is one
-system call on a file opened at ``open`` time (DESIGN.md §5).
+system call on a file opened at ``open`` time (DESIGN.md §5). Downloads read through
+the store's ``BlobReader`` and uploads write through its ``BlobWriter``; where the
+reader has a file descriptor (the local backend), ``read`` calls ``os.pread`` on it
+directly, as fast as before there was a Protocol in between.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from qprserver.exchange import coverage
 from qprserver.exchange.coverage import Range
 from qprserver.sftp.paths import VPath
-from qprserver.storage.local import BlobWriter
+from qprserver.storage.base import BlobReader, BlobWriter
 
 
 class DownloadHandle:
@@ -28,10 +31,23 @@ class DownloadHandle:
     What was served is settled at close (``ranges``), never in ``read``.
     """
 
-    __slots__ = ("_done", "_run_end", "_run_start", "delivery_id", "fd", "name", "sha256", "size")
+    __slots__ = (
+        "_done",
+        "_run_end",
+        "_run_start",
+        "delivery_id",
+        "fd",
+        "name",
+        "reader",
+        "sha256",
+        "size",
+    )
 
-    def __init__(self, fd: int, size: int, delivery_id: int | None, sha256: str, name: str) -> None:
-        self.fd = fd
+    def __init__(
+        self, reader: BlobReader, size: int, delivery_id: int | None, sha256: str, name: str
+    ) -> None:
+        self.reader = reader
+        self.fd = reader.fileno()  # None: every read goes through reader.pread
         self.size = size
         self.delivery_id = delivery_id
         self.sha256 = sha256
@@ -44,7 +60,8 @@ class DownloadHandle:
         if offset >= self.size:
             # Also keeps offsets beyond what the OS takes (up to 2**64 - 1) from pread.
             return b""
-        data = os.pread(self.fd, length, offset)
+        fd = self.fd
+        data = os.pread(fd, length, offset) if fd is not None else self.reader.pread(offset, length)
         if data:
             end = offset + len(data)
             if self._run_start <= offset <= self._run_end:
@@ -68,14 +85,27 @@ class DownloadHandle:
 
     def seek(self, offset: int, whence: int) -> int:
         """For asyncssh's ranges extension (SEEK_DATA/SEEK_HOLE); reads use pread."""
-        return os.lseek(self.fd, offset, whence)
+        if self.fd is not None:
+            return os.lseek(self.fd, offset, whence)
+        return _seek_in(self.size, offset, whence)  # no descriptor: one range, no holes
 
     @property
     def complete(self) -> bool:
         return coverage.covers(self.ranges(), self.size)
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.reader.close()
+
+
+def _seek_in(size: int, offset: int, whence: int) -> int:
+    """lseek's SEEK_DATA/SEEK_HOLE answer for size bytes of data without holes."""
+    if whence == os.SEEK_DATA:
+        if offset >= size:
+            raise OSError(errno.ENXIO, "No more data")
+        return offset
+    if whence == os.SEEK_HOLE:
+        return size
+    return offset
 
 
 class MemoryHandle:
@@ -91,13 +121,7 @@ class MemoryHandle:
 
     def seek(self, offset: int, whence: int) -> int:
         """For asyncssh's ranges extension: the body is one range of data, no holes."""
-        if whence == os.SEEK_DATA:
-            if offset >= len(self.body):
-                raise OSError(errno.ENXIO, "No more data")
-            return offset
-        if whence == os.SEEK_HOLE:
-            return len(self.body)
-        return offset
+        return _seek_in(len(self.body), offset, whence)
 
     @property
     def size(self) -> int:

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import os
 import stat as statmod
 import sys
 import time
@@ -30,6 +29,7 @@ from qprserver.exchange import mailbox, partials, quota
 from qprserver.sftp.handles import DownloadHandle, MemoryHandle, UploadHandle
 from qprserver.sftp.outbox import Outbox
 from qprserver.sftp.paths import BadName, BadPath, VPath, normalise, parse
+from qprserver.storage.base import BlobNotFound
 
 if TYPE_CHECKING:
     from qprserver.db.models import Account
@@ -411,14 +411,14 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if vpath.folder not in ("inbox", "archive", "bundles", "outbox") or entry.sha256 is None:
             raise asyncssh.SFTPNoSuchFile("No such file")
         try:
-            fd = os.open(self.ctx.blobs.path_for(entry.sha256), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            reader = self.ctx.blobs.open_reader(entry.sha256)
+        except (BlobNotFound, OSError):
             log.error("blob %s of %s/%s is missing", entry.sha256, vpath.folder, entry.id)
             raise asyncssh.SFTPFailure("Document temporarily unavailable") from None
         self.state.open_files += 1
         # Receipts are for deliveries; a bundle's or document's entry id is no delivery id.
         delivery_id = entry.id if vpath.folder in ("inbox", "archive") else None
-        return DownloadHandle(fd, entry.size, delivery_id, entry.sha256, entry.name)
+        return DownloadHandle(reader, entry.size, delivery_id, entry.sha256, entry.name)
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, DownloadHandle | MemoryHandle):

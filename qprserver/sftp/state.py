@@ -18,7 +18,7 @@ from qprserver.db.models import Account
 from qprserver.errors import ConfigError
 from qprserver.exchange.uploads import UploadService
 from qprserver.sftp.receipts import ReceiptRecorder
-from qprserver.storage.local import FileBlobStore
+from qprserver.storage.base import BlobStore
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
@@ -62,7 +62,7 @@ class ServerContext:
 
     settings: Settings
     db: Database
-    blobs: FileBlobStore
+    blobs: BlobStore
     uploads: UploadService
     receipts: ReceiptRecorder
     clock: Clock = field(default_factory=SystemClock)

@@ -1,1 +1,3 @@
-"""Blob storage: content-addressed documents and bundles; ``local`` is the file-system backend."""
+"""Blob storage: ``base`` (the Protocols every consumer uses), ``local`` (the file-system
+backend, the only module that knows where a blob lives), ``spool`` (this node's
+uploads in progress)."""

@@ -165,7 +165,9 @@ class Server:
             await asyncio.gather(*self.listener._tasks, return_exceptions=True)
 
     def temp_files(self) -> list[Path]:
-        return list((self.settings.storage.data_dir / "tmp").iterdir())
+        """This node's spool: uploads in progress and kept partial uploads."""
+        spool = self.settings.storage.data_dir / "spool" / self.settings.server.node_id
+        return list(spool.iterdir())
 
 
 def make_settings(root: Path, database_url: str, schema: str, **storage: Any) -> Settings:

@@ -26,12 +26,10 @@ pytestmark = pytest.mark.skipif(
 
 def _sparse_blob(store: FileBlobStore, marker: bytes) -> str:
     """A large blob that costs no disk: a hole with a marker at the end."""
-    path = store.new_temp_path()
-    with path.open("wb") as handle:
-        handle.truncate(MEMBER - len(marker))
-        handle.seek(MEMBER - len(marker))
-        handle.write(marker)
-    return store.adopt(path).sha256
+    writer = store.begin_write()
+    writer.truncate(MEMBER - len(marker))
+    writer.write(MEMBER - len(marker), marker)
+    return writer.finish().sha256
 
 
 def test_a_bundle_above_2_gib_is_built_with_flat_memory_and_opens_as_zip64(

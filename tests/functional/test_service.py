@@ -63,7 +63,7 @@ async def test_an_upload_cut_by_shutdown_is_kept_across_a_restart_and_resumed_th
         await asyncio.wait_for(conn.wait_closed(), 30)
     assert await asyncio.wait_for(running.proc.wait(), 30) == 0
     assert await running.documents() == []
-    tmp = running.config.parent / "data" / "tmp"
+    tmp = running.config.parent / "data" / "spool" / load_config(running.config).server.node_id
     (kept,) = tmp.iterdir()
     stray = tmp / "upload-000000000000000000000000.part"
     stray.write_bytes(b"left by a killed server")
@@ -80,6 +80,27 @@ async def test_an_upload_cut_by_shutdown_is_kept_across_a_restart_and_resumed_th
     finally:
         second.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(second.proc.wait(), 30)
+
+
+async def test_another_node_starting_on_the_same_data_folder_leaves_uploads_in_progress_alone(
+    running: Running, tmp_path: Path
+) -> None:
+    name = f"{FACILITY_NW}_zwei_knoten.pdf"
+    data = pdf_bytes(100_000)
+    async with running.connect(MD_NW) as conn, conn.start_sftp_client() as sftp:
+        f = await sftp.open(f"/outbox/{name}", "wb")
+        await f.write(data[:50_000], 0)
+        # The other node's start-up sweep clears its own spool only, not this upload's.
+        second = await _spawn_second(running, tmp_path, node_id="zweiter-knoten")
+        try:
+            await f.write(data[50_000:], 50_000)
+            await f.close()
+        finally:
+            second.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(second.proc.wait(), 30)
+    assert await running.documents() == [name]
+    spools = sorted(p.name for p in (running.config.parent / "data" / "spool").iterdir())
+    assert spools == sorted([load_config(running.config).server.node_id, "zweiter-knoten"])
 
 
 @pytest.mark.parametrize("running", ["idle_timeout = 1.0\n"], indirect=True)
@@ -106,11 +127,13 @@ async def test_two_worker_processes_share_the_port_and_serve_logins(
     assert await asyncio.wait_for(running.proc.wait(), 30) == 0
 
 
-async def _spawn_second(run: Running, tmp_path: Path) -> Running:
-    """A second `serve` process on the same database and data folder, another port."""
+async def _spawn_second(run: Running, tmp_path: Path, node_id: str | None = None) -> Running:
+    """A second `serve` process on the same database and data folder, another port;
+    with node_id, another node (else the same node started again)."""
     port = free_port()
     config = tmp_path / "second.toml"
-    text = run.config.read_text().replace(f"port = {run.port}\n", f"port = {port}\n", 1)
+    node = f'node_id = "{node_id}"\n' if node_id else ""
+    text = run.config.read_text().replace(f"port = {run.port}\n", f"port = {port}\n{node}", 1)
     config.write_text(text)
     second = Running(await serve_process(config), port, config)
     second.keys = run.keys

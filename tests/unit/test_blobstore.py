@@ -1,3 +1,6 @@
+"""The local backend beyond the Protocol: where blobs live, modes, atomic placement,
+write-behind. What every backend does is in ``test_blob_protocol.py``."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,57 +10,52 @@ from pathlib import Path
 
 import pytest
 
-from qprserver.storage import local as blobstore
-from qprserver.storage.local import BlobNotFound, FileBlobStore
+from qprserver.storage import spool as spool_module
+from qprserver.storage.local import FileBlobStore
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_finished_blob_is_stored_under_its_hash_read_only(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
+def _spool_files(store: FileBlobStore) -> list[Path]:
+    return sorted(store.spool.folder.iterdir())
+
+
+def test_a_finished_blob_is_a_read_only_file_under_its_hash(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
     writer = store.begin_write()
-    writer.write(0, b"hello ")
-    writer.write(6, b"world")
-    assert writer.size == 11
-    assert list(store.iter_hashes()) == []  # nothing visible before finish
+    writer.write(0, b"hello world")
     info = writer.finish()
-    assert info.sha256 == _sha(b"hello world") and info.size == 11
     path = store.path_for(info.sha256)
     assert path == tmp_path / "blobs" / info.sha256[:2] / info.sha256[2:4] / info.sha256
     assert path.read_bytes() == b"hello world"
     assert path.stat().st_mode & 0o777 == 0o400
-    assert list(store.tmp.iterdir()) == []
-    assert store.exists(info.sha256) and store.size(info.sha256) == 11
-    with store.open(info.sha256) as handle:
-        assert handle.read() == b"hello world"
+    assert _spool_files(store) == []
 
 
 def test_store_folders_are_private_to_the_service_user(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path / "data")
+    store = FileBlobStore(tmp_path / "data", node_id="n1")
     store.begin_write().finish()
     digest = _sha(b"")
-    folders = [store.root, store.blobs, store.tmp, store.path_for(digest).parent]
-    folders.append(store.path_for(digest).parent.parent)
+    folders = [store.root, store.blobs, store.spool.folder, store.spool.folder.parent]
+    folders += [store.path_for(digest).parent, store.path_for(digest).parent.parent]
     assert all(folder.stat().st_mode & 0o777 == 0o700 for folder in folders)
 
 
-def test_temp_file_is_complete_and_readable_before_finish(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
+def test_uploads_in_progress_are_files_in_the_node_spool(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
     writer = store.begin_write()
-    writer.write(0, b"%PDF-1.7\n")
-    writer.write(9, b"%%EOF\n")
-    assert writer.path == writer.temp_path
-    assert writer.temp_path.parent == store.tmp
-    assert writer.temp_path.name.startswith("upload-") and writer.temp_path.suffix == ".part"
-    assert writer.temp_path.read_bytes() == b"%PDF-1.7\n%%EOF\n"
-    assert writer.read_head(5) == b"%PDF-"
-    assert writer.read_head(1000) == b"%PDF-1.7\n%%EOF\n"
+    writer.write(0, b"%PDF-")
+    (path,) = _spool_files(store)
+    assert path.parent == tmp_path / "spool" / "n1"
+    assert path.name.startswith("upload-") and path.suffix == ".part"
+    assert path.read_bytes() == b"%PDF-"
+    assert writer.detach() == f"n1/{path.name}"
 
 
-def test_same_content_twice_is_stored_once(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
+def test_the_first_copy_of_a_content_is_kept(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
     first = store.begin_write()
     first.write(0, b"same")
     info = first.finish()
@@ -65,108 +63,12 @@ def test_same_content_twice_is_stored_once(tmp_path: Path) -> None:
     second = store.begin_write()
     second.write(0, b"same")
     assert second.finish() == info
-    assert list(store.iter_hashes()) == [info.sha256]
-    assert store.path_for(info.sha256).stat().st_ino == inode  # the first copy was kept
-    assert list(store.tmp.iterdir()) == []
+    assert store.path_for(info.sha256).stat().st_ino == inode
+    assert _spool_files(store) == []
 
 
-def test_out_of_order_writes_give_the_right_hash(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    w = store.begin_write()
-    w.write(5, b"56789")
-    w.write(0, b"01234")
-    w.write(2, b"X")  # a rewrite
-    info = w.finish()
-    assert info.sha256 == _sha(b"01X3456789") and info.size == 10
-    assert store.path_for(info.sha256).read_bytes() == b"01X3456789"
-
-
-def test_shuffled_chunks_give_the_same_hash_as_sequential_ones(tmp_path: Path) -> None:
-    data = random.Random(7).randbytes(300_000)
-    chunks = [(offset, data[offset : offset + 32768]) for offset in range(0, len(data), 32768)]
-    random.Random(8).shuffle(chunks)
-    store = FileBlobStore(tmp_path)
-    w = store.begin_write()
-    for offset, chunk in chunks:
-        w.write(offset, chunk)
-    assert w.finish().sha256 == _sha(data)
-
-
-def test_a_rewrite_after_sequential_writes_is_noticed(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    w = store.begin_write()
-    w.write(0, b"aaaa")
-    w.write(4, b"bbbb")
-    w.write(0, b"c")  # would go unnoticed by a purely incremental hash
-    w.write(8, b"dd")
-    assert w.finish().sha256 == _sha(b"caaabbbbdd")
-
-
-def test_a_gap_left_by_the_client_reads_as_zeros(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    w = store.begin_write()
-    w.write(4, b"tail")
-    assert w.size == 8
-    assert w.finish().sha256 == _sha(b"\x00\x00\x00\x00tail")
-
-
-def test_empty_writes_change_nothing(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    w = store.begin_write()
-    w.write(0, b"abc")
-    w.write(100, b"")
-    assert w.size == 3
-    assert w.finish().sha256 == _sha(b"abc")
-
-
-def test_abort_leaves_nothing(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    w = store.begin_write()
-    w.write(0, b"partial")
-    w.abort()
-    w.abort()
-    assert w.closed
-    assert list(store.tmp.iterdir()) == [] and list(store.iter_hashes()) == []
-
-
-def test_a_closed_writer_refuses_more_work(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    finished = store.begin_write()
-    finished.write(0, b"x")
-    finished.finish()
-    aborted = store.begin_write()
-    aborted.abort()
-    for writer in (finished, aborted):
-        with pytest.raises(ValueError, match="closed"):
-            writer.write(1, b"y")
-        with pytest.raises(ValueError, match="closed"):
-            writer.finish()
-    assert list(store.iter_hashes()) == [_sha(b"x")]
-
-
-def test_negative_offsets_are_refused(tmp_path: Path) -> None:
-    w = FileBlobStore(tmp_path).begin_write()
-    with pytest.raises(ValueError, match="negative"):
-        w.write(-1, b"x")
-    assert w.size == 0
-
-
-def test_sweep_removes_only_stale_temp_files(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    kept = store.begin_write()
-    kept.write(0, b"kept")
-    info = kept.finish()
-    old, fresh = store.begin_write(), store.begin_write()
-    os.utime(old.temp_path, (1000, 1000))
-    now = fresh.temp_path.stat().st_mtime
-    assert store.sweep_temp(older_than_seconds=3600, now=now) == 1
-    assert list(store.tmp.iterdir()) == [fresh.temp_path]
-    assert store.exists(info.sha256)  # blobs are never temp files
-    assert store.sweep_temp(older_than_seconds=3600, now=now) == 0
-
-
-def test_iter_hashes_lists_every_blob_and_skips_strays(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
+def test_iteration_skips_stray_and_misplaced_files(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
     expected = set()
     for content in (b"a", b"b", b"c"):
         w = store.begin_write()
@@ -177,54 +79,11 @@ def test_iter_hashes_lists_every_blob_and_skips_strays(tmp_path: Path) -> None:
     misplaced.mkdir(parents=True)
     (misplaced / ("f" * 64)).write_bytes(b"in the wrong folder")
     assert set(store.iter_hashes()) == expected
-
-
-def test_delete_removes_a_blob_once(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    w = store.begin_write()
-    w.write(0, b"gone soon")
-    digest = w.finish().sha256
-    assert store.delete(digest) is True
-    assert store.delete(digest) is False
-    assert not store.exists(digest)
-    with pytest.raises(BlobNotFound):
-        store.size(digest)
-
-
-@pytest.mark.parametrize(
-    "bad", ["../../etc/passwd", "A" * 64, "abc", "0" * 63 + "/", "0" * 65, " " + "0" * 63]
-)
-def test_hashes_that_are_no_sha256_are_refused(tmp_path: Path, bad: str) -> None:
-    store = FileBlobStore(tmp_path)
-    for call in (store.path_for, store.open, store.exists, store.delete, store.size):
-        with pytest.raises(ValueError, match="SHA-256"):
-            call(bad)
-
-
-def test_missing_blob_raises_not_found(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    with pytest.raises(BlobNotFound):
-        store.open("0" * 64)
-    with pytest.raises(BlobNotFound):
-        store.size("0" * 64)
-
-
-def test_adopt_takes_only_files_from_the_temp_folder(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path / "store")
-    built = store.new_temp_path(".zip")
-    built.write_bytes(b"zip")
-    info = store.adopt(built)
-    assert info.sha256 == _sha(b"zip") and info.size == 3
-    assert store.exists(info.sha256) and not built.exists()
-    elsewhere = tmp_path / "x"
-    elsewhere.write_bytes(b"x")
-    with pytest.raises(ValueError):
-        store.adopt(elsewhere)
-    assert elsewhere.exists()
+    assert {b.sha256 for b in store.iter_blobs()} == expected
 
 
 def test_finish_is_atomic_the_blob_path_appears_only_at_finish(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
+    store = FileBlobStore(tmp_path, node_id="n1")
     data = random.Random(1).randbytes(2 * 1024 * 1024 + 7)
     digest = _sha(data)
     w = store.begin_write()
@@ -232,17 +91,17 @@ def test_finish_is_atomic_the_blob_path_appears_only_at_finish(tmp_path: Path) -
         w.write(offset, data[offset : offset + 65536])
         assert not store.path_for(digest).exists()
         assert not store.exists(digest)
-    assert w.temp_path.stat().st_size == len(data)
-    info = w.finish()
-    assert info.sha256 == digest
+    (spooled,) = _spool_files(store)
+    assert spooled.stat().st_size == len(data)
+    assert w.finish().sha256 == digest
     assert store.path_for(digest).read_bytes() == data
-    assert not w.temp_path.exists()
+    assert not spooled.exists()
 
 
-def test_a_failed_rename_leaves_neither_blob_nor_temp_file(
+def test_a_failed_rename_leaves_neither_blob_nor_spool_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = FileBlobStore(tmp_path)
+    store = FileBlobStore(tmp_path, node_id="n1")
     w = store.begin_write()
     w.write(0, b"never stored")
 
@@ -253,27 +112,21 @@ def test_a_failed_rename_leaves_neither_blob_nor_temp_file(
     with pytest.raises(OSError, match="No space"):
         w.finish()
     assert w.closed
-    assert list(store.tmp.iterdir()) == []
+    assert _spool_files(store) == []
     assert list(store.iter_hashes()) == []
 
 
-def test_abort_after_finish_keeps_the_blob(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
+def test_a_reader_reads_through_its_own_file_descriptor(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
     w = store.begin_write()
-    w.write(0, b"kept")
-    info = w.finish()
-    w.abort()
-    assert store.path_for(info.sha256).read_bytes() == b"kept"
-
-
-def test_sweep_spares_a_temp_file_that_is_still_being_written(tmp_path: Path) -> None:
-    store = FileBlobStore(tmp_path)
-    writing = store.begin_write()
-    os.utime(writing.temp_path, (1000, 1000))
-    writing.write(0, b"more")  # a write renews the mtime
-    now = writing.temp_path.stat().st_mtime + 10
-    assert store.sweep_temp(older_than_seconds=3600, now=now) == 0
-    assert writing.finish().sha256 == _sha(b"more")
+    w.write(0, b"descriptor")
+    reader = store.open_reader(w.finish().sha256)
+    fd = reader.fileno()
+    assert fd is not None and os.pread(fd, 4, 0) == b"desc"
+    reader.close()
+    assert reader.fileno() is None
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 @pytest.mark.parametrize(
@@ -289,7 +142,7 @@ def test_sweep_spares_a_temp_file_that_is_still_being_written(tmp_path: Path) ->
     ],
 )
 def test_more_hashes_that_are_no_sha256_are_refused(tmp_path: Path, bad: str) -> None:
-    store = FileBlobStore(tmp_path)
+    store = FileBlobStore(tmp_path, node_id="n1")
     with pytest.raises(ValueError, match="SHA-256"):
         store.path_for(bad)
 
@@ -297,11 +150,11 @@ def test_more_hashes_that_are_no_sha256_are_refused(tmp_path: Path, bad: str) ->
 def test_long_uploads_are_flushed_behind_while_they_are_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(blobstore, "WRITE_BEHIND", 1000)
+    monkeypatch.setattr(spool_module, "WRITE_BEHIND", 1000)
     flushed: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(blobstore.os, "fdatasync", lambda fd: (flushed.append(fd), real(fd)))
-    store = FileBlobStore(tmp_path)
+    monkeypatch.setattr(spool_module.os, "fdatasync", lambda fd: (flushed.append(fd), real(fd)))
+    store = FileBlobStore(tmp_path, node_id="n1")
     writer = store.begin_write()
     for i in range(5):
         writer.write(i * 600, b"x" * 600)
@@ -314,16 +167,32 @@ def test_long_uploads_are_flushed_behind_while_they_are_written(
 def test_an_error_of_a_flush_behind_fails_the_upload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(blobstore, "WRITE_BEHIND", 1000)
+    monkeypatch.setattr(spool_module, "WRITE_BEHIND", 1000)
 
     def failing(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(blobstore.os, "fdatasync", failing)
-    store = FileBlobStore(tmp_path)
+    monkeypatch.setattr(spool_module.os, "fdatasync", failing)
+    store = FileBlobStore(tmp_path, node_id="n1")
     writer = store.begin_write()
     writer.write(0, b"y" * 1500)
     with pytest.raises(OSError, match="Input/output"):
         writer.finish()
     assert list(store.iter_hashes()) == []
-    assert not writer.temp_path.exists()
+    assert _spool_files(store) == []
+
+
+def test_a_blob_collected_by_the_sweep_is_moved_aside_into_the_spool_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
+    w = store.begin_write()
+    w.write(0, b"collected")
+    digest = w.finish().sha256
+    renamed: list[tuple[str, str]] = []
+    real = os.rename
+    monkeypatch.setattr(os, "rename", lambda a, b: (renamed.append((str(a), str(b))), real(a, b)))
+    assert store.delete_if_older(digest, store.stat(digest).stored_at + 60)
+    ((source, aside),) = renamed
+    assert source == str(store.path_for(digest))
+    assert Path(aside).parent == store.spool.folder and not Path(aside).exists()

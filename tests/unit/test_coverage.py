@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from qprserver.exchange import coverage
 from qprserver.sftp.handles import DownloadHandle
+from qprserver.storage.local import LocalBlobReader
 
 
 def test_ranges_that_overlap_or_touch_merge_and_empty_ones_vanish() -> None:
@@ -48,7 +49,7 @@ def test_merging_keeps_exactly_the_bytes_of_the_ranges(ranges: list[tuple[int, i
 def _handle(tmp_path: Path, size: int) -> DownloadHandle:
     path = tmp_path / "blob"
     path.write_bytes(bytes(size))
-    return DownloadHandle(os.open(path, os.O_RDONLY), size, 1, "0" * 64, "x.pdf")
+    return DownloadHandle(LocalBlobReader(os.open(path, os.O_RDONLY)), size, 1, "0" * 64, "x.pdf")
 
 
 def test_a_handle_read_in_order_covers_its_file(tmp_path: Path) -> None:
