@@ -15,20 +15,31 @@ from qprserver.accounts.enums import AccountStatus, Role
 from qprserver.accounts.sessions import NodeLease
 from qprserver.audit.chain import Actor
 from qprserver.clock import FixedClock
-from qprserver.config import SecuritySettings
+from qprserver.config import MailSettings, SecuritySettings
 from qprserver.db.engine import Database, Reads
 from qprserver.db.models import Account
+from qprserver.notify.outbox import Notifier
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CLI = Actor("cli", "test")
 IK = "105830016"
+# Mails are queued to the real outbox table and never sent here.
+MAIL = Notifier(MailSettings())
 ADDRESS = "192.0.2.7"
 
 
 async def _account(db: Database, roles: tuple[str, ...] = ("recipient",), **changes: Any) -> None:
     async with db.session() as session:
         await accounts.add_account(
-            session, CLI, NOW, ik=IK, name="AOK", email=None, roles=roles, land=None
+            session,
+            CLI,
+            NOW,
+            ik=IK,
+            name="AOK",
+            email=None,
+            roles=roles,
+            land=None,
+            notifier=MAIL,
         )
         if changes:
             await accounts.update_account(session, CLI, NOW, IK, **changes)
@@ -79,7 +90,7 @@ async def test_an_unknown_account_is_refused_as_unknown(db: Database) -> None:
 async def test_a_disabled_account_is_refused_as_disabled(db: Database) -> None:
     await _account(db)
     async with db.session() as session:
-        await accounts.set_status(session, CLI, NOW, IK, AccountStatus.DISABLED)
+        await accounts.set_status(session, CLI, NOW, IK, AccountStatus.DISABLED, MAIL)
     assert (await _decide(db)).refusal is Refusal.DISABLED
 
 
@@ -148,7 +159,7 @@ async def test_the_web_channel_always_takes_a_second_factor(db: Database) -> Non
 async def test_disabled_wins_over_every_later_reason(db: Database) -> None:
     await _account(db, allowed_networks=["10.0.0.0/8"], expires_at=NOW - timedelta(days=1))
     async with db.session() as session:
-        await accounts.set_status(session, CLI, NOW, IK, AccountStatus.DISABLED)
+        await accounts.set_status(session, CLI, NOW, IK, AccountStatus.DISABLED, MAIL)
     assert (await _decide(db, channel=Channel.WEB)).refusal is Refusal.DISABLED
 
 

@@ -12,18 +12,22 @@ from qprserver.accounts.enums import Channel
 from qprserver.accounts.sessions import NodeLease
 from qprserver.audit.chain import Actor
 from qprserver.clock import FixedClock
+from qprserver.config import MailSettings
 from qprserver.db.engine import Database, Reads
 from qprserver.db.models import LoginSession, Node
+from qprserver.notify.outbox import Notifier
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CLI = Actor("cli", "test")
 IK = "105830016"
+# Mails are queued to the real outbox table and never sent here.
+MAIL = Notifier(MailSettings())
 
 
 async def _account_id(db: Database) -> int:
     async with db.session() as session:
         account = await accounts.add_account(
-            session, CLI, NOW, ik=IK, name="AOK", email=None, roles=["recipient"]
+            session, CLI, NOW, ik=IK, name="AOK", email=None, roles=["recipient"], notifier=MAIL
         )
         return account.id
 
