@@ -60,7 +60,7 @@ def print_json(data: Any) -> None:
 
 
 def print_table(columns: Sequence[Column], rows: Sequence[Row]) -> None:
-    """Rows as a Rich table on stdout (plain characters when stdout is no terminal)."""
+    """Rows as a Rich table on stdout; piped or redirected, as wide as its cells need."""
     from rich.console import Console
     from rich.table import Table
 
@@ -69,4 +69,10 @@ def print_table(columns: Sequence[Column], rows: Sequence[Row]) -> None:
         table.add_column(column.header)
     for row in rows:
         table.add_row(*(column.cell(row) for column in columns))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        # Rich assumes 80 columns off a terminal and would cut names and times to
+        # "2026-11…"; a pipe to grep or a file wants the whole cell.
+        wide = console.options.update_width(100_000)
+        console.width = max(console.width, console.measure(table, options=wide).maximum)
+    console.print(table)
