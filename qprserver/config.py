@@ -127,6 +127,8 @@ class StorageSettings(_Section):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     depositor_quota_bytes: int = Field(default=50 * 1024 * 1024 * 1024, gt=0)
     orphan_grace: float = Field(default=3600.0, ge=0)
+    # Seconds an upload cut off by a dropped connection stays resumable for its depositor.
+    partial_keep: float = Field(default=24 * 60 * 60.0, gt=0)
 
 
 class DatabaseSettings(_Section):

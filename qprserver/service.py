@@ -20,7 +20,7 @@ from qprserver.config import Settings, load_config
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
 from qprserver.errors import StartupError
-from qprserver.exchange import retention
+from qprserver.exchange import partials, retention
 from qprserver.exchange.uploads import UploadService
 from qprserver.jobs.registry import JobContext
 from qprserver.jobs.scheduler import JobScheduler
@@ -56,10 +56,19 @@ def job_context(settings: Settings, db: Database, blobs: FileBlobStore | None = 
     )
 
 
-def sweep_stale_uploads(settings: Settings) -> int:
-    """Remove temp files of uploads that never completed (a killed server's leftovers)."""
+async def sweep_stale_uploads(settings: Settings) -> int:
+    """Remove temp files of uploads that never completed (a killed server's leftovers).
+
+    Partial uploads kept for their depositors to resume stay (``partials``).
+    """
+    db = Database(settings.database)
+    try:
+        await require_head(db)
+        kept = await partials.kept_temp_names(db)
+    finally:
+        await db.dispose()
     return FileBlobStore(settings.storage.data_dir).sweep_temp(
-        older_than_seconds=0, now=time.time()
+        older_than_seconds=0, now=time.time(), spare=kept
     )
 
 
@@ -235,7 +244,7 @@ def run(settings: Settings) -> None:
     workers = settings.server.workers
     sockets = listening_sockets(settings.server.host, settings.server.port, workers)
     warn_unusable_files(settings)
-    swept = sweep_stale_uploads(settings)
+    swept = asyncio.run(sweep_stale_uploads(settings))
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)
     if workers == 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -170,6 +171,11 @@ class Document(Base):
     sha256: Mapped[sha256_hex] = mapped_column(index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     uploaded_at: Mapped[utc]
+    # Uploaded to /outbox/<IK>/ for that one recipient; None when routed by name.
+    direct_ik: Mapped[str | None] = mapped_column(String(9))
+    # The modification time the depositor's client set (setstat), shown in its
+    # /outbox so sync tools see what they set; None: the upload time.
+    client_mtime: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     depositor: Mapped[Account] = relationship()
 
@@ -235,13 +241,22 @@ class DownloadCoverage(Base):
     updated_at: Mapped[utc]
 
 
+class Outcome(StrEnum):
+    """What became of an upload."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    # The same name with the same bytes as the current version: no new version.
+    UNCHANGED = "unchanged"
+
+
 class UploadProtocol(Base):
-    """The protocol of one upload, accepted or rejected, shown in ``/receipts``."""
+    """The protocol of one upload, accepted, rejected or unchanged, shown in ``/receipts``."""
 
     __tablename__ = "upload_protocols"
     __table_args__ = (
         Index("ix_upload_protocols_depositor_id_id", "depositor_id", "id"),
-        CheckConstraint("outcome IN ('accepted', 'rejected')", name="outcome"),
+        CheckConstraint("outcome IN ('accepted', 'rejected', 'unchanged')", name="outcome"),
     )
 
     id: Mapped[intpk]
@@ -356,3 +371,26 @@ class AuthScore(Base):
     offences: Mapped[int] = mapped_column(default=0)
     banned_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     updated_at: Mapped[utc]
+
+
+class PartialUpload(Base):
+    """An upload cut off by a dropped connection, kept for its depositor to resume.
+
+    The bytes stay in the blob store's temp folder under ``temp_name``; the row is
+    what every process and node goes by: a session resumes it by deleting the row
+    (only one can), the sweep job removes it after ``storage.partial_keep``.
+    """
+
+    __tablename__ = "partial_uploads"
+    __table_args__ = (UniqueConstraint("depositor_id", "path"),)
+
+    id: Mapped[intpk]
+    depositor_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    # The client's path in the virtual tree, e.g. "/outbox/bericht.pdf.filepart".
+    path: Mapped[str] = mapped_column(String(300))
+    temp_name: Mapped[str] = mapped_column(String(80))
+    size: Mapped[int] = mapped_column(BigInteger)
+    client_mtime: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    kept_at: Mapped[utc] = mapped_column(index=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.audit import chain as audit
@@ -107,7 +107,70 @@ async def page(
             .limit(limit)
         )
         return [_protocol_entry(p) for p in protocols]
-    return []  # the outbox is write-only and lists empty here
+    return []  # the outbox lists through ``outbox_page``
+
+
+# A depositor's /outbox shows its current documents (read-only); /outbox/<IK>/ those
+# it addressed to that recipient directly.
+_OUTBOX_COLUMNS = select(
+    Document.id,
+    Document.name,
+    Document.size,
+    func.coalesce(Document.client_mtime, Document.uploaded_at),
+    Document.sha256,
+).where(Document.depositor_id == bindparam("account"), Document.current.is_(True))
+_OUTBOX = {
+    direct: _OUTBOX_COLUMNS.where(
+        Document.direct_ik == bindparam("ik") if direct else Document.direct_ik.is_(None)
+    )
+    for direct in (False, True)
+}
+_OUTBOX_PAGE = {
+    direct: stmt.where(Document.id > bindparam("after"))
+    .order_by(Document.id)
+    .limit(bindparam("limit"))
+    for direct, stmt in _OUTBOX.items()
+}
+_OUTBOX_BY_NAME = {
+    direct: stmt.where(Document.name == bindparam("name")) for direct, stmt in _OUTBOX.items()
+}
+
+
+async def outbox_page(
+    session: Reads, account: Account, direct_ik: str | None, *, after_id: int, limit: int
+) -> list[Entry]:
+    """A depositor's current documents in /outbox (or /outbox/<direct_ik>), by id."""
+    rows = await session.execute(
+        _OUTBOX_PAGE[direct_ik is not None],
+        {"account": account.id, "ik": direct_ik, "after": after_id, "limit": limit},
+    )
+    return [Entry(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def outbox_lookup(
+    session: Reads, account: Account, direct_ik: str | None, name: str
+) -> Entry:
+    """The depositor's current document called name in /outbox (or /outbox/<IK>)."""
+    row = (
+        await session.execute(
+            _OUTBOX_BY_NAME[direct_ik is not None],
+            {"account": account.id, "ik": direct_ik, "name": name},
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"/outbox/{name}")
+    return Entry(row[0], row[1], row[2], row[3], row[4])
+
+
+async def set_outbox_mtime(
+    session: AsyncSession, account: Account, document_id: int, mtime: datetime
+) -> None:
+    """Keep the modification time a depositor's client set on its own document."""
+    await session.execute(
+        update(Document)
+        .where(Document.id == document_id, Document.depositor_id == account.id)
+        .values(client_mtime=mtime)
+    )
 
 
 def _bundle_entries(bundle: Bundle) -> tuple[Entry, Entry]:

@@ -20,10 +20,11 @@ from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.config import Settings
 from qprserver.db.engine import Database
-from qprserver.db.models import Account, Delivery, Document, UploadProtocol
+from qprserver.db.models import Account, Delivery, Document, Outcome, UploadProtocol
 from qprserver.errors import QuotaExceeded, Rejected
 from qprserver.exchange import mailbox, routing
 from qprserver.exchange.content import ContentRejected, check_content
+from qprserver.exchange.names import name_problem, nfc
 from qprserver.notify.outbox import Notifier
 from qprserver.qb.engine import QbResult, validate_upload
 from qprserver.storage.local import BlobWriter
@@ -50,16 +51,18 @@ class Accepted:
     size: int
     recipients: tuple[str, ...]
     protocol_name: str
+    unchanged: bool = False  # the same bytes as the current version: no new version
 
 
 def validate_name(name: str) -> None:
-    """Refuse names that are no plain file name."""
+    """Refuse names that are no plain file name (``filenames.name_problem``)."""
     if not name or name in (".", "..") or "/" in name:
         raise Rejected(f"ungültiger Dateiname {name!r}")
     if len(name.encode("utf-8")) > MAX_NAME:
         raise Rejected(f"Dateiname länger als {MAX_NAME} Bytes")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise Rejected("Dateiname enthält Steuerzeichen")
+    problem = name_problem(name)
+    if problem is not None:
+        raise Rejected(problem)
 
 
 def _protocol_name(now: datetime, protocol_id: int, outcome: str, name: str) -> str:
@@ -85,8 +88,15 @@ class UploadService:
         name: str,
         direct_ik: str | None,
         writer: BlobWriter,
+        client_mtime: datetime | None = None,
     ) -> Accepted:
-        """Check and store a finished upload; Rejected (with a protocol written) on refusal."""
+        """Check and store a finished upload; Rejected (with a protocol written) on refusal.
+
+        The same name with the same bytes as the depositor's current version, reaching
+        no one new, makes no new version: the protocol says "unverändert", and no
+        mail goes out, so a retried upload is harmless.
+        """
+        name = nfc(name)
         shown = f"{direct_ik}/{name}" if direct_ik else name
         try:
             validate_name(name)
@@ -109,14 +119,22 @@ class UploadService:
                 recipients = await routing.recipients_for(
                     session, classification, direct_ik=direct_ik, depositor=depositor
                 )
-                await self._check_quota(session, depositor, size)
+                await self._check_quota(session, depositor, name, size)
             blob = await asyncio.to_thread(writer.finish)
         except Rejected as exc:
             size = writer.size
+            sha256 = await asyncio.to_thread(_digest_or_empty, writer)
             writer.abort()
             result = exc.result if isinstance(exc, ReportRejected) else None
             await self.reject(
-                depositor, actor, now, shown=shown, reason=str(exc), size=size, report=result
+                depositor,
+                actor,
+                now,
+                shown=shown,
+                reason=str(exc),
+                size=size,
+                sha256=sha256,
+                report=result,
             )
             raise
         except BaseException:
@@ -129,6 +147,13 @@ class UploadService:
             else None
         )
         async with self.db.session() as session:
+            same = await self._unchanged_version(
+                session, depositor, name, direct_ik, blob.sha256, recipients
+            )
+            if same is not None:
+                return await self._record_unchanged(
+                    session, depositor, actor, now, shown, same, client_mtime
+                )
             version = 1 + int(
                 await session.scalar(
                     select(func.coalesce(func.max(Document.version), 0)).where(
@@ -166,6 +191,8 @@ class UploadService:
                 sha256=blob.sha256,
                 size=blob.size,
                 uploaded_at=now,
+                direct_ik=direct_ik,
+                client_mtime=client_mtime,
             )
             session.add(document)
             await session.flush()
@@ -203,7 +230,7 @@ class UploadService:
             if report is not None:
                 body["pruefung"] = report.protocol
             protocol = await self._protocol(
-                session, depositor, now, shown, "accepted", body, document.id
+                session, depositor, now, shown, Outcome.ACCEPTED, body, document.id
             )
             await self._notify(
                 session,
@@ -244,6 +271,91 @@ class UploadService:
             protocol.file_name,
         )
 
+    async def _unchanged_version(
+        self,
+        session: AsyncSession,
+        depositor: Account,
+        name: str,
+        direct_ik: str | None,
+        sha256: str,
+        recipients: list[Account],
+    ) -> Document | None:
+        """The current version when an upload repeats it: same bytes, no one new to reach."""
+        current = await session.scalar(
+            select(Document).where(
+                Document.depositor_id == depositor.id,
+                Document.name == name,
+                Document.current.is_(True),
+            )
+        )
+        if current is None or current.sha256 != sha256 or current.direct_ik != direct_ik:
+            return None
+        delivered = set(
+            (
+                await session.scalars(
+                    select(Delivery.recipient_id).where(Delivery.document_id == current.id)
+                )
+            ).all()
+        )
+        # A route added since, or another recipient addressed: a new version reaches it.
+        if not {r.id for r in recipients} <= delivered:
+            return None
+        return current
+
+    async def _record_unchanged(
+        self,
+        session: AsyncSession,
+        depositor: Account,
+        actor: Actor,
+        now: datetime,
+        shown: str,
+        document: Document,
+        client_mtime: datetime | None,
+    ) -> Accepted:
+        if client_mtime is not None:
+            document.client_mtime = client_mtime
+        body: dict[str, object] = {
+            "ergebnis": "unverändert",
+            "hinweis": (
+                f"Version {document.version} mit denselben Daten liegt bereits vor; "
+                "keine neue Version, keine Benachrichtigung"
+            ),
+            "datei": shown,
+            "dokument_id": document.id,
+            "version": document.version,
+            "dokumentart": document.kind,
+            "betroffene_ik": document.subject_ik,
+            "sha256": document.sha256,
+            "groesse": document.size,
+            "zeitpunkt": now.isoformat(),
+        }
+        protocol = await self._protocol(
+            session, depositor, now, shown, Outcome.UNCHANGED, body, document.id
+        )
+        await audit.record(
+            session,
+            actor,
+            "upload.unchanged",
+            at=now,
+            target=depositor.ik,
+            details={
+                "name": shown,
+                "document": document.id,
+                "version": document.version,
+                "sha256": document.sha256,
+                "size": document.size,
+            },
+        )
+        return Accepted(
+            document.id,
+            document.version,
+            document.sha256,
+            document.size,
+            (),
+            protocol.file_name,
+            unchanged=True,
+        )
+
     async def _check_report(
         self,
         classification: routing.Classification | None,
@@ -260,11 +372,16 @@ class UploadService:
             raise ReportRejected(result)
         return result
 
-    async def _check_quota(self, session: AsyncSession, depositor: Account, size: int) -> None:
+    async def _check_quota(
+        self, session: AsyncSession, depositor: Account, name: str, size: int
+    ) -> None:
+        # The current version of the same name is replaced (or repeated), not added to.
         used = int(
             await session.scalar(
                 select(func.coalesce(func.sum(Document.size), 0)).where(
-                    Document.depositor_id == depositor.id, Document.current.is_(True)
+                    Document.depositor_id == depositor.id,
+                    Document.current.is_(True),
+                    Document.name != name,
                 )
             )
             or 0
@@ -279,7 +396,7 @@ class UploadService:
         depositor: Account,
         now: datetime,
         shown: str,
-        outcome: str,
+        outcome: Outcome,
         body: dict[str, object],
         document_id: int | None,
     ) -> UploadProtocol:
@@ -287,14 +404,16 @@ class UploadService:
             depositor_id=depositor.id,
             file_name="",
             upload_name=shown,
-            outcome=outcome,
+            outcome=outcome.value,
             document_id=document_id,
             body=mailbox.protocol_json(body),
             created_at=now,
         )
         session.add(protocol)
         await session.flush()
-        protocol.file_name = _protocol_name(now, protocol.id, outcome, shown.replace("/", "_"))
+        protocol.file_name = _protocol_name(
+            now, protocol.id, outcome.value, shown.replace("/", "_")
+        )
         return protocol
 
     async def _notify(
@@ -342,18 +461,22 @@ class UploadService:
         sha256: str = "",
         report: QbResult | None = None,
     ) -> None:
-        """Record a refused upload: its protocol and an audit event."""
+        """Record a refused upload: its protocol (with size and SHA-256) and an audit event."""
         async with self.db.session() as session:
             body: dict[str, object] = {
                 # A report whose check could not run is not accepted, but not faulted.
                 "ergebnis": report.protocol["ergebnis"] if report is not None else "abgelehnt",
                 "datei": shown,
                 "gruende": [reason],
+                "sha256": sha256 or None,
+                "groesse": size,
                 "zeitpunkt": now.isoformat(),
             }
             if report is not None:
                 body["pruefung"] = report.protocol
-            protocol = await self._protocol(session, depositor, now, shown, "rejected", body, None)
+            protocol = await self._protocol(
+                session, depositor, now, shown, Outcome.REJECTED, body, None
+            )
             await self._notify(
                 session,
                 depositor,
@@ -382,8 +505,16 @@ class UploadService:
                 "upload.reject",
                 at=now,
                 target=depositor.ik,
-                details={"name": shown, "reason": reason},
+                details={"name": shown, "reason": reason, "size": size, "sha256": sha256},
             )
+
+
+def _digest_or_empty(writer: BlobWriter) -> str:
+    """The SHA-256 of what a refused upload received, for its protocol ("" if unreadable)."""
+    try:
+        return writer.digest()
+    except (OSError, ValueError):
+        return ""
 
 
 def _checked_name(name: str, content: str) -> str:

@@ -14,7 +14,7 @@ from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, parse_schedule
 from qprserver.db.engine import Database
 from qprserver.errors import InvalidInput
-from qprserver.exchange import bundles, retention
+from qprserver.exchange import bundles, partials, retention
 from qprserver.jobs import claims
 from qprserver.notify import outbox as notify
 from qprserver.storage.local import FileBlobStore
@@ -94,10 +94,15 @@ async def _audit_checkpoint(ctx: JobContext, at: datetime, dry_run: bool) -> dic
 
 
 async def _sweep(ctx: JobContext, at: datetime, dry_run: bool) -> dict[str, Any]:
+    # Partial uploads kept past their time go; the rest of those kept stay.
+    expired = await partials.expire(ctx.db, at, ctx.settings.storage.partial_keep)
+    for temp_name in expired:
+        ctx.blobs.remove_temp(temp_name)
+    kept = await partials.kept_temp_names(ctx.db)
     # An upload untouched for longer than a session may stay idle is abandoned.
     stale = ctx.settings.server.idle_timeout + 3600
-    removed = ctx.blobs.sweep_temp(older_than_seconds=stale, now=time.time())
-    return {"temp_files_removed": removed}
+    removed = ctx.blobs.sweep_temp(older_than_seconds=stale, now=time.time(), spare=kept)
+    return {"temp_files_removed": removed, "partial_uploads_expired": len(expired)}
 
 
 def job_specs(settings: Settings) -> dict[str, JobSpec]:

@@ -33,6 +33,7 @@ from qprserver.db.models import Account
 from qprserver.security import bans, totp
 from qprserver.security.passwords import verify_password
 from qprserver.sftp import chaff
+from qprserver.sftp.outbox import Outbox
 from qprserver.sftp.state import ConnectionState, ServerContext
 
 if TYPE_CHECKING:
@@ -129,7 +130,15 @@ class AccountSSHServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.lost = True
-        for handle in list(self.state.uploads) + list(self.state.pending.values()):
+        # Uploads cut off midway stay their depositor's partial files (to resume);
+        # temp uploads closed but never renamed are thrown away.
+        for handle in list(self.state.uploads):
+            keeping = handle.owner.cut_off(handle) if isinstance(handle.owner, Outbox) else None
+            if keeping is not None:
+                self.listener.spawn(keeping)
+            elif not handle.kept:
+                handle.writer.abort()
+        for handle in list(self.state.pending.values()):
             handle.writer.abort()
         self.state.uploads.clear()
         self.state.pending.clear()

@@ -114,8 +114,15 @@ class UploadHandle:
     owner: object = None  # the SFTP session that opened it
     failure: str | None = None
     closed: bool = False
+    # Opened with FXF_APPEND: every write goes to the end, whatever its offset says
+    # (as OpenSSH's server does; OpenSSH ``reput`` opens so).
+    append: bool = False
+    mtime: int | None = None  # the modification time the client set, if any
+    kept: bool = False  # cut off and kept as a partial upload
 
     def write(self, offset: int, data: bytes) -> None:
+        if self.append:
+            offset = self.writer.size
         if offset + len(data) > self.limit:
             self.failure = f"Datei größer als die erlaubten {self.limit} Bytes"
             raise OverflowError(self.failure)

@@ -1,7 +1,8 @@
 """Parsing client paths into the virtual tree, failing closed.
 
 A path is decoded as strict UTF-8, normalised as if the account's root were the
-file system root (``..`` stops there), and then must name exactly one place of
+file system root (``..`` stops there), each name put in Unicode NFC (an NFD spelling
+names the same file), and then must name exactly one place of
 the tree: the root, a top-level folder, a file in one, or ``/outbox/<IK>/<name>``.
 Anything else does not exist. Nothing here ever touches the real file system.
 """
@@ -9,7 +10,10 @@ Anything else does not exist. Nothing here ever touches the real file system.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
+
+from qprserver.exchange.names import name_problem, nfc
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -17,6 +21,10 @@ MAX_NAME_BYTES = 255
 
 class BadPath(Exception):
     """The path cannot name anything in the tree."""
+
+
+class BadName(BadPath):
+    """A name has characters no name in the tree can have; the reason is for the client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +86,11 @@ def parse(path: bytes, folders: tuple[str, ...]) -> VPath:
 
 
 def _parse_normalised(norm: str, folders: tuple[str, ...]) -> VPath:
-    parts = [p for p in norm.split("/") if p]
-    if not all(_valid_component(p) for p in parts):
-        raise BadPath("invalid name")
+    parts = [nfc(p) for p in norm.split("/") if p]
+    for part in parts:
+        if not _valid_component(part):
+            problem = name_problem(part)
+            raise BadName(problem) if problem else BadPath("invalid name")
     if not parts:
         return VPath()
     folder = parts[0]
@@ -102,8 +112,11 @@ def _looks_like_ik(part: str) -> bool:
 
 
 TEMP_SUFFIXES = (".filepart", ".part", ".tmp")
+# rsync (also onto an sshfs mount): ".NAME.XXXXXX" from mkstemp; lftp with
+# xfer:use-temp-file: ".in.NAME" (xfer:temp-file-name ".in.*"; some versions ".in.NAME.").
+_TEMP_PATTERNS = re.compile(r"\..+\.[A-Za-z0-9]{6}|\.in\..+", re.DOTALL)
 
 
 def is_temp_name(name: str) -> bool:
     """Names clients use while uploading, renamed to the final name when complete."""
-    return name.lower().endswith(TEMP_SUFFIXES)
+    return name.lower().endswith(TEMP_SUFFIXES) or _TEMP_PATTERNS.fullmatch(name) is not None

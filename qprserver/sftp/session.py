@@ -25,10 +25,11 @@ from asyncssh import SFTPAttrs, SFTPName, SFTPVFSAttrs
 from asyncssh.sftp import SFTPServerHandler
 
 from qprserver.audit.chain import Actor
-from qprserver.errors import NotFound, QprError, Rejected
-from qprserver.exchange import mailbox, quota
+from qprserver.errors import NotFound
+from qprserver.exchange import mailbox, partials, quota
 from qprserver.sftp.handles import DownloadHandle, MemoryHandle, UploadHandle
-from qprserver.sftp.paths import BadPath, VPath, is_temp_name, normalise, parse
+from qprserver.sftp.outbox import Outbox
+from qprserver.sftp.paths import BadName, BadPath, VPath, normalise, parse
 
 if TYPE_CHECKING:
     from qprserver.db.models import Account
@@ -84,6 +85,11 @@ def _file_attrs(size: int, mtime: float, writable: bool = False) -> SFTPAttrs:
 
 def _entry_attrs(entry: mailbox.Entry) -> SFTPAttrs:
     return _file_attrs(entry.size, entry.mtime.timestamp())
+
+
+def _upload_attrs(handle: UploadHandle) -> SFTPAttrs:
+    mtime = handle.mtime if handle.mtime is not None else time.time()
+    return _file_attrs(handle.writer.size, mtime, writable=True)
 
 
 # Listings build one name per entry, up to hundreds of thousands: the attributes are
@@ -194,6 +200,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         self.account: Account = state.account
         self.folders = mailbox.folders_for(self.account)
         self.actor = Actor(self.account.ik, state.peer)
+        self.outbox = Outbox(ctx, state, self.account, self.actor)
         self.started = time.time()
         self.open_handles = 0
         self.max_handles = ctx.settings.security.max_handles_per_session
@@ -207,10 +214,15 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
 
     # -- helpers ---------------------------------------------------------------
 
-    def _parse(self, path: bytes) -> VPath:
+    def _parse(self, path: bytes, *, creating: bool = False) -> VPath:
         self.state.touch()
         try:
             return parse(path, self.folders)
+        except BadName as exc:
+            if creating:
+                # Something is to be made under this name: say why it cannot be.
+                raise asyncssh.SFTPInvalidFilename(str(exc)) from None
+            raise asyncssh.SFTPNoSuchFile("No such file") from None
         except BadPath:
             raise asyncssh.SFTPNoSuchFile("No such file") from None
 
@@ -234,9 +246,6 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         except NotFound:
             raise asyncssh.SFTPNoSuchFile("No such file") from None
 
-    def _pending_key(self, vpath: VPath) -> str:
-        return vpath.text()
-
     # -- attributes -------------------------------------------------------------
 
     async def _attrs(self, vpath: VPath) -> SFTPAttrs:
@@ -245,10 +254,14 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if vpath.is_dir:
             return _dir_attrs(vpath.folder == "outbox", self.started)
         if vpath.folder == "outbox":
-            pending = self.state.pending.get(self._pending_key(vpath))
-            if pending is None:
+            found = await self.outbox.find(vpath)
+            if isinstance(found, UploadHandle):
+                return _upload_attrs(found)
+            if isinstance(found, partials.Partial):
+                return _file_attrs(found.size, found.mtime.timestamp(), writable=True)
+            if found is None:
                 raise asyncssh.SFTPNoSuchFile("No such file")
-            return _file_attrs(pending.writer.size, time.time(), writable=True)
+            return _entry_attrs(found)
         return _entry_attrs(await self._lookup(vpath))
 
     @guarded
@@ -265,26 +278,29 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if isinstance(file_obj, DownloadHandle | MemoryHandle):
             return _file_attrs(file_obj.size, time.time())
         if isinstance(file_obj, UploadHandle):
-            return _file_attrs(file_obj.writer.size, time.time(), writable=True)
+            return _upload_attrs(file_obj)
         raise asyncssh.SFTPInvalidHandle("Invalid handle")
 
     @guarded
-    def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
-        # Clients send times and modes after uploads (WinSCP after the rename, when the
-        # name is a document already); accepted and ignored in /outbox.
+    async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        # Clients send times and modes after uploads (rsync and WinSCP after the rename,
+        # rclone's SetModTime): in /outbox accepted, the time kept (sftp/outbox.py).
         vpath = self._parse(path)
         if vpath.folder != "outbox":
             raise asyncssh.SFTPPermissionDenied("Permission denied")
+        await self.outbox.setstat(vpath, attrs)
 
     @guarded
-    def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+    async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         # There are no links, so this is setstat (asyncssh's default maps onto real paths).
-        self.setstat(path, attrs)
+        await self.setstat(path, attrs)
 
     @guarded
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
+        self.state.touch()
         if not isinstance(file_obj, UploadHandle):
             raise asyncssh.SFTPPermissionDenied("Permission denied")
+        self.outbox.apply(file_obj, attrs)
 
     @guarded
     def realpath(self, path: bytes) -> bytes:
@@ -338,11 +354,8 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
                 yield SFTPName(folder.encode("utf-8"), attrs=attrs)
             return
         if vpath.folder == "outbox":
-            prefix = vpath.text() + "/"
-            for key, pending in list(self.state.pending.items()):
-                if key.startswith(prefix) and "/" not in key[len(prefix) :]:
-                    name = key[len(prefix) :].encode("utf-8")
-                    yield SFTPName(name, attrs=_file_attrs(pending.writer.size, time.time(), True))
+            async for name, size, mtime, writable in self.outbox.names(vpath, PAGE):
+                yield SFTPName(name.encode("utf-8"), attrs=_file_attrs(size, mtime, writable))
             return
         # Page by page, each page in a short read transaction: a mailbox of any size
         # lists in constant memory and holds no database connection between pages.
@@ -366,7 +379,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
 
     @guarded
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
-        vpath = self._parse(path)
+        vpath = self._parse(path, creating=bool(pflags & (FXF_WRITE | FXF_CREAT)))
         if self.open_handles >= self.max_handles:
             raise asyncssh.SFTPFailure("Too many open files")
         handle = await self._open(vpath, pflags)
@@ -378,16 +391,24 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if vpath.is_dir:
             raise asyncssh.SFTPFailure("Is a directory")
         if vpath.folder == "outbox":
-            if not writing:
+            if writing:
+                handle = await self.outbox.open(vpath, pflags)
+                self.state.open_files += 1
+                return handle
+            found = await self.outbox.find(vpath)
+            if found is None:
                 raise asyncssh.SFTPNoSuchFile("No such file")
-            return self._open_upload(vpath)
-        if writing:
+            if not isinstance(found, mailbox.Entry):
+                raise asyncssh.SFTPPermissionDenied("Upload noch nicht abgeschlossen")
+            entry = found  # the depositor's own document: readable, no receipt
+        elif writing:
             raise asyncssh.SFTPPermissionDenied("Read-only folder")
-        entry = await self._lookup(vpath)
+        else:
+            entry = await self._lookup(vpath)
         if entry.body is not None:
             self.state.open_files += 1
             return MemoryHandle(entry.body)
-        if vpath.folder not in ("inbox", "archive", "bundles") or entry.sha256 is None:
+        if vpath.folder not in ("inbox", "archive", "bundles", "outbox") or entry.sha256 is None:
             raise asyncssh.SFTPNoSuchFile("No such file")
         try:
             fd = os.open(self.ctx.blobs.path_for(entry.sha256), os.O_RDONLY | os.O_CLOEXEC)
@@ -395,25 +416,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             log.error("blob %s of %s/%s is missing", entry.sha256, vpath.folder, entry.id)
             raise asyncssh.SFTPFailure("Document temporarily unavailable") from None
         self.state.open_files += 1
-        # Receipts are for deliveries; a bundle's entry id is no delivery id.
-        delivery_id = entry.id if vpath.folder != "bundles" else None
+        # Receipts are for deliveries; a bundle's or document's entry id is no delivery id.
+        delivery_id = entry.id if vpath.folder in ("inbox", "archive") else None
         return DownloadHandle(fd, entry.size, delivery_id, entry.sha256, entry.name)
-
-    def _open_upload(self, vpath: VPath) -> UploadHandle:
-        assert vpath.name is not None
-        key = self._pending_key(vpath)
-        old = self.state.pending.pop(key, None)
-        if old is not None:
-            old.writer.abort()
-        handle = UploadHandle(
-            vpath,
-            self.ctx.blobs.begin_write(),
-            self.ctx.settings.storage.max_upload_bytes,
-            owner=self,
-        )
-        self.state.uploads.add(handle)
-        self.state.open_files += 1
-        return handle
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, DownloadHandle | MemoryHandle):
@@ -478,20 +483,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             await self._close_upload(file_obj)
 
     async def _close_upload(self, handle: UploadHandle) -> None:
-        self.state.uploads.discard(handle)
-        if handle.closed:
-            return
-        handle.closed = True
-        if self._client_gone():
-            # asyncssh closes the handles still open when a session ends; such a close
-            # is no client's "done", so the upload must leave nothing behind.
-            handle.writer.abort()
-            return
-        assert handle.path.name is not None
-        if handle.failure is None and is_temp_name(handle.path.name):
-            self._set_pending(handle.path, handle)
-            return
-        await self._complete(handle, handle.path)
+        await self.outbox.close(handle, client_gone=not handle.closed and self._client_gone())
 
     def _client_gone(self) -> bool:
         """True once the client dropped, closed, or sent EOF on the session.
@@ -507,52 +499,12 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             return True
         return _closed_by_session_end()
 
-    async def _complete(self, handle: UploadHandle, target: VPath) -> None:
-        assert target.name is not None
-        if handle.failure is not None:
-            handle.writer.abort()
-            await self.ctx.uploads.reject(
-                self.account,
-                self.actor,
-                self.ctx.clock.now(),
-                shown=target.text().removeprefix("/outbox/"),
-                reason=handle.failure,
-            )
-            raise asyncssh.SFTPFailure(f"abgelehnt: {handle.failure}")
-        try:
-            await self.ctx.uploads.complete(
-                self.account,
-                self.actor,
-                self.ctx.clock.now(),
-                name=target.name,
-                direct_ik=target.direct_ik,
-                writer=handle.writer,
-            )
-        except Rejected as exc:
-            raise asyncssh.SFTPFailure(f"abgelehnt: {exc}") from None
-        except QprError:
-            log.exception("upload could not be completed")
-            raise asyncssh.SFTPFailure("upload failed") from None
-
     @guarded
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
-        old, new = self._parse(oldpath), self._parse(newpath)
-        handle = self.state.pending.get(self._pending_key(old)) if old.folder == "outbox" else None
-        if handle is None or new.folder != "outbox" or new.name is None:
+        old, new = self._parse(oldpath), self._parse(newpath, creating=True)
+        if old.folder != "outbox" or old.name is None:
             raise asyncssh.SFTPPermissionDenied("Rename not allowed here")
-        del self.state.pending[self._pending_key(old)]
-        if is_temp_name(new.name):
-            handle.path = new
-            self._set_pending(new, handle)
-            return
-        await self._complete(handle, new)
-
-    def _set_pending(self, vpath: VPath, handle: UploadHandle) -> None:
-        # A temp upload replaced by another of the same name leaves nothing behind.
-        old = self.state.pending.get(self._pending_key(vpath))
-        if old is not None and old is not handle:
-            old.writer.abort()
-        self.state.pending[self._pending_key(vpath)] = handle
+        await self.outbox.rename(old, new)
 
     @guarded
     async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
@@ -562,10 +514,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     async def remove(self, path: bytes) -> None:
         vpath = self._parse(path)
         if vpath.folder == "outbox" and vpath.name is not None:
-            handle = self.state.pending.pop(self._pending_key(vpath), None)
-            if handle is None:
-                raise asyncssh.SFTPNoSuchFile("No such file")
-            handle.writer.abort()
+            await self.outbox.remove(vpath)
             return
         if vpath.folder not in ("inbox", "bundles") or vpath.name is None:
             raise asyncssh.SFTPPermissionDenied("Permission denied")
@@ -615,12 +564,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if not self._ended:
             self._ended = True
             self.ctx.sessions.ended()
-        # Temp uploads of this session that were never renamed are thrown away; those
-        # of other sessions on the same connection stay theirs.
-        for key, handle in list(self.state.pending.items()):
-            if handle.owner is self:
-                handle.writer.abort()
-                del self.state.pending[key]
+        self.outbox.exit()
         # OpenSSH 9 scp speaks SFTP and exits 1 without an exit status.
         with contextlib.suppress(OSError, asyncssh.Error, AttributeError):
             self.channel.exit(0)

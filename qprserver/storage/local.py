@@ -22,6 +22,7 @@ from typing import BinaryIO, Protocol
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX2 = re.compile(r"[0-9a-f]{2}")
+_TEMP_NAME = re.compile(r"upload-[0-9a-f]{24}\.part")
 _CHUNK = 1024 * 1024
 WRITE_BEHIND = 64 * 1024 * 1024  # bytes written between two write-behind flushes
 _DIR_MODE = 0o700
@@ -96,17 +97,21 @@ class BlobWriter:
     kernel reports a write-back error once, and it must not get lost.
     """
 
-    def __init__(self, store: FileBlobStore, temp_path: Path) -> None:
+    def __init__(self, store: FileBlobStore, temp_path: Path, *, resume: bool = False) -> None:
         self._store = store
         self.temp_path = temp_path
         # O_EXCL: a random name that already exists means something is wrong, not
-        # a file to reuse.
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        # a file to reuse; only a kept partial upload is reopened on purpose.
+        flags = os.O_RDWR | os.O_CLOEXEC | (0 if resume else os.O_CREAT | os.O_EXCL)
         self._fd: int | None = os.open(temp_path, flags, 0o600)
         self._hash = hashlib.sha256()
         self._hash_valid = True
         self._hashed_to = 0
         self._size = 0
+        if resume:
+            self._size = os.fstat(self._fd).st_size
+            # The bytes kept so far are hashed once more in ``finish``.
+            self._hash_valid = self._size == 0
         self._behind: threading.Thread | None = None
         self._behind_mark = 0
         self._behind_error: OSError | None = None
@@ -166,6 +171,42 @@ class BlobWriter:
         if self._behind is not None:
             self._behind.join()
             self._behind = None
+
+    def truncate(self, size: int) -> None:
+        """Cut the file to size bytes (a client's ftruncate); cheap, no data is read."""
+        if self._fd is None:
+            raise ValueError("blob writer is closed")
+        if size < 0:
+            raise ValueError("negative size")
+        os.ftruncate(self._fd, size)
+        self._size = size
+        if size == 0:
+            self._hash = hashlib.sha256()
+            self._hashed_to = 0
+            self._hash_valid = True
+        elif size < self._hashed_to:
+            self._hash_valid = False
+
+    def digest(self) -> str:
+        """The SHA-256 of the bytes written so far, without finishing (blocking)."""
+        if self._fd is None:
+            raise ValueError("blob writer is closed")
+        if self._hash_valid and self._hashed_to == self._size:
+            return self._hash.hexdigest()
+        return _sha256_of_fd(self._fd)
+
+    def detach(self) -> str:
+        """Close the file but keep it in the temp folder, to resume later; its name.
+
+        The file's time is renewed, so a sweep of temp files counts the keep time
+        from now.
+        """
+        if self._fd is not None:
+            self._join_behind()
+            os.close(self._fd)
+            self._fd = None
+        os.utime(self.temp_path)
+        return self.temp_path.name
 
     def read_head(self, n: int) -> bytes:
         """The first n bytes written so far (fewer if the file is shorter)."""
@@ -244,8 +285,10 @@ class BlobStore(Protocol):
         """Every stored hash, in no particular order."""
         ...
 
-    def sweep_temp(self, older_than_seconds: float, now: float) -> int:
-        """Remove temp files untouched for older_than_seconds; return how many."""
+    def sweep_temp(
+        self, older_than_seconds: float, now: float, spare: frozenset[str] = frozenset()
+    ) -> int:
+        """Remove temp files untouched for older_than_seconds, but none named in spare."""
         ...
 
 
@@ -262,6 +305,18 @@ class FileBlobStore:
     def begin_write(self) -> BlobWriter:
         """Start a new blob in a fresh temp file (``tmp/upload-<random>.part``)."""
         return BlobWriter(self, self.tmp / f"upload-{secrets.token_hex(12)}.part")
+
+    def resume_write(self, temp_name: str) -> BlobWriter:
+        """Reopen a kept temp file (``detach``) to write on; FileNotFoundError if gone."""
+        if not _TEMP_NAME.fullmatch(temp_name):
+            # The name comes from the database; it must not reach outside tmp/.
+            raise ValueError("not a temp file name of this store")
+        return BlobWriter(self, self.tmp / temp_name, resume=True)
+
+    def remove_temp(self, temp_name: str) -> None:
+        """Remove a kept temp file; nothing if it is gone already."""
+        if _TEMP_NAME.fullmatch(temp_name):
+            (self.tmp / temp_name).unlink(missing_ok=True)
 
     def new_temp_path(self, suffix: str = ".part") -> Path:
         """A fresh path in the temp folder, for files built elsewhere and adopted later."""
@@ -383,16 +438,19 @@ class FileBlobStore:
                     ):
                         yield name
 
-    def sweep_temp(self, older_than_seconds: float, now: float) -> int:
+    def sweep_temp(
+        self, older_than_seconds: float, now: float, spare: frozenset[str] = frozenset()
+    ) -> int:
         """Remove temp files last written more than older_than_seconds before now.
 
-        Run at start-up, where every temp file is a leftover; later runs spare uploads
-        still in progress because each write renews the file's mtime.
+        Run at start-up, where every temp file but the kept partial uploads (spare)
+        is a leftover; later runs spare uploads still in progress because each write
+        renews the file's mtime.
         """
         removed = 0
         for entry in _scan(self.tmp):
             try:
-                if not entry.is_file(follow_symlinks=False):
+                if not entry.is_file(follow_symlinks=False) or entry.name in spare:
                     continue
                 if now - entry.stat(follow_symlinks=False).st_mtime >= older_than_seconds:
                     os.unlink(entry.path)

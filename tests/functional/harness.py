@@ -109,11 +109,14 @@ class Server:
             "IdentitiesOnly=yes",
         ]
 
-    async def sftp_batch(self, ik: str, commands: str, cwd: Path) -> tuple[int, str, str]:
-        """Run OpenSSH ``sftp -b -`` with commands; (exit code, stdout, stderr)."""
+    async def sftp_batch(
+        self, ik: str, commands: str, cwd: Path, *options: str
+    ) -> tuple[int, str, str]:
+        """Run OpenSSH ``sftp -b -`` (with options) with commands; (exit code, stdout, stderr)."""
         proc = await asyncio.create_subprocess_exec(
             "sftp",
             *self.openssh_args(ik),
+            *options,
             "-P",
             str(self.port),
             "-b",
@@ -142,6 +145,11 @@ class Server:
         out, _ = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode is not None
         return proc.returncode, out.decode(errors="replace")
+
+    async def settled(self) -> None:
+        """Wait for the work the server runs beside its sessions (keeping cut-off uploads)."""
+        while self.listener._tasks:
+            await asyncio.gather(*self.listener._tasks, return_exceptions=True)
 
     def temp_files(self) -> list[Path]:
         return list((self.settings.storage.data_dir / "tmp").iterdir())

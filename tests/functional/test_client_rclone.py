@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncssh
 import pytest
+from sqlalchemy import select
 
+from qprserver.db.models import UploadProtocol
 from tests.functional.harness import (
     FACILITY_NW,
     LV_NW,
@@ -91,10 +93,8 @@ async def test_rclone_copy_to_outbox_delivers_a_file_whose_size_is_no_multiple_o
     source.mkdir()
     (source / REPORT).write_bytes(data)
     rclone = Rclone(server, MD_NW, tmp_path)
-    _, _, err = await rclone.run("copy", str(source), "qpr:/outbox")
-    # rclone's exit code also depends on stat and SetModTime of the uploaded name, which
-    # is the /outbox view's part; this checks the write itself.
-    assert "SSH_FX_BAD_MESSAGE" not in err, err
+    code, _, err = await rclone.run("copy", str(source), "qpr:/outbox")
+    assert code == 0 and "SSH_FX_BAD_MESSAGE" not in err, err
     target = tmp_path / "target"
     target.mkdir()
     code, _, err = await server.sftp_batch(LV_NW, f"get /inbox/{REPORT}\n", target)
@@ -149,3 +149,44 @@ async def test_rclone_deletefile_acknowledges_into_archive(server: Server, tmp_p
     await rclone.ok("deletefile", f"qpr:/inbox/{REPORT}")
     assert await rclone.lsjson("/inbox") == []
     assert [e["Name"] for e in await rclone.lsjson("/archive")] == [REPORT]
+
+
+async def _protocol_outcomes(server: Server) -> list[str]:
+    async with server.db.read_session() as session:
+        rows = await session.scalars(select(UploadProtocol.outcome).order_by(UploadProtocol.id))
+        return list(rows.all())
+
+
+async def test_rclone_copy_and_sync_to_outbox_succeed_and_a_second_sync_uploads_nothing(
+    server: Server, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    files = {
+        REPORT: pdf_bytes(300_000, seed=b"sync 1"),
+        f"{FACILITY_NW}_nachtrag.pdf": pdf_bytes(70_001, seed=b"sync 2"),
+    }
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    os.utime(source / REPORT, (1_700_000_000, 1_700_000_000))
+    rclone = Rclone(server, MD_NW, tmp_path)
+    # copy: upload, stat of the new name and SetModTime all succeed (exit 0).
+    await rclone.ok("copy", str(source / REPORT), "qpr:/outbox")
+    listed = {e["Name"]: e for e in await rclone.lsjson("/outbox")}
+    assert listed[REPORT]["Size"] == len(files[REPORT])
+    assert listed[REPORT]["ModTime"].startswith("2023-11-14T22:13:20")  # the time it set
+    await rclone.ok("sync", str(source), "qpr:/outbox")
+    assert sorted(e["Name"] for e in await rclone.lsjson("/outbox")) == sorted(files)
+    assert await _protocol_outcomes(server) == ["accepted", "accepted"]
+    # Sizes and times match: nothing is sent again, no protocol, no version.
+    code, _, err = await rclone.run("sync", "-v", str(source), "qpr:/outbox")
+    assert code == 0 and "There was nothing to transfer" in err, err
+    assert await _protocol_outcomes(server) == ["accepted", "accepted"]
+    # Even a forced upload of the same bytes makes no new version.
+    await rclone.ok("copy", "--ignore-times", str(source / REPORT), "qpr:/outbox")
+    assert await _protocol_outcomes(server) == ["accepted", "accepted", "unchanged"]
+    target = tmp_path / "target"
+    target.mkdir()
+    code, _, err = await server.sftp_batch(LV_NW, "get /inbox/*\n", target)
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == files

@@ -182,10 +182,15 @@ async def test_truncated_pdf_makes_sftp_fail_and_leaves_a_rejection_protocol(
     assert body["gruende"] == [
         "PDF unvollständig: Endemarke %%EOF fehlt (abgebrochene Übertragung?)"
     ]
+    # Like an accepted upload's, the protocol says what arrived.
+    assert body["groesse"] == 60_000
+    assert body["sha256"] == _sha(pdf_bytes(100_000)[:60_000])
     assert server.temp_files() == []
 
 
-async def test_a_killed_sftp_client_leaves_nothing_behind(server: Server, tmp_path: Path) -> None:
+async def test_a_killed_sftp_upload_stays_a_partial_file_only_its_depositor_sees_until_reput(
+    server: Server, tmp_path: Path
+) -> None:
     big = tmp_path / REPORT
     with big.open("wb") as handle:
         handle.write(b"%PDF-1.7\n")
@@ -209,17 +214,90 @@ async def test_a_killed_sftp_client_leaves_nothing_behind(server: Server, tmp_pa
     assert len(server.listener.connections) == 1
     proc.send_signal(signal.SIGKILL)
     assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
-    # Its ssh child notices the dead parent and closes; the server cleans up.
+    # Its ssh child notices the dead parent and closes; the server keeps the bytes.
     for _ in range(500):
         if not server.listener.connections:
             break
         await asyncio.sleep(0.02)
     assert server.listener.connections == {}
-    assert server.temp_files() == []
+    await server.settled()
+    (kept,) = server.temp_files()
+    size = kept.stat().st_size
+    assert size >= grown
+    # No document, no protocol, nothing for recipients; the depositor sees the partial.
     code, out, _ = await server.sftp_batch(LV_NW, "ls /inbox\n", tmp_path)
     assert code == 0 and _listed(out) == []
+    code, out, _ = await server.sftp_batch(MD_NW, "ls /receipts\nls -l /outbox\n", tmp_path)
+    assert code == 0 and _listed(out) == [REPORT], out
+    (line,) = [x for x in out.splitlines() if x.endswith(REPORT)]
+    assert line.startswith("-rw-------") and f" {size} " in line, line
+    # reput sends only the rest and completes the upload.
+    code, _, err = await server.sftp_batch(MD_NW, f"reput {REPORT} /outbox/{REPORT}\n", tmp_path)
+    assert code == 0, err
+    assert server.temp_files() == []
+    target = tmp_path / "lv"
+    target.mkdir()
+    code, out, err = await server.sftp_batch(LV_NW, f"get /inbox/{REPORT}\n", target)
+    assert code == 0, err
+    assert _sha((target / REPORT).read_bytes()) == _sha(big.read_bytes())
+
+
+async def test_sftp_put_recursive_into_a_recipient_folder_with_a_bigger_buffer(
+    server: Server, tmp_path: Path
+) -> None:
+    # /outbox/<IK>/ addresses one recipient, so a local folder named so uploads to it.
+    folder = tmp_path / LV_BY
+    folder.mkdir()
+    files = {f"{FACILITY_NW}_r{i}.pdf": pdf_bytes(200_000 * i, seed=bytes([i])) for i in (1, 2)}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    code, out, err = await server.sftp_batch(
+        MD_NW, f"put -R {LV_BY} /outbox\nls -l /outbox/{LV_BY}\n", tmp_path, "-B", "131072"
+    )
+    assert code == 0, err
+    assert sorted(_listed(out)) == sorted(files), out
+    target = tmp_path / "abholung"
+    target.mkdir()
+    code, _, err = await server.sftp_batch(LV_BY, "get /inbox/*\n", target)
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == files
+
+
+async def test_winscp_style_filepart_rename_and_setstat_keep_the_time(
+    server: Server, tmp_path: Path
+) -> None:
+    data = pdf_bytes(150_000, seed=b"winscp")
+    (tmp_path / REPORT).write_bytes(data)
+    os.utime(tmp_path / REPORT, (1_704_189_600, 1_704_189_600))  # 2024-01-02
+    code, out, err = await server.sftp_batch(
+        MD_NW,
+        # put -p sets the time on the open upload; chmod after the rename is a setstat
+        # of the document, as WinSCP sends it.
+        f"put -p {REPORT} /outbox/{REPORT}.filepart\n"
+        f"rename /outbox/{REPORT}.filepart /outbox/{REPORT}\n"
+        f"chmod 644 /outbox/{REPORT}\n"
+        "ls -l /outbox\n",
+        tmp_path,
+    )
+    assert code == 0, err
+    (line,) = [x for x in out.splitlines() if x.endswith(REPORT) and x.startswith("-")]
+    assert line.startswith("-r--------") and f" {len(data)} Jan  2  2024 " in line, line
+    code, out, _ = await server.sftp_batch(LV_NW, "ls /inbox\n", tmp_path)
+    assert code == 0 and _listed(out) == [REPORT]
+
+
+async def test_scp_uploads_the_same_file_twice_without_a_second_version(
+    server: Server, tmp_path: Path
+) -> None:
+    (tmp_path / REPORT).write_bytes(pdf_bytes(120_000, seed=b"scp twice"))
+    for legacy in ((), ("-O",)):
+        code, out = await server.scp(
+            MD_NW, *legacy, REPORT, f"{MD_NW}@127.0.0.1:/outbox/", cwd=tmp_path
+        )
+        assert code == 0, out
     code, out, _ = await server.sftp_batch(MD_NW, "ls /receipts\n", tmp_path)
-    assert code == 0 and _listed(out) == []
+    assert code == 0
+    assert [n.split("_")[2] for n in _listed(out)] == ["accepted", "unchanged"], out
 
 
 async def test_weekly_bundle_is_collected_checked_and_acknowledged_with_sftp(

@@ -51,18 +51,35 @@ async def test_sigterm_lets_a_running_upload_finish_and_refuses_new_logins(
 
 
 @pytest.mark.parametrize("running", ["shutdown_grace = 0.5\n"], indirect=True)
-async def test_after_the_grace_period_an_unfinished_upload_is_cut_and_leaves_nothing(
-    running: Running,
+async def test_an_upload_cut_by_shutdown_is_kept_across_a_restart_and_resumed_there(
+    running: Running, tmp_path: Path
 ) -> None:
+    name = f"{FACILITY_NW}_cut.pdf"
+    data = pdf_bytes(100_000)
     async with running.connect(MD_NW) as conn, conn.start_sftp_client() as sftp:
-        f = await sftp.open(f"/outbox/{FACILITY_NW}_cut.pdf", "wb")
-        await f.write(pdf_bytes(100_000)[:50_000], 0)
+        f = await sftp.open(f"/outbox/{name}", "wb")
+        await f.write(data[:50_000], 0)
         running.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(conn.wait_closed(), 30)
     assert await asyncio.wait_for(running.proc.wait(), 30) == 0
     assert await running.documents() == []
     tmp = running.config.parent / "data" / "tmp"
-    assert list(tmp.iterdir()) == []
+    (kept,) = tmp.iterdir()
+    stray = tmp / "upload-000000000000000000000000.part"
+    stray.write_bytes(b"left by a killed server")
+    # The next start sweeps what a killed server left, not what is kept to resume.
+    second = await _spawn_second(running, tmp_path)
+    try:
+        assert sorted(tmp.iterdir()) == [kept]
+        async with second.connect(MD_NW) as conn, conn.start_sftp_client() as sftp:
+            assert (await sftp.stat(f"/outbox/{name}")).size == 50_000
+            async with sftp.open(f"/outbox/{name}", "ab") as f:  # WRITE|APPEND|CREAT
+                await f.write(data[50_000:], 50_000)
+        assert await running.documents() == [name]
+        assert list(tmp.iterdir()) == []
+    finally:
+        second.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.proc.wait(), 30)
 
 
 @pytest.mark.parametrize("running", ["idle_timeout = 1.0\n"], indirect=True)

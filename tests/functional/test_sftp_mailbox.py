@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from datetime import timedelta
 
 import asyncssh
 import pytest
 
+from qprserver.clock import SystemClock
+from qprserver.jobs.registry import run_job
+from qprserver.service import job_context
 from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, pdf_bytes
 
 REPORT = f"{FACILITY_NW}_pruefbericht_2026.pdf"
@@ -137,22 +141,35 @@ async def test_upload_to_temp_name_becomes_a_document_only_on_rename(server: Ser
     assert await _get(server, LV_NW, f"/inbox/{REPORT}") == data
 
 
-async def test_dropped_connection_midway_leaves_nothing_visible(server: Server) -> None:
+async def test_dropped_connection_midway_leaves_a_partial_only_its_depositor_sees_and_resumes(
+    server: Server,
+) -> None:
+    data = pdf_bytes(100_000)
     conn = await server.connect(MD_NW)
     sftp = await conn.start_sftp_client()
     f = await sftp.open(f"/outbox/{REPORT}", "wb")
-    await f.write(pdf_bytes(100_000)[:60_000])
+    await f.write(data[:60_000])
     assert len(server.temp_files()) == 1
     conn.abort()
     await conn.wait_closed()
-    # The server learns of the loss asynchronously; wait until it has cleaned up.
+    # The server learns of the loss asynchronously; wait until it has kept the bytes.
     for _ in range(200):
         if not server.listener.connections:
             break
         await asyncio.sleep(0.01)
-    assert server.temp_files() == []
+    await server.settled()
+    assert len(server.temp_files()) == 1
     assert await _listdir(server, LV_NW, "/inbox") == []
     assert await _listdir(server, MD_NW, "/receipts") == []
+    assert await _listdir(server, MD_NW, "/outbox") == [REPORT]
+    async with server.connect(MD_NW) as conn, conn.start_sftp_client() as sftp:
+        attrs = await sftp.stat(f"/outbox/{REPORT}")
+        assert attrs.size == 60_000 and attrs.permissions == 0o100600
+        # Opened without truncation (as reput, lftp put -c and curl -C - do): resumed.
+        async with sftp.open(f"/outbox/{REPORT}", "r+b") as f:
+            await f.write(data[60_000:], 60_000)
+    assert await _get(server, LV_NW, f"/inbox/{REPORT}") == data
+    assert server.temp_files() == []
 
 
 async def test_same_name_again_supersedes_the_earlier_version(server: Server) -> None:
@@ -296,3 +313,48 @@ async def test_replies_held_back_for_a_slow_client_arrive_whole_and_in_order(
         transport.resume_reading()
         data = b"".join(await asyncio.wait_for(asyncio.gather(*reads), 30))
     assert data == content
+
+
+async def test_a_kept_partial_upload_is_swept_after_the_keep_time(server: Server) -> None:
+    async def cut(name: str) -> None:
+        conn = await server.connect(MD_NW)
+        sftp = await conn.start_sftp_client()
+        f = await sftp.open(f"/outbox/{name}", "wb")
+        await f.write(pdf_bytes(100_000)[:30_000])
+        conn.abort()
+        await conn.wait_closed()
+        for _ in range(200):
+            if not server.listener.connections:
+                break
+            await asyncio.sleep(0.01)
+        await server.settled()
+
+    await cut("alt.pdf")
+    ctx = job_context(server.settings, server.db, server.listener.ctx.blobs)
+    keep = timedelta(seconds=server.settings.storage.partial_keep)
+    start = SystemClock().now()
+    await cut("neu.pdf")
+    # Within their keep time the partial uploads stay.
+    outcome = await run_job(ctx, "sweep", start + keep - timedelta(minutes=1))
+    assert outcome.result == {"temp_files_removed": 0, "partial_uploads_expired": 0}
+    assert sorted(await _listdir(server, MD_NW, "/outbox")) == ["alt.pdf", "neu.pdf"]
+    outcome = await run_job(ctx, "sweep", start + keep + timedelta(minutes=1))
+    assert outcome.result["partial_uploads_expired"] == 2
+    assert await _listdir(server, MD_NW, "/outbox") == []
+    assert server.temp_files() == []
+
+
+async def test_the_same_bytes_for_someone_new_are_a_new_version_not_unchanged(
+    server: Server,
+) -> None:
+    data = pdf_bytes(seed=b"direct")
+    await _put(server, MD_NW, f"/outbox/{LV_BY}/anlage.pdf", data)
+    await _put(server, MD_NW, f"/outbox/{LV_BY}/anlage.pdf", data)  # a retry: unchanged
+    await _put(server, MD_NW, f"/outbox/{LV_NW}/anlage.pdf", data)  # another recipient
+    outcomes = [n.split("_")[2] for n in await _listdir(server, MD_NW, "/receipts")]
+    assert outcomes == ["accepted", "unchanged", "accepted"]
+    assert await _listdir(server, LV_NW, "/inbox") == ["anlage.pdf"]
+    # Each folder of /outbox shows the current version where it was addressed.
+    assert await _listdir(server, MD_NW, f"/outbox/{LV_NW}") == ["anlage.pdf"]
+    assert await _listdir(server, MD_NW, f"/outbox/{LV_BY}") == []
+    assert await _get(server, MD_NW, f"/outbox/{LV_NW}/anlage.pdf") == data

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from qprserver.sftp.paths import (
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
+    BadName,
     BadPath,
     VPath,
     is_temp_name,
@@ -174,7 +177,25 @@ def test_no_account_has_a_folder_named_by_another_accounts_ik() -> None:
         ("a.partial", False),
         ("a.pdf.filepart.pdf", False),
         ("", False),
+        (".a.pdf.Xy12Zq", True),  # rsync's mkstemp name
+        (".in.a.pdf", True),  # lftp's xfer:use-temp-file
+        (".in.a.pdf.", True),
+        (".a.pdf.Xy12Z", False),
+        (".hidden.pdf", False),
+        ("in.a.pdf", False),
     ],
 )
 def test_temporary_upload_names_are_recognised(name: str, temp: bool) -> None:
     assert is_temp_name(name) is temp
+
+
+def test_an_nfd_spelling_names_the_same_file_as_the_nfc_one() -> None:
+    nfc = "/outbox/Prüfbericht_Müller.pdf"
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert parse(nfd.encode(), DEPOSITOR) == parse(nfc.encode(), DEPOSITOR)
+    assert parse(nfd.encode(), DEPOSITOR).name == "Prüfbericht_Müller.pdf"
+
+
+def test_a_control_character_in_a_path_gives_its_reason() -> None:
+    with pytest.raises(BadName, match="Steuerzeichen U\\+001B an Stelle 2"):
+        parse(b"/outbox/a\x1bb.pdf", DEPOSITOR)

@@ -1,7 +1,7 @@
 """download coverage: byte ranges read towards a receipt
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-28 05:20:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import qprserver.db.base
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
