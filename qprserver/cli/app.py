@@ -1,8 +1,7 @@
-"""Shared plumbing of the CLI: loading settings, running coroutines, translating errors.
+"""Shared plumbing of the CLI: settings, coroutines, errors (printing: ``output.py``).
 
 Imported by every command module, so it imports only click and light stdlib modules at
-the top; the database and the notifier come in when a command uses them. What a
-command prints (a table or ``--json``) is ``output.py``'s.
+the top; the database, Rich and the notifier come in when a command uses them.
 """
 
 from __future__ import annotations
