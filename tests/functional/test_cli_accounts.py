@@ -183,7 +183,7 @@ def test_account_json_shapes_and_refusals_of_keys_passwords_and_audit(
     added = instance.json(
         "account", "add", "190500027", "--name", "MD", "--role", "depositor", "--land", "nw"
     )
-    assert set(added) == ACCOUNT_KEYS and added["land"] == "NW" and added["keys"] == []
+    assert set(added) >= ACCOUNT_KEYS and added["land"] == "NW" and added["keys"] == []
     instance.ok("account", "add", "105830016", "--name", "LV", "--role", "recipient")
     assert instance.json("account", "show", "190500027") == added
     assert [a["ik"] for a in instance.json("account", "list", "--role", "recipient")] == [
@@ -195,7 +195,7 @@ def test_account_json_shapes_and_refusals_of_keys_passwords_and_audit(
     key_file = _pubkey_file(tmp_path, ed25519.Ed25519PrivateKey.generate())
     instance.ok("account", "key", "add", "190500027", "-", stdin=key_file.read_text())
     (key,) = instance.json("account", "key", "list", "190500027")
-    assert set(key) == {"fingerprint", "algorithm", "bits", "comment", "created_at"}
+    assert set(key) >= {"fingerprint", "algorithm", "bits", "comment", "created_at"}
     # `account show` lists keys shorter (no bits, no time): kept, scripts read both.
     assert instance.json("account", "show", "190500027")["keys"] == [
         {k: key[k] for k in ("fingerprint", "algorithm", "comment")}
@@ -217,7 +217,7 @@ def test_account_json_shapes_and_refusals_of_keys_passwords_and_audit(
     )
     events = instance.json("audit", "list", "--account", "190500027")
     assert all(
-        set(e) == {"id", "at", "actor", "action", "target", "source", "details", "hash"}
+        set(e) >= {"id", "at", "actor", "action", "target", "source", "details", "hash"}
         for e in events
     )
     assert [e["action"] for e in events] == ["key.add", "account.add"]

@@ -40,7 +40,7 @@ def test_mail_list_shows_queued_mail_then_sent_mail_by_status(
         "recipient",
     )
     (queued,) = instance.json("mail", "list")
-    assert set(queued) == MAIL_KEYS
+    assert set(queued) >= MAIL_KEYS
     assert (queued["status"], queued["template"], queued["to"]) == (
         "queued",
         "account_created",

@@ -25,7 +25,7 @@ def test_totp_enable_gives_a_uri_and_ten_codes_and_disable_removes_the_factor(
 ) -> None:
     _recipient(instance)
     enrolment = instance.json("account", "totp", "enable", LV_NW)
-    assert set(enrolment) == {"uri", "recovery_codes"}
+    assert set(enrolment) >= {"uri", "recovery_codes"}
     uri = urlsplit(enrolment["uri"])
     assert (uri.scheme, uri.netloc) == ("otpauth", "totp")
     pyotp.TOTP(parse_qs(uri.query)["secret"][0]).now()  # a usable base32 secret
@@ -139,7 +139,7 @@ def test_bans_in_force_are_listed_and_lifted_by_address_or_ik(instance: Instance
 
     instance.in_session(ban)
     bans = instance.json("bans", "list")
-    assert all(set(b) == {"key", "banned_until", "offences"} for b in bans)
+    assert all(set(b) >= {"key", "banned_until", "offences"} for b in bans)
     assert [(b["key"], b["offences"]) for b in bans] == [
         (f"account:{LV_NW}", 1),
         ("addr:192.0.2.7", 1),
