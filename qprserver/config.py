@@ -3,6 +3,11 @@
 Unknown keys and wrong types stop start-up with one line naming the key.
 Relative paths resolve against the folder of the config file. This is also the
 only module that reads environment variables (``QPRSERVER_CONFIG``).
+
+Its 500-odd lines are one model per section of the file, each setting declared once
+with its default and its check, and the reader that validates them together: a
+setting's declaration, its cross-checks (schedules, zones, paths) and the loader that
+names an unknown key belong in one place.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ import click
 
 from qprserver.accounts import service as accounts
 from qprserver.accounts.enums import AccountStatus, Role
-from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.cli.app import App, pass_app
+from qprserver.cli.output import Column, emit, json_option
 from qprserver.db.engine import Database
 from qprserver.db.models import ROLES
 from qprserver.errors import InvalidKey
@@ -34,7 +35,7 @@ def account() -> None:
     help="Role; repeat for several.",
 )
 @click.option("--land", default=None, help="Two-letter Land code; default: from the IK.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def account_add(
     app: App,
@@ -63,18 +64,29 @@ def account_add(
             await session.refresh(acc, ["keys", "password"])
             return accounts.account_summary(acc)
 
-    summary = app.run(work)
-    if as_json:
-        print_json(summary)
-    else:
-        click.echo(f"account {summary['ik']} created ({', '.join(summary['roles'])})")
+    emit(
+        app.run(work),
+        as_json=as_json,
+        text=lambda s: click.echo(f"account {s['ik']} created ({', '.join(s['roles'])})"),
+    )
+
+
+ACCOUNT_COLUMNS = (
+    Column("IK", "ik"),
+    Column("Name", "name"),
+    Column("Rollen", value=lambda r: ",".join(r["roles"])),
+    Column("Land", "land"),
+    Column("Status", "status"),
+    Column("E-Mail", "email"),
+    Column("Schlüssel", value=lambda r: len(r["keys"])),
+)
 
 
 @account.command("list")
 @click.option(
     "--role", type=click.Choice(ROLES), default=None, help="Only accounts with this role."
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def account_list(app: App, role: str | None, as_json: bool) -> None:
     """All accounts."""
@@ -86,31 +98,12 @@ def account_list(app: App, role: str | None, as_json: bool) -> None:
                 for a in await accounts.list_accounts(session, Role(role) if role else None)
             ]
 
-    rows = app.run(work)
-    if as_json:
-        print_json(rows)
-        return
-    print_table(
-        None,
-        ["IK", "Name", "Rollen", "Land", "Status", "E-Mail", "Schlüssel"],
-        [
-            [
-                r["ik"],
-                r["name"],
-                ",".join(r["roles"]),
-                r["land"],
-                r["status"],
-                r["email"],
-                len(r["keys"]),
-            ]
-            for r in rows
-        ],
-    )
+    emit(app.run(work), as_json=as_json, columns=ACCOUNT_COLUMNS)
 
 
 @account.command("show")
 @click.argument("ik")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def account_show(app: App, ik: str, as_json: bool) -> None:
     """One account with its keys."""
@@ -119,10 +112,10 @@ def account_show(app: App, ik: str, as_json: bool) -> None:
         async with db.read_session() as session:
             return accounts.account_summary(await accounts.get_account(session, ik))
 
-    summary = app.run(work)
-    if as_json:
-        print_json(summary)
-        return
+    emit(app.run(work), as_json=as_json, text=_print_account)
+
+
+def _print_account(summary: accounts.AccountSummary) -> None:
     click.echo(f"ik          {summary['ik']}")
     click.echo(f"name        {summary['name']}")
     click.echo(f"email       {summary['email'] or '-'}")
@@ -261,9 +254,18 @@ def key_add(app: App, ik: str, pubkey_file: str) -> None:
     click.echo(f"key {fingerprint} added")
 
 
+KEY_COLUMNS = (
+    Column("Fingerprint", "fingerprint"),
+    Column("Typ", "algorithm"),
+    Column("Bit", "bits"),
+    Column("Kommentar", "comment"),
+    Column("Angelegt", "created_at"),
+)
+
+
 @key_group.command("list")
 @click.argument("ik")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def key_list(app: App, ik: str, as_json: bool) -> None:
     """The account's keys."""
@@ -282,18 +284,7 @@ def key_list(app: App, ik: str, as_json: bool) -> None:
                 for k in acc.keys
             ]
 
-    keys = app.run(work)
-    if as_json:
-        print_json(keys)
-        return
-    print_table(
-        None,
-        ["Fingerprint", "Typ", "Bit", "Kommentar", "Angelegt"],
-        [
-            [k["fingerprint"], k["algorithm"], k["bits"], k["comment"], k["created_at"]]
-            for k in keys
-        ],
-    )
+    emit(app.run(work), as_json=as_json, columns=KEY_COLUMNS)
 
 
 @key_group.command("remove")

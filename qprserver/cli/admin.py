@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from qprserver.audit import seal as audit_seal
-from qprserver.cli.app import App, handle_errors, pass_app, print_json
+from qprserver.cli.app import App, handle_errors, pass_app
+from qprserver.cli.output import json_option, print_json
 from qprserver.db import migrate
 from qprserver.db.engine import Database
 from qprserver.security.hostkeys import ensure_host_key
@@ -74,7 +75,7 @@ def db_upgrade(app: App) -> None:
 
 
 @db_group.command("check")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def db_check(app: App, as_json: bool) -> None:
     """Fail when the database and the models differ."""

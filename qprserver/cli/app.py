@@ -1,4 +1,4 @@
-"""Shared plumbing of the CLI: loading settings, running coroutines, printing.
+"""Shared plumbing of the CLI: settings, coroutines, errors (printing: ``output.py``).
 
 Imported by every command module, so it imports only click and light stdlib modules at
 the top; the database, Rich and the notifier come in when a command uses them.
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -99,19 +98,3 @@ def handle_errors(func: Callable[[], T]) -> T:
         return func()
     except QprError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-
-
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)

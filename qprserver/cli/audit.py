@@ -8,7 +8,8 @@ import click
 
 from qprserver.audit import chain as audit
 from qprserver.audit import seal as audit_seal
-from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.cli.app import App, pass_app
+from qprserver.cli.output import Column, emit, json_option
 from qprserver.db.engine import Database
 from qprserver.db.models import AuditEvent
 from qprserver.ik import IK
@@ -32,10 +33,15 @@ def _event_dict(event: AuditEvent) -> dict[str, object]:
     }
 
 
+EVENT_COLUMNS = tuple(
+    Column(key, key) for key in ("id", "at", "actor", "action", "target", "source")
+)
+
+
 @audit_group.command("list")
 @click.option("--account", "account_ik", help="Only events by or about this IK.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def audit_list(app: App, account_ik: str | None, limit: int, as_json: bool) -> None:
     """The newest audit events first."""
@@ -46,15 +52,7 @@ def audit_list(app: App, account_ik: str | None, limit: int, as_json: bool) -> N
             rows = await audit.events(session, account=ik, limit=limit)
             return [_event_dict(e) for e in rows]
 
-    events = app.run(work)
-    if as_json:
-        print_json(events)
-        return
-    print_table(
-        None,
-        ["id", "at", "actor", "action", "target", "source"],
-        [[e["id"], e["at"], e["actor"], e["action"], e["target"], e["source"]] for e in events],
-    )
+    emit(app.run(work), as_json=as_json, columns=EVENT_COLUMNS)
 
 
 @audit_group.command("verify")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from qprserver.cli.app import App, pass_app, print_json
+from qprserver.cli.app import App, pass_app
+from qprserver.cli.output import print_json
 from qprserver.config import QbSettings, config_path_from
 from qprserver.errors import ConfigError, QprError
 from qprserver.qb.engine import check_report

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from sqlalchemy import select
 
 from qprserver.accounts import service as accounts
-from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.cli.app import App, pass_app
+from qprserver.cli.output import Column, emit, json_option, print_table
 from qprserver.db.engine import Database
 from qprserver.db.models import Document
 from qprserver.errors import NotFound
@@ -32,9 +35,29 @@ def _doc_dict(doc: Document) -> dict[str, object]:
     }
 
 
+DOCUMENT_COLUMNS = (
+    Column("ID", "id"),
+    Column("Name", "name"),
+    Column("Art", "kind"),
+    Column("IK", "subject_ik"),
+    Column("Version", "version"),
+    Column("Aktuell", "current"),
+    Column("Größe", "size"),
+    Column("Hochgeladen", "uploaded_at"),
+)
+
+DELIVERY_COLUMNS = (
+    Column("Empfänger", "recipient"),
+    Column("Ordner", "folder"),
+    Column("Bereitgestellt", "delivered_at"),
+    Column("Abrufe", value=lambda d: len(d["downloads"])),
+    Column("Letzter Abruf", value=lambda d: d["downloads"][-1]["at"] if d["downloads"] else "-"),
+)
+
+
 @document_group.command("list")
 @click.option("--depositor", required=True, help="IK of the depositor.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def document_list(app: App, depositor: str, as_json: bool) -> None:
     """Documents a depositor delivered, newest first."""
@@ -49,32 +72,12 @@ def document_list(app: App, depositor: str, as_json: bool) -> None:
             )
             return [_doc_dict(d) for d in docs]
 
-    docs = app.run(work)
-    if as_json:
-        print_json(docs)
-        return
-    print_table(
-        None,
-        ["ID", "Name", "Art", "IK", "Version", "Aktuell", "Größe", "Hochgeladen"],
-        [
-            [
-                d["id"],
-                d["name"],
-                d["kind"],
-                d["subject_ik"],
-                d["version"],
-                d["current"],
-                d["size"],
-                d["uploaded_at"],
-            ]
-            for d in docs
-        ],
-    )
+    emit(app.run(work), as_json=as_json, columns=DOCUMENT_COLUMNS)
 
 
 @document_group.command("show")
 @click.argument("document_id", type=int)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def document_show(app: App, document_id: int, as_json: bool) -> None:
     """One document: its recipients, where it is, and every download receipt."""
@@ -88,13 +91,9 @@ def document_show(app: App, document_id: int, as_json: bool) -> None:
             data["deliveries"] = await mailbox.deliveries_of_document(session, doc.id)
             return data
 
-    data = app.run(work)
-    if as_json:
-        print_json(data)
-        return
+    emit(app.run(work), as_json=as_json, text=_print_document)
+
+
+def _print_document(data: dict[str, Any]) -> None:
     click.echo(f"{data['id']}: {data['name']} v{data['version']} {data['sha256']}")
-    rows = []
-    for d in data["deliveries"]:  # type: ignore[attr-defined]
-        last = d["downloads"][-1]["at"] if d["downloads"] else "-"
-        rows.append([d["recipient"], d["folder"], d["delivered_at"], len(d["downloads"]), last])
-    print_table(None, ["Empfänger", "Ordner", "Bereitgestellt", "Abrufe", "Letzter Abruf"], rows)
+    print_table(DELIVERY_COLUMNS, data["deliveries"])

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.cli.app import App, pass_app
+from qprserver.cli.output import Column, Row, emit, json_option, print_json
 from qprserver.db.engine import Database
 from qprserver.errors import InvalidInput
 from qprserver.jobs import claims
@@ -22,7 +23,7 @@ def jobs_group() -> None:
 
 
 @jobs_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def jobs_list(app: App, as_json: bool) -> None:
     """Every job with its schedule, next run and last result."""
@@ -53,28 +54,16 @@ def jobs_list(app: App, as_json: bool) -> None:
             )
         return rows
 
-    rows = app.run(work)
-    if as_json:
-        print_json(rows)
-        return
     zone = ZoneInfo(settings.jobs.timezone)
-    print_table(
-        None,
-        ["Job", "Zeitplan", "Nächster Lauf", "Letzter Lauf", "Status", "Ergebnis"],
-        [
-            [
-                r["name"],
-                r["schedule"],
-                _local(r["next_run"], zone),
-                _local(r["last_finished"], zone),
-                r["last_status"] or "-",
-                json.dumps(r["last_result"], ensure_ascii=False)[:60]
-                if r["last_result"] is not None
-                else "-",
-            ]
-            for r in rows
-        ],
+    columns = (
+        Column("Job", "name"),
+        Column("Zeitplan", "schedule"),
+        Column("Nächster Lauf", value=lambda r: _local(r["next_run"], zone)),
+        Column("Letzter Lauf", value=lambda r: _local(r["last_finished"], zone)),
+        Column("Status", value=lambda r: r["last_status"] or "-"),
+        Column("Ergebnis", value=_result_summary),
     )
+    emit(app.run(work), as_json=as_json, columns=columns)
 
 
 def _local(value: object, zone: ZoneInfo) -> str:
@@ -82,6 +71,13 @@ def _local(value: object, zone: ZoneInfo) -> str:
     if not isinstance(value, str):
         return "-"
     return datetime.fromisoformat(value).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _result_summary(row: Row) -> str:
+    """The start of the last run's result, enough to tell a failure from counts."""
+    if row["last_result"] is None:
+        return "-"
+    return json.dumps(row["last_result"], ensure_ascii=False)[:60]
 
 
 @jobs_group.command("run")
@@ -93,7 +89,7 @@ def _local(value: object, zone: ZoneInfo) -> str:
     help="Run as if at this ISO-8601 time; without an offset in jobs.timezone.",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be done (retention).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: bool) -> None:
     """Run job NAME now (or as if at --at); a period already done is not redone."""
@@ -126,10 +122,10 @@ def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: b
             "result": outcome.result,
         }
 
-    data = app.run(work)
-    if as_json:
-        print_json(data)
-        return
+    emit(app.run(work), as_json=as_json, text=_print_outcome)
+
+
+def _print_outcome(data: dict[str, object]) -> None:
     state = "ran" if data["ran"] else "skipped (period already done)"
     click.echo(f"{data['job']} at {data['at']} for {data['period']}: {state}")
-    click.echo(json.dumps(data["result"], ensure_ascii=False, indent=2, default=str))
+    print_json(data["result"])

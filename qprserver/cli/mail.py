@@ -7,7 +7,8 @@ import asyncio
 import click
 from sqlalchemy import select
 
-from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.cli.app import App, pass_app
+from qprserver.cli.output import Column, emit, json_option
 from qprserver.db.engine import Database
 from qprserver.db.models import MAIL_STATUSES, MailMessage
 
@@ -17,10 +18,20 @@ def mail_group() -> None:
     """Outgoing mail."""
 
 
+MAIL_COLUMNS = (
+    Column("ID", "id"),
+    Column("Status", "status"),
+    Column("Vorlage", "template"),
+    Column("An", "to"),
+    Column("Versuche", "attempts"),
+    Column("Letzter Fehler", "last_error"),
+)
+
+
 @mail_group.command("list")
 @click.option("--status", type=click.Choice(MAIL_STATUSES), default=None)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def mail_list(app: App, status: str | None, limit: int, as_json: bool) -> None:
     """Messages in the outbox, newest first."""
@@ -45,18 +56,7 @@ def mail_list(app: App, status: str | None, limit: int, as_json: bool) -> None:
                 for m in await session.scalars(query)
             ]
 
-    rows = app.run(work)
-    if as_json:
-        print_json(rows)
-        return
-    print_table(
-        None,
-        ["ID", "Status", "Vorlage", "An", "Versuche", "Letzter Fehler"],
-        [
-            [r["id"], r["status"], r["template"], r["to"], r["attempts"], r["last_error"] or ""]
-            for r in rows
-        ],
-    )
+    emit(app.run(work), as_json=as_json, columns=MAIL_COLUMNS)
 
 
 @mail_group.command("send-test")

@@ -16,6 +16,7 @@ import click
 
 from qprserver import __version__
 from qprserver.cli.app import App
+from qprserver.errors import QprError
 
 
 class Entry(NamedTuple):
@@ -76,6 +77,15 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(entry.module), entry.attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        # ``App.run`` translates the domain errors of a command's database work; this
+        # catches those a command raises itself (an IK parsed from an option, say):
+        # one line and exit 1, never a traceback.
+        try:
+            return super().invoke(ctx)
+        except QprError as exc:
+            raise click.ClickException(str(exc)) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Same layout as click's, from the table above instead of the commands.

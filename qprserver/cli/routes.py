@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.cli.app import App, pass_app
+from qprserver.cli.output import Column, emit, json_option
 from qprserver.db.engine import Database
 from qprserver.exchange import routing
 
@@ -57,18 +58,25 @@ def route_remove(app: App, kind: str, land: str, recipient: str) -> None:
     click.echo("route removed")
 
 
+ROUTE_COLUMNS = (
+    Column("Art", "kind"),
+    Column("Land", "land"),
+    Column("Empfänger", "recipient"),
+    Column("Name", "name"),
+)
+
+
 @route_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def route_list(app: App, as_json: bool) -> None:
     """All routing rules."""
 
-    async def work(db: Database) -> list[tuple[str, str, str, str]]:
+    async def work(db: Database) -> list[dict[str, str]]:
         async with db.read_session() as session:
-            return await routing.list_routes(session)
+            return [
+                {"kind": kind, "land": land, "recipient": ik, "name": name}
+                for kind, land, ik, name in await routing.list_routes(session)
+            ]
 
-    rows = app.run(work)
-    if as_json:
-        print_json([{"kind": k, "land": la, "recipient": ik, "name": n} for k, la, ik, n in rows])
-        return
-    print_table(None, ["Art", "Land", "Empfänger", "Name"], rows)
+    emit(app.run(work), as_json=as_json, columns=ROUTE_COLUMNS)

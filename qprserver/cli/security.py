@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from qprserver.cli.app import App, pass_app, print_json, print_table
+from qprserver.cli.app import App, pass_app
+from qprserver.cli.output import Column, emit, json_option
 
 if TYPE_CHECKING:
     # The account commands register ``totp`` as a subgroup; its modules load on use.
@@ -22,7 +23,7 @@ def totp_group() -> None:
 
 @totp_group.command("enable")
 @click.argument("ik")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def totp_enable(app: App, ik: str, as_json: bool) -> None:
     """New TOTP secret: prints the otpauth URI, a QR code and single-use recovery codes."""
@@ -38,19 +39,25 @@ def totp_enable(app: App, ik: str, as_json: bool) -> None:
             )
 
     enrolment = app.run(work)
-    if as_json:
-        print_json({"uri": enrolment.uri, "recovery_codes": enrolment.recovery_codes})
-        return
+    emit(
+        {"uri": enrolment.uri, "recovery_codes": enrolment.recovery_codes},
+        as_json=as_json,
+        text=_print_enrolment,
+    )
+
+
+def _print_enrolment(data: dict[str, Any]) -> None:
+    """The URI as a terminal QR code for the authenticator app, then the recovery codes."""
     import qrcode
 
     qr = qrcode.QRCode(border=1)
-    qr.add_data(enrolment.uri)
+    qr.add_data(data["uri"])
     out = io.StringIO()
     qr.print_ascii(out=out, invert=True)
     click.echo(out.getvalue())
-    click.echo(enrolment.uri)
+    click.echo(data["uri"])
     click.echo("\nWiederherstellungscodes (je einmal gültig, sicher aufbewahren):")
-    for code in enrolment.recovery_codes:
+    for code in data["recovery_codes"]:
         click.echo(f"  {code}")
 
 
@@ -74,8 +81,15 @@ def bans_group() -> None:
     """Addresses and accounts banned after failed logins."""
 
 
+BAN_COLUMNS = (
+    Column("Wer", "key"),
+    Column("Gesperrt bis", "banned_until"),
+    Column("Verstöße", "offences"),
+)
+
+
 @bans_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_app
 def bans_list(app: App, as_json: bool) -> None:
     """Bans in force now."""
@@ -93,15 +107,7 @@ def bans_list(app: App, as_json: bool) -> None:
             for row in await bans.list_bans(db, now)
         ]
 
-    rows = app.run(work)
-    if as_json:
-        print_json(rows)
-        return
-    print_table(
-        None,
-        ["Wer", "Gesperrt bis", "Verstöße"],
-        [[r["key"], r["banned_until"], r["offences"]] for r in rows],
-    )
+    emit(app.run(work), as_json=as_json, columns=BAN_COLUMNS)
 
 
 @bans_group.command("remove")

@@ -34,7 +34,7 @@ from tests.functional.harness import (
     start_server,
     wait_listening,
 )
-from tests.functional.smtp import free_port
+from tests.functional.smtp import SmtpServer, free_port
 
 T = TypeVar("T")
 
@@ -65,6 +65,14 @@ class Instance:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
+
+    def fails(self, *args: str, stdin: str | None = None) -> str:
+        """Run a command that must be refused: exit 1 and one line on stderr, returned."""
+        result = self.run(*args, stdin=stdin)
+        assert result.returncode == 1, f"{args}: exit {result.returncode}: {result.stderr}"
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, f"{args}: not one line: {result.stderr}"
+        return lines[0]
 
     def in_session(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run work in one write transaction as someone with write access to the
@@ -111,6 +119,17 @@ def instance(tmp_path: Path, database_settings: DatabaseSettings) -> Iterator[In
     inst = Instance(tmp_path, write_config(tmp_path, database_settings))
     inst.ok("init")
     yield inst
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free port, keeping what it receives."""
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

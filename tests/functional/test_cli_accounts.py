@@ -155,3 +155,70 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
     result = inst.run("account", "list")
     assert result.returncode == 1
     assert "qprserver db upgrade" in result.stderr
+
+
+ACCOUNT_KEYS = {
+    "ik",
+    "name",
+    "email",
+    "roles",
+    "land",
+    "status",
+    "notify",
+    "bundles",
+    "second_factor",
+    "allowed_networks",
+    "max_sessions",
+    "expires_at",
+    "keys",
+    "password",
+    "created_at",
+    "updated_at",
+}
+
+
+def test_account_json_shapes_and_refusals_of_keys_passwords_and_audit(
+    instance: Instance, tmp_path: Path
+) -> None:
+    added = instance.json(
+        "account", "add", "190500027", "--name", "MD", "--role", "depositor", "--land", "nw"
+    )
+    assert set(added) >= ACCOUNT_KEYS and added["land"] == "NW" and added["keys"] == []
+    instance.ok("account", "add", "105830016", "--name", "LV", "--role", "recipient")
+    assert instance.json("account", "show", "190500027") == added
+    assert [a["ik"] for a in instance.json("account", "list", "--role", "recipient")] == [
+        "105830016"
+    ]
+    assert "105830016" in instance.ok("account", "list")
+    assert "ik          190500027" in instance.ok("account", "show", "190500027")
+
+    key_file = _pubkey_file(tmp_path, ed25519.Ed25519PrivateKey.generate())
+    instance.ok("account", "key", "add", "190500027", "-", stdin=key_file.read_text())
+    (key,) = instance.json("account", "key", "list", "190500027")
+    assert set(key) >= {"fingerprint", "algorithm", "bits", "comment", "created_at"}
+    # `account show` lists keys shorter (no bits, no time): kept, scripts read both.
+    assert instance.json("account", "show", "190500027")["keys"] == [
+        {k: key[k] for k in ("fingerprint", "algorithm", "comment")}
+    ]
+    assert key["fingerprint"] in instance.ok("account", "key", "list", "190500027")
+
+    assert instance.fails("account", "show", "185830016") == "Error: kein Konto mit IK 185830016"
+    assert instance.fails("account", "key", "list", "1234") == (
+        "Error: IK '1234' ungültig: 9 Ziffern erwartet, 4 gefunden"
+    )
+    assert instance.fails("account", "key", "remove", "190500027", "SHA256:nope") == (
+        "Error: Konto 190500027 hat keinen Schlüssel SHA256:nope"
+    )
+    assert instance.fails("account", "password", "190500027", stdin="kurz\n") == (
+        "Error: Passwort zu kurz: mindestens 12 Zeichen verlangt"
+    )
+    assert instance.fails("audit", "list", "--account", "123") == (
+        "Error: IK '123' ungültig: 9 Ziffern erwartet, 3 gefunden"
+    )
+    events = instance.json("audit", "list", "--account", "190500027")
+    assert all(
+        set(e) >= {"id", "at", "actor", "action", "target", "source", "details", "hash"}
+        for e in events
+    )
+    assert [e["action"] for e in events] == ["key.add", "account.add"]
+    assert "key.add" in instance.ok("audit", "list")

@@ -50,3 +50,31 @@ def test_jobs_list_shows_the_last_run_of_interval_jobs_too(instance: Instance) -
         assert rows[name]["last_finished"] is not None
     assert "error" not in rows["mail-send"]["last_result"]
     assert rows["bundles"]["last_finished"] is None  # never ran
+
+
+def test_jobs_list_json_has_one_row_per_job_and_an_unknown_job_is_refused(
+    instance: Instance,
+) -> None:
+    rows = instance.json("jobs", "list")
+    assert all(
+        set(row)
+        >= {
+            "name",
+            "description",
+            "schedule",
+            "next_run",
+            "last_period",
+            "last_status",
+            "last_finished",
+            "last_result",
+        }
+        for row in rows
+    )
+    names = sorted(row["name"] for row in rows)
+    assert {"bundles", "mail-send", "retention", "sweep"} <= set(names)
+    assert "retention" in instance.ok("jobs", "list")
+    ran = instance.json("jobs", "run", "sweep")
+    assert set(ran) >= {"job", "at", "period", "ran", "result"} and ran["ran"] is True
+    assert instance.fails("jobs", "run", "cleanup") == (
+        f"Error: unknown job 'cleanup'; jobs: {', '.join(names)}"
+    )
