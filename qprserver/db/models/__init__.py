@@ -1,0 +1,66 @@
+"""The database tables, by subject; one declarative base (``db.base``), one metadata.
+
+Importing this package registers every table, which the migrations and ``db check`` rely on.
+"""
+
+from qprserver.db.models.accounts import (
+    ROLES,
+    STATUSES,
+    Account,
+    AuthScore,
+    IPNetwork,
+    LoginSession,
+    NetworkList,
+    Node,
+    PasswordCredential,
+    RecoveryCode,
+    RoleList,
+    SSHKey,
+)
+from qprserver.db.models.exchange import (
+    FOLDERS,
+    Bundle,
+    Delivery,
+    Document,
+    DownloadCoverage,
+    DownloadReceipt,
+    Outcome,
+    PartialUpload,
+    Route,
+    UploadProtocol,
+)
+from qprserver.db.models.operations import (
+    MAIL_STATUSES,
+    AuditEvent,
+    JobRun,
+    MailMessage,
+)
+
+__all__ = [
+    "FOLDERS",
+    "MAIL_STATUSES",
+    "ROLES",
+    "STATUSES",
+    "Account",
+    "AuditEvent",
+    "AuthScore",
+    "Bundle",
+    "Delivery",
+    "Document",
+    "DownloadCoverage",
+    "DownloadReceipt",
+    "IPNetwork",
+    "JobRun",
+    "LoginSession",
+    "MailMessage",
+    "NetworkList",
+    "Node",
+    "Outcome",
+    "PartialUpload",
+    "PasswordCredential",
+    "RecoveryCode",
+    "RoleList",
+    "Route",
+    "SSHKey",
+    "UploadProtocol",
+]
