@@ -5,6 +5,12 @@ it (name, size, quota, content read through ``open_written``, routing), stores i
 (``finish``), and writes the document, its deliveries, the protocol and the audit
 events in one transaction. A rejected upload leaves no
 document and no blob, only its protocol.
+
+Its lines (over 400) belong together for now: ``UploadService.complete`` is one
+transaction whose steps (checks, unchanged detection, versions, deliveries, protocol,
+mails, audit) share its session and its locks; the protocol and mail helpers below it
+are its private steps. The seam for a split is the protocol writing (``_protocol``,
+``_notify``, ``reject``), which the web portal's upload path will share.
 """
 
 from __future__ import annotations
