@@ -15,7 +15,7 @@ from sqlalchemy import select
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.db.models import Account, AuthScore
-from qprserver.sftp import compat, twofactor
+from qprserver.sftp import compat
 from qprserver.sftp.auth import AccountSSHServer
 from qprserver.sftp.session import MailboxSFTPServer
 from qprserver.sftp.state import ConnectionState, ServerContext
@@ -60,12 +60,11 @@ class SFTPListener:
         """Serve on ``sockets`` (bound and listening already, shared by the worker
         processes), or bind ``server.host``/``server.port`` here when none are given."""
         server = self.ctx.settings.server
-        twofactor.install()
         compat.install()
         await self._refresh()
         self.ctx.receipts.start()
         options: dict[str, Any] = dict(
-            server_host_keys=twofactor.host_keys(server.host_keys, server.host_key_algs),
+            server_host_keys=compat.host_keys(server.host_keys, server.host_key_algs),
             sftp_factory=self._sftp_factory,
             allow_scp=True,
             # No terminal sessions here: without the line editor each channel write
