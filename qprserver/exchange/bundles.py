@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Bundle, Delivery, Document
+from qprserver.exchange.folders import DELIVERY_FOLDERS
 from qprserver.notify.outbox import Notifier
 from qprserver.storage.local import BlobInfo, FileBlobStore
 
@@ -143,7 +144,7 @@ async def _members(
         .join(depositor, Document.depositor_id == depositor.c.id)
         .where(
             Delivery.recipient_id == recipient.id,
-            Delivery.folder.in_(("inbox", "archive")),
+            Delivery.folder.in_(DELIVERY_FOLDERS),
             Document.current.is_(True),
         )
         .order_by(Delivery.id)

@@ -12,8 +12,9 @@ without it. Nothing else in qprserver touches a private name of asyncssh.
 class-level hooks in place; the others are called per connection or session.
 ``tests/unit/test_sftp_compat.py`` holds one test per hook that fails when an
 upgrade changes what it relies on; behaviour is covered end to end in
-``tests/functional/`` (two factors and quick ACKs in ``test_security.py``, ignore
-packets in ``test_sftp_mailbox.py``, padded writes in ``test_sftp_compat.py``).
+``tests/functional/`` (two factors, also paramiko's, in ``test_security.py``, ignore
+packets in ``test_sftp_mailbox.py``, quick ACKs and padded writes in
+``test_sftp_compat.py``, cut-off uploads in ``test_isolation.py``).
 
 Checked and still private in 2.24.1: the server options offer no host key
 algorithm list (``server_host_key_algs`` is the client's), no drain on

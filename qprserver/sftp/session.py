@@ -22,6 +22,7 @@ from asyncssh import FXF_APPEND, FXF_CREAT, FXF_TRUNC, FXF_WRITE, SFTPAttrs, SFT
 from qprserver.audit.chain import Actor
 from qprserver.errors import NotFound
 from qprserver.exchange import mailbox, quota
+from qprserver.exchange.folders import BLOB_FOLDERS, DELIVERY_FOLDERS, Folder
 from qprserver.sftp import compat
 from qprserver.sftp.attrs import (
     dir_attrs,
@@ -114,8 +115,8 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if vpath.folder is None:
             return dir_attrs(False, self.started)
         if vpath.is_dir:
-            return dir_attrs(vpath.folder == "outbox", self.started)
-        if vpath.folder == "outbox":
+            return dir_attrs(vpath.folder is Folder.OUTBOX, self.started)
+        if vpath.folder is Folder.OUTBOX:
             found = await self.outbox.find(vpath)
             if found is None:
                 raise asyncssh.SFTPNoSuchFile("No such file")
@@ -144,7 +145,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         # Clients send times and modes after uploads (rsync and WinSCP after the rename,
         # rclone's SetModTime): in /outbox accepted, the time kept (sftp/outbox.py).
         vpath = self._parse(path)
-        if vpath.folder != "outbox":
+        if vpath.folder is not Folder.OUTBOX:
             raise asyncssh.SFTPPermissionDenied("Permission denied")
         await self.outbox.setstat(vpath, attrs)
 
@@ -195,10 +196,10 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         yield SFTPName(b"..", attrs=dir_attrs(False, self.started))
         if vpath.folder is None:
             for folder in self.folders:
-                attrs = dir_attrs(folder == "outbox", self.started)
+                attrs = dir_attrs(folder is Folder.OUTBOX, self.started)
                 yield SFTPName(folder.encode("utf-8"), attrs=attrs)
             return
-        if vpath.folder == "outbox":
+        if vpath.folder is Folder.OUTBOX:
             async for name, size, mtime, writable in self.outbox.names(vpath, PAGE):
                 yield SFTPName(name.encode("utf-8"), attrs=file_attrs(size, mtime, writable))
             return
@@ -235,7 +236,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         writing = bool(pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC))
         if vpath.is_dir:
             raise asyncssh.SFTPFailure("Is a directory")
-        if vpath.folder == "outbox":
+        if vpath.folder is Folder.OUTBOX:
             if writing:
                 handle = await self.outbox.open(vpath, pflags)
                 self.state.open_files += 1
@@ -253,7 +254,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if entry.body is not None:
             self.state.open_files += 1
             return MemoryHandle(entry.body)
-        if vpath.folder not in ("inbox", "archive", "bundles", "outbox") or entry.sha256 is None:
+        if vpath.folder not in BLOB_FOLDERS or entry.sha256 is None:
             raise asyncssh.SFTPNoSuchFile("No such file")
         try:
             fd = os.open(self.ctx.blobs.path_for(entry.sha256), os.O_RDONLY | os.O_CLOEXEC)
@@ -262,7 +263,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPFailure("Document temporarily unavailable") from None
         self.state.open_files += 1
         # Receipts are for deliveries; a bundle's or document's entry id is no delivery id.
-        delivery_id = entry.id if vpath.folder in ("inbox", "archive") else None
+        delivery_id = entry.id if vpath.folder in DELIVERY_FOLDERS else None
         return DownloadHandle(fd, entry.size, delivery_id, entry.sha256, entry.name)
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
@@ -341,7 +342,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     @guarded
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         old, new = self._parse(oldpath), self._parse(newpath, creating=True)
-        if old.folder != "outbox" or old.name is None:
+        if old.folder is not Folder.OUTBOX or old.name is None:
             raise asyncssh.SFTPPermissionDenied("Rename not allowed here")
         await self.outbox.rename(old, new)
 
@@ -352,14 +353,15 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     @guarded
     async def remove(self, path: bytes) -> None:
         vpath = self._parse(path)
-        if vpath.folder == "outbox" and vpath.name is not None:
+        if vpath.folder is Folder.OUTBOX and vpath.name is not None:
             await self.outbox.remove(vpath)
             return
-        if vpath.folder not in ("inbox", "bundles") or vpath.name is None:
+        if vpath.folder not in (Folder.INBOX, Folder.BUNDLES) or vpath.name is None:
             raise asyncssh.SFTPPermissionDenied("Permission denied")
         # Deleting acknowledges: a delivery moves to /archive, a bundle (or its
         # .sha256) leaves /bundles with its checksum file.
-        acknowledge = mailbox.acknowledge if vpath.folder == "inbox" else mailbox.acknowledge_bundle
+        inbox = vpath.folder is Folder.INBOX
+        acknowledge = mailbox.acknowledge if inbox else mailbox.acknowledge_bundle
         try:
             async with self.ctx.db.session() as session:
                 await acknowledge(
@@ -372,7 +374,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
         vpath = self._parse(path)
         # /outbox/<IK> exists implicitly; clients that create it first get success.
-        if vpath.folder == "outbox" and vpath.direct_ik is not None and vpath.name is None:
+        if vpath.folder is Folder.OUTBOX and vpath.direct_ik is not None and vpath.name is None:
             return
         raise asyncssh.SFTPPermissionDenied("Permission denied")
 
