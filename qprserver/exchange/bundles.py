@@ -25,6 +25,7 @@ from qprserver.accounts.enums import AccountStatus
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Bundle, Delivery, Document
+from qprserver.exchange.folders import DELIVERY_FOLDERS
 from qprserver.notify import emails
 from qprserver.notify.outbox import Notifier
 from qprserver.storage.base import BlobInfo, BlobStore
@@ -150,7 +151,7 @@ async def _members(
         .join(depositor, Document.depositor_id == depositor.c.id)
         .where(
             Delivery.recipient_id == recipient.id,
-            Delivery.folder.in_(("inbox", "archive")),
+            Delivery.folder.in_(DELIVERY_FOLDERS),
             Document.current.is_(True),
         )
         .order_by(Delivery.id)

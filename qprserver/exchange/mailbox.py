@@ -27,14 +27,17 @@ from qprserver.db.models import (
     UploadProtocol,
 )
 from qprserver.errors import NotFound
+from qprserver.exchange.folders import (
+    DELIVERY_FOLDERS,
+    DEPOSITOR_FOLDERS,
+    RECIPIENT_FOLDERS,
+    Folder,
+)
 
-RECIPIENT_FOLDERS = ("inbox", "archive", "bundles")
-DEPOSITOR_FOLDERS = ("outbox", "receipts")
 
-
-def folders_for(account: Account) -> tuple[str, ...]:
+def folders_for(account: Account) -> tuple[Folder, ...]:
     """The top-level folders an account sees, in a fixed order."""
-    result: list[str] = []
+    result: list[Folder] = []
     if account.has_role(Role.RECIPIENT):
         result.extend(RECIPIENT_FOLDERS)
     if account.has_role(Role.DEPOSITOR):
@@ -75,18 +78,18 @@ _DELIVERY_BY_NAME = (
 
 
 async def page(
-    session: Reads, account: Account, folder: str, *, after_id: int, limit: int
+    session: Reads, account: Account, folder: Folder, *, after_id: int, limit: int
 ) -> list[Entry]:
     """Up to limit entries of a folder with ids above after_id, by id (keyset paging)."""
     if folder not in folders_for(account):
         raise NotFound(f"/{folder}")
-    if folder in ("inbox", "archive"):
+    if folder in DELIVERY_FOLDERS:
         rows = await session.execute(
             _DELIVERY_PAGE,
             {"account": account.id, "folder": folder, "after": after_id, "limit": limit},
         )
         return [Entry(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-    if folder == "bundles":
+    if folder == Folder.BUNDLES:
         # Each bundle shows as two files; entry ids 2n and 2n+1 keep keyset paging simple.
         bundles = await session.scalars(
             select(Bundle)
@@ -99,7 +102,7 @@ async def page(
             .limit(limit)
         )
         return [e for b in bundles for e in _bundle_entries(b)]
-    if folder == "receipts":
+    if folder == Folder.RECEIPTS:
         protocols = await session.scalars(
             select(UploadProtocol)
             .where(UploadProtocol.depositor_id == account.id, UploadProtocol.id > after_id)
@@ -158,7 +161,7 @@ async def outbox_lookup(
         )
     ).first()
     if row is None:
-        raise NotFound(f"/outbox/{name}")
+        raise NotFound(f"/{Folder.OUTBOX}/{name}")
     return Entry(row[0], row[1], row[2], row[3], row[4])
 
 
@@ -223,11 +226,11 @@ def _protocol_entry(protocol: UploadProtocol) -> Entry:
     return Entry(protocol.id, protocol.file_name, len(body), protocol.created_at, None, body)
 
 
-async def lookup(session: Reads, account: Account, folder: str, name: str) -> Entry:
+async def lookup(session: Reads, account: Account, folder: Folder, name: str) -> Entry:
     """The entry called name in folder, or NotFound."""
     if folder not in folders_for(account):
         raise NotFound(f"/{folder}")
-    if folder in ("inbox", "archive"):
+    if folder in DELIVERY_FOLDERS:
         row = (
             await session.execute(
                 _DELIVERY_BY_NAME, {"account": account.id, "folder": folder, "name": name}
@@ -236,13 +239,13 @@ async def lookup(session: Reads, account: Account, folder: str, name: str) -> En
         if row is None:
             raise NotFound(f"/{folder}/{name}")
         return Entry(row[0], row[1], row[2], row[3], row[4])
-    if folder == "bundles":
+    if folder == Folder.BUNDLES:
         bundle = await _find_bundle(session, account, name)
         if bundle is None:
             raise NotFound(f"/{folder}/{name}")
         zip_entry, checksum_entry = _bundle_entries(bundle)
         return checksum_entry if name.endswith(".sha256") else zip_entry
-    if folder == "receipts":
+    if folder == Folder.RECEIPTS:
         protocol = await session.scalar(
             select(UploadProtocol).where(
                 UploadProtocol.depositor_id == account.id, UploadProtocol.file_name == name
@@ -254,7 +257,7 @@ async def lookup(session: Reads, account: Account, folder: str, name: str) -> En
     raise NotFound(f"/{folder}/{name}")
 
 
-async def _free_name(session: AsyncSession, account: Account, folder: str, name: str) -> bool:
+async def _free_name(session: AsyncSession, account: Account, folder: Folder, name: str) -> bool:
     taken = await session.scalar(
         select(Delivery.id).where(
             Delivery.recipient_id == account.id, Delivery.folder == folder, Delivery.name == name
@@ -264,7 +267,7 @@ async def _free_name(session: AsyncSession, account: Account, folder: str, name:
 
 
 async def unique_name(
-    session: AsyncSession, account: Account, folder: str, name: str, *alternatives: str
+    session: AsyncSession, account: Account, folder: Folder, name: str, *alternatives: str
 ) -> str:
     """name, or the first free alternative, so a folder never shows a name twice."""
     for candidate in (name, *alternatives):
@@ -285,22 +288,22 @@ async def acknowledge(
     delivery = await session.scalar(
         select(Delivery).where(
             Delivery.recipient_id == account.id,
-            Delivery.folder == "inbox",
+            Delivery.folder == Folder.INBOX,
             Delivery.name == name,
         )
     )
     if delivery is None:
-        raise NotFound(f"/inbox/{name}")
+        raise NotFound(f"/{Folder.INBOX}/{name}")
     document = await session.get_one(Document, delivery.document_id)
     delivery.name = await unique_name(
         session,
         account,
-        "archive",
+        Folder.ARCHIVE,
         delivery.name,
         _with_suffix(delivery.name, f".v{document.version}"),
         _with_suffix(delivery.name, f"~{delivery.id}"),
     )
-    delivery.folder = "archive"
+    delivery.folder = Folder.ARCHIVE
     delivery.acknowledged_at = now
     await audit.record(
         session,

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from qprserver.accounts.enums import Role
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account, Delivery, Document
+from qprserver.exchange.folders import DELIVERY_FOLDERS
 
 BLOCK = 4096
 
@@ -48,7 +49,7 @@ async def held_by_recipient(reads: Reads, account: Account) -> int:
         select(func.coalesce(func.sum(Document.size), 0))
         .select_from(Delivery)
         .join(Document, Delivery.document_id == Document.id)
-        .where(Delivery.recipient_id == account.id, Delivery.folder.in_(("inbox", "archive")))
+        .where(Delivery.recipient_id == account.id, Delivery.folder.in_(DELIVERY_FOLDERS))
     )
     return int(held or 0)
 

@@ -22,6 +22,7 @@ from qprserver.clock import Clock
 from qprserver.config import Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Bundle, Delivery, Document, DownloadReceipt
+from qprserver.exchange.folders import SUPERSEDED, Folder
 from qprserver.storage.base import BlobStore
 
 
@@ -29,11 +30,11 @@ def _due_deliveries(settings: Settings, now: datetime):  # type: ignore[no-untyp
     jobs = settings.jobs
     return or_(
         and_(
-            Delivery.folder == "archive",
+            Delivery.folder == Folder.ARCHIVE,
             Delivery.acknowledged_at < now - timedelta(days=jobs.archive_days),
         ),
         and_(
-            Delivery.folder.in_(("inbox", "superseded")),
+            Delivery.folder.in_((Folder.INBOX, SUPERSEDED)),
             Delivery.created_at < now - timedelta(days=jobs.inbox_days),
         ),
     )

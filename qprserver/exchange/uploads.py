@@ -32,6 +32,7 @@ from qprserver.db.models import Account, Delivery, Document, Outcome, UploadProt
 from qprserver.errors import QuotaExceeded, Rejected
 from qprserver.exchange import mailbox, routing
 from qprserver.exchange.content import ContentRejected, XmlTree, check_content
+from qprserver.exchange.folders import SUPERSEDED, Folder
 from qprserver.exchange.names import name_problem, nfc
 from qprserver.notify import emails
 from qprserver.notify.emails import Email
@@ -195,8 +196,8 @@ class UploadService:
                 # Recipients see only the latest version: earlier ones leave the inbox.
                 await session.execute(
                     update(Delivery)
-                    .where(Delivery.document_id.in_(previous), Delivery.folder == "inbox")
-                    .values(folder="superseded")
+                    .where(Delivery.document_id.in_(previous), Delivery.folder == Folder.INBOX)
+                    .values(folder=SUPERSEDED)
                 )
             document = Document(
                 depositor_id=depositor.id,
@@ -219,7 +220,7 @@ class UploadService:
                 shown_name = await mailbox.unique_name(
                     session,
                     recipient,
-                    "inbox",
+                    Folder.INBOX,
                     name,
                     f"{stem}~{depositor.ik}{ext}",
                     f"{stem}~{document.id}{ext}",
@@ -228,7 +229,7 @@ class UploadService:
                     document_id=document.id,
                     recipient_id=recipient.id,
                     name=shown_name,
-                    folder="inbox",
+                    folder=Folder.INBOX,
                     created_at=now,
                 )
                 session.add(delivery)

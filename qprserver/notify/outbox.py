@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qprserver.config import MailSettings, Settings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, Delivery, Document, MailMessage
+from qprserver.exchange.folders import Folder
 from qprserver.notify import emails
 from qprserver.notify.emails import Email, Rendered
 from qprserver.notify.smtp import Mailer, build_message
@@ -85,7 +86,7 @@ async def queue_digests(db: Database, notifier: Notifier, settings: Settings, no
             await session.execute(
                 select(Delivery.id, Delivery.recipient_id, Delivery.name, Document.kind)
                 .join(Document, Delivery.document_id == Document.id)
-                .where(Delivery.notified_at.is_(None), Delivery.folder == "inbox")
+                .where(Delivery.notified_at.is_(None), Delivery.folder == Folder.INBOX)
                 .order_by(Delivery.recipient_id, Delivery.id)
             )
         ).all()

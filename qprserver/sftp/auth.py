@@ -6,7 +6,7 @@
   when it needs one. Every refusal fails exactly like a wrong key (no account is
   revealed); the reason goes to the log only.
 - First factor: an SSH key or the password; then a TOTP code by keyboard-interactive
-  when the policy says so; see ``twofactor.py`` for how the partial success reaches
+  when the policy says so; see ``compat.py`` for how the partial success reaches
   the client.
 - A completed login is a row in ``login_sessions`` (``accounts/sessions.py``) until
   the connection closes, so ``max_sessions`` holds across processes and nodes.
@@ -23,9 +23,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +37,7 @@ from qprserver.db.engine import Reads
 from qprserver.db.models import Account
 from qprserver.security import bans, totp
 from qprserver.security.passwords import verify_password
-from qprserver.sftp import chaff
+from qprserver.sftp import compat
 from qprserver.sftp.outbox import Outbox
 from qprserver.sftp.state import ConnectionState, ServerContext
 
@@ -54,39 +52,6 @@ SECOND_FACTOR_PROMPT = (
     "",
     [("Code: ", False)],
 )
-
-
-QUICK_ACK_PACKETS = 32
-
-
-def _quick_acks(conn: Any) -> None:
-    """Acknowledge the client's first segments at once, not after the delayed-ACK timer.
-
-    An OpenSSH client that runs no terminal keeps Nagle's algorithm on, so its second
-    small packet in a row (ECDH_INIT after KEXINIT, SERVICE_REQUEST after NEWKEYS)
-    waits for the ACK of the first; with the kernel's delayed ACKs that cost about
-    40 ms twice in every login here. Linux drops TCP_QUICKACK again on its own, so
-    it is set before each of the first ``QUICK_ACK_PACKETS`` receives (the login),
-    on this connection only (the protocol instance's ``data_received``).
-    """
-    sock = conn.get_extra_info("socket")
-    if sock is None or not hasattr(socket, "TCP_QUICKACK"):
-        return
-    receive = conn.data_received
-    left = QUICK_ACK_PACKETS
-
-    def data_received(data: bytes, datatype: Any = None) -> None:
-        nonlocal left
-        left -= 1
-        if left <= 0:
-            del conn.data_received  # back to asyncssh's own method
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        receive(data, datatype)
-
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        conn.data_received = data_received
 
 
 # Built once: every login runs it.
@@ -150,8 +115,8 @@ class AccountSSHServer(asyncssh.SSHServer):
         that keeps failing is banned in the database for every process and node.
         """
         self.conn = conn
-        chaff.install(conn)
-        _quick_acks(conn)
+        compat.drop_empty_ignores(conn)
+        compat.quick_acks_during_login(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.state.address = str(peer[0])
         self.state.peer = f"{peer[0]}:{peer[1]}"
@@ -306,7 +271,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         return self._failed()
 
     def first_factor_verified(self, method: str) -> bool:
-        """Called by twofactor.py once a key or password is verified."""
+        """Called by compat.py's two-step auth once a key or password is verified."""
         decision = self.state.access
         if decision is not None and decision.second_factor and self.state.first_factor is None:
             self.state.first_factor = method

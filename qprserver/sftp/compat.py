@@ -1,49 +1,250 @@
-"""Client protocol faults the server tolerates, as OpenSSH's sftp-server does.
+"""Every use of asyncssh's private API, behind one version gate.
 
-**Trailing bytes after an SSH_FXP_WRITE's data.** github.com/pkg/sftp before v1.13.6
-(rclone up to 1.61, e.g. Debian 12's rclone 1.60.1) sends the last, short chunk of an
-upload (``File.ReadFromWithConcurrency``) with the right data length but with the
-whole unused rest of its 32 KiB buffer behind it, and a packet length that counts it.
-The minimal reproduction is one request (numbers as rclone sends them for a
-40,000-byte file)::
+asyncssh has no public API for a few things this server needs (partial success,
+a repeated ``ssh-userauth`` request, narrowed host key algorithms, dropping its
+CBC-era ignore packets, tolerating rclone's padded writes, bounded replies, telling
+asyncssh's clean-up from a client's close, building listing attributes fast). Each
+is one small function below whose docstring says why it exists and what breaks
+without it. Nothing else in qprserver touches a private name of asyncssh.
 
-    uint32 32793            packet length: 1 + 4 + 8 + 8 + 4 + 32768
-    byte   6                SSH_FXP_WRITE
-    uint32 6                request id
-    string "\\0\\0\\0\\0"       handle
-    uint64 32768            offset
-    string 7232 bytes       data: the file's last 7,232 bytes
-    25,536 bytes            the rest of the client's buffer (stale data)
+``install`` runs once when the server starts: it refuses any asyncssh not in
+``TESTED_VERSIONS`` (pyproject pins ``asyncssh>=2.24.1,<2.25``) and puts the
+class-level hooks in place; the others are called per connection or session.
+``tests/unit/test_sftp_compat.py`` holds one test per hook that fails when an
+upgrade changes what it relies on; behaviour is covered end to end in
+``tests/functional/`` (two factors, also paramiko's, in ``test_security.py``, ignore
+packets in ``test_sftp_mailbox.py``, quick ACKs and padded writes in
+``test_sftp_compat.py``, cut-off uploads in ``test_isolation.py``).
 
-OpenSSH's sftp-server ignores whatever a request leaves unread. asyncssh checks that
-the packet ends with the data (``SSHPacket.check_end``) and answers
-SSH_FX_BAD_MESSAGE "Unexpected data at end of packet", so every rclone upload whose
-size is not a multiple of 32 KiB failed (and rclone then removes the file). Fixed
-upstream in pkg/sftp commit 8add055 ("Stop ReadFromWithConcurrency sending more data
-than it needs to", v1.13.6).
-
-Here the server's FXP_WRITE handler is wrapped: when a write request is longer than
-its fields say, the tail is cut off before asyncssh decodes it; all other writes pass
-through untouched (no copy). The handler table is private to asyncssh, so ``install``
-refuses any version other than those in ``twofactor.TESTED_VERSIONS``, and
-``tests/functional/test_sftp_compat.py`` fails when an upgrade changes it.
+Checked and still private in 2.24.1: the server options offer no host key
+algorithm list (``server_host_key_algs`` is the client's), no drain on
+``SFTPServer``'s channel, and no way to learn that a channel received EOF.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+import contextlib
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
 
 import asyncssh
-from asyncssh.constants import FXP_WRITE
-from asyncssh.packet import SSHPacket
-from asyncssh.sftp import SFTPServerHandler
+from asyncssh import auth as _auth
+from asyncssh import connection as _connection
+from asyncssh.constants import FXP_WRITE, MSG_IGNORE, MSG_SERVICE_ACCEPT, MSG_SERVICE_REQUEST
+from asyncssh.packet import SSHPacket, String
+from asyncssh.sftp import SFTPAttrs, SFTPServerHandler
 
-from qprserver.sftp.twofactor import TESTED_VERSIONS
+from qprserver.errors import ConfigError, StartupError
+
+TESTED_VERSIONS = ("2.24.1",)
+
+
+def check_version(version: str = asyncssh.__version__) -> None:
+    """Refuse an asyncssh whose private API these hooks were not tested against."""
+    if version not in TESTED_VERSIONS:
+        raise StartupError(
+            f"asyncssh {version} is installed, but qprserver was tested only with "
+            f"{', '.join(TESTED_VERSIONS)} (it relies on private parts of asyncssh, "
+            "qprserver/sftp/compat.py); install asyncssh==" + TESTED_VERSIONS[-1]
+        )
+
+
+def install() -> None:
+    """Check the version, then put every class-level hook in place (idempotent)."""
+    check_version()
+    install_two_step_auth()
+    install_repeated_userauth_request()
+    install_lenient_write()
+
+
+def installed() -> bool:
+    """True when asyncssh runs with every class-level hook of ``install``."""
+    handlers = _connection.SSHServerConnection._packet_handlers
+    return (
+        all(_auth._server_auth_handlers.get(m) is _TWO_STEP.get(m) for m in _FIRST_FACTORS)
+        and handlers.get(MSG_SERVICE_REQUEST) is _service_request
+        and _connection.SSHConnection._packet_handlers[MSG_SERVICE_REQUEST]
+        is _ORIGINAL_SERVICE_REQUEST
+        and _sftp_handlers().get(FXP_WRITE) is _lenient_write
+    )
+
+
+# -- login ------------------------------------------------------------------------
+
+_FIRST_FACTORS = (b"publickey", b"password")
+_TWO_STEP: dict[bytes, type[Any]] = {}
+
+
+class FirstFactorOwner(Protocol):
+    """What the SSHServer of a connection tells about a verified first factor."""
+
+    def first_factor_verified(self, method: str) -> bool:
+        """Record the verified factor; True when login is complete, False for partial."""
+        ...
+
+
+def _two_step(base: type[Any]) -> type[Any]:
+    class TwoStep(base):  # type: ignore[misc]
+        async def send_success(self) -> None:
+            owner = self._conn.get_owner()
+            check = getattr(owner, "first_factor_verified", None)
+            if check is not None and not check(self._method.decode("ascii")):
+                self.send_failure(partial_success=True)
+                return
+            await super().send_success()
+
+    TwoStep.__name__ = TwoStep.__qualname__ = f"TwoStep{base.__name__}"
+    return TwoStep
+
+
+def install_two_step_auth() -> None:
+    """Answer a verified key or password with *partial success* when a code is due.
+
+    OpenSSH's ``AuthenticationMethods publickey,keyboard-interactive`` asks for the
+    second factor after a partial-success failure; asyncssh's server never sends
+    one. Its publickey and password handlers (``asyncssh.auth._server_auth_handlers``,
+    ``_ServerPublicKeyAuth``, ``_ServerPasswordAuth``) are replaced by subclasses
+    whose ``send_success`` asks the owner (``FirstFactorOwner``); the methods offered
+    next are re-read from its ``*_auth_supported`` hooks. ``send_success`` of the
+    publickey handler runs only after the signature verified, never on the probe.
+    Without it an account with two factors logs in with its key alone, or not at all.
+    """
+    for method, base in (
+        (b"publickey", _auth._ServerPublicKeyAuth),
+        (b"password", _auth._ServerPasswordAuth),
+    ):
+        if method not in _TWO_STEP:
+            _TWO_STEP[method] = _two_step(base)
+        _auth._server_auth_handlers[method] = _TWO_STEP[method]
+
+
+_USERAUTH = b"ssh-userauth"
+_ORIGINAL_SERVICE_REQUEST = _connection.SSHConnection._packet_handlers[MSG_SERVICE_REQUEST]
+
+
+def _service_request(conn: Any, pkttype: int, pktid: int, packet: Any) -> None:
+    if conn._next_service is None and conn._auth_in_progress and not conn._auth_complete:
+        service = packet.get_string()
+        packet.check_end()
+        if service != _USERAUTH:
+            raise asyncssh.ServiceNotAvailable("Unexpected service in service request")
+        conn.send_packet(MSG_SERVICE_ACCEPT, String(service))
+        return
+    _ORIGINAL_SERVICE_REQUEST(conn, pkttype, pktid, packet)
+
+
+def install_repeated_userauth_request() -> None:
+    """Accept ``ssh-userauth`` again until login completes, as OpenSSH's sshd does.
+
+    paramiko sends a SERVICE_REQUEST before every method it tries, so after the
+    partial success its keyboard-interactive step asks again; asyncssh accepts it
+    once and disconnects ("Unexpected service in service request"). Only server
+    connections get the handler (``SSHServerConnection._packet_handlers``; the
+    class table is shared with clients), using the connection's ``_next_service``,
+    ``_auth_in_progress`` and ``_auth_complete``. Without it paramiko clients cannot
+    log in with two factors.
+    """
+    _connection.SSHServerConnection._packet_handlers = {
+        **_connection.SSHConnection._packet_handlers,
+        MSG_SERVICE_REQUEST: _service_request,
+    }
+
+
+def host_keys(paths: Sequence[Path], algorithms: Sequence[str]) -> list[Any]:
+    """The host key pairs, each offering only ``algorithms`` (in that order).
+
+    asyncssh offers every algorithm a key can sign with (an RSA key also SHA-1
+    ``ssh-rsa`` and four ssh.com variants) and has no server option to narrow that;
+    its offer is built from ``SSHKeyPair.host_key_algorithms``, an undocumented
+    attribute narrowed here. Without it ``server.host_key_algs`` does nothing.
+    """
+    allowed = [name.encode("ascii") for name in algorithms]
+    pairs = []
+    for pair in asyncssh.load_keypairs([str(p) for p in paths]):
+        offered = [alg for alg in allowed if alg in pair.host_key_algorithms]
+        if offered:
+            pair.host_key_algorithms = offered
+            pairs.append(pair)
+    if not pairs:
+        raise ConfigError(
+            "server.host_keys: no key signs with any algorithm of server.host_key_algs"
+        )
+    return pairs
+
+
+# -- each connection ----------------------------------------------------------------
+
+_EMPTY = String(b"")
+
+
+def drop_empty_ignores(conn: Any) -> None:
+    """No empty ``SSH_MSG_IGNORE`` before every packet, on this connection only.
+
+    asyncssh's ``SSHConnection.send_packet`` sends one before each packet once
+    encryption is on, a countermeasure against the CBC attacks on SSH. qprserver
+    offers only AES-GCM and AES-CTR, where it protects nothing, and it doubles the
+    packets encrypted and written: two per SFTP reply (OpenSSH sends none). The
+    instance's ``send_packet`` is wrapped to drop exactly those, relying on
+    asyncssh's recursive call with ``(MSG_IGNORE, String(b""))``. Without it
+    replies cost twice the packets.
+    """
+    send: Callable[..., None] = conn.send_packet
+
+    def send_packet(pkttype: int, *args: bytes, handler: Any = None) -> None:
+        if pkttype == MSG_IGNORE and args == (_EMPTY,):
+            return
+        send(pkttype, *args, handler=handler)
+
+    conn.send_packet = send_packet
+
+
+QUICK_ACK_PACKETS = 32
+
+
+def quick_acks_during_login(conn: Any) -> None:
+    """Acknowledge the client's first segments at once, not after the delayed-ACK timer.
+
+    An OpenSSH client that runs no terminal keeps Nagle's algorithm on, so its second
+    small packet in a row (ECDH_INIT after KEXINIT, SERVICE_REQUEST after NEWKEYS)
+    waits for the ACK of the first; with the kernel's delayed ACKs that cost about
+    40 ms twice in every login (70 ms → 21 ms). Linux drops TCP_QUICKACK again on its
+    own, so it is set before each of the first ``QUICK_ACK_PACKETS`` receives, through
+    the connection's ``data_received(data, datatype)``: the connection is asyncio's
+    protocol, and the transport looks the method up on each call. Without it every
+    login waits about 80 ms longer.
+    """
+    sock = conn.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_QUICKACK"):
+        return
+    receive = conn.data_received
+    left = QUICK_ACK_PACKETS
+
+    def data_received(data: bytes, datatype: Any = None) -> None:
+        nonlocal left
+        left -= 1
+        if left <= 0:
+            del conn.data_received  # back to asyncssh's own method
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        receive(data, datatype)
+
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        conn.data_received = data_received
+
+
+# -- SFTP requests -------------------------------------------------------------------
 
 _Handler = Callable[[Any, SSHPacket], Awaitable[Any]]
+_original_write: _Handler | None = None
 
-_original: _Handler | None = None
+
+def _sftp_handlers() -> dict[Any, _Handler]:
+    return SFTPServerHandler._packet_handlers  # type: ignore[return-value]
 
 
 def trimmed_write(packet: SSHPacket) -> SSHPacket:
@@ -64,26 +265,79 @@ def trimmed_write(packet: SSHPacket) -> SSHPacket:
 
 
 async def _lenient_write(handler: Any, packet: SSHPacket) -> Any:
-    assert _original is not None
-    return await _original(handler, trimmed_write(packet))
+    assert _original_write is not None
+    return await _original_write(handler, trimmed_write(packet))
 
 
-def install() -> None:
-    """Let the server's FXP_WRITE handler ignore trailing bytes (idempotent)."""
-    global _original
-    if asyncssh.__version__ not in TESTED_VERSIONS:
-        raise RuntimeError(
-            f"asyncssh {asyncssh.__version__} is not a version the SFTP write fix was "
-            f"tested with ({', '.join(TESTED_VERSIONS)}); check qprserver/sftp/compat.py"
-        )
-    handlers: dict[Any, _Handler] = SFTPServerHandler._packet_handlers  # type: ignore[assignment]
-    current = handlers[FXP_WRITE]
-    if current is not _lenient_write:
-        _original = current
+def install_lenient_write() -> None:
+    """Ignore bytes an SSH_FXP_WRITE carries after its data, as OpenSSH's sftp-server does.
+
+    github.com/pkg/sftp before v1.13.6 (rclone up to 1.61, Debian 12's 1.60.1) sends
+    the last, short chunk of an upload with the right data length but the unused
+    rest of its 32 KiB buffer behind it, counted in the packet length. asyncssh's
+    ``SSHPacket.check_end`` answers SSH_FX_BAD_MESSAGE, so every such upload whose
+    size is not a multiple of 32 KiB failed (fixed upstream in pkg/sftp 8add055).
+    The FXP_WRITE entry of ``SFTPServerHandler._packet_handlers`` is wrapped: a
+    longer request is cut before asyncssh decodes it; others pass untouched (no
+    copy). Without it rclone 1.60 cannot upload.
+    """
+    global _original_write
+    handlers = _sftp_handlers()
+    if handlers[FXP_WRITE] is not _lenient_write:
+        _original_write = handlers[FXP_WRITE]
         handlers[FXP_WRITE] = _lenient_write
 
 
-def installed() -> bool:
-    """True when asyncssh's server uses the lenient write handler."""
-    handlers: dict[Any, _Handler] = SFTPServerHandler._packet_handlers  # type: ignore[assignment]
-    return handlers.get(FXP_WRITE) is _lenient_write
+# -- SFTP sessions -------------------------------------------------------------------
+
+
+def attrs_fields() -> tuple[str, ...]:
+    """The fields of ``SFTPAttrs``, for building listing attributes from a template.
+
+    ``ls -l`` of a large folder builds one SFTPAttrs per entry; copying a template's
+    fields onto ``SFTPAttrs.__new__`` costs half of asyncssh's keyword constructor.
+    asyncssh's ``Record`` keeps the fields (with defaults) in ``__slots__``. Without
+    it listings are slower, not wrong.
+    """
+    return tuple(SFTPAttrs.__slots__)
+
+
+async def drain(channel: Any) -> None:
+    """Wait until the channel's queued output falls to its low-water mark.
+
+    asyncssh writes SFTP replies without waiting, so a client that sends reads but
+    does not take the replies would make the server buffer without bound. The
+    channel's session (``SSHServerChannel._session``, an ``SSHServerStreamSession``)
+    pauses above the high-water mark and wakes its ``drain(datatype)`` waiters at the
+    low one; neither is public. Without it ``security.max_write_buffer`` holds nothing.
+    """
+    await channel._session.drain(None)
+
+
+def input_ended(channel: Any) -> bool:
+    """True once the channel received EOF or close from the client.
+
+    A client's FXP_CLOSE always arrives before its EOF, so a close after that is
+    asyncssh's clean-up of a dead session (e.g. a killed ``sftp`` whose ``ssh``
+    child half-closes the channel). Read from ``SSHChannel._recv_state`` ("open"
+    until then). Without it such an upload would become a document, not a partial.
+    """
+    return getattr(channel, "_recv_state", "open") != "open"
+
+
+def in_session_cleanup() -> bool:
+    """True when called (at any depth) from asyncssh's clean-up of an SFTP session.
+
+    ``SFTPServerHandler._cleanup`` closes every handle still open when a session
+    ends for any reason, also while the channel is still open (e.g. after a
+    malformed packet). Only the call stack tells that close from a client's
+    FXP_CLOSE. Without it a cut-off upload would become a truncated document.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_cleanup" and isinstance(
+            frame.f_locals.get("self"), SFTPServerHandler
+        ):
+            return True
+        frame = frame.f_back
+    return False

@@ -27,6 +27,7 @@ from asyncssh import SFTPAttrs
 from qprserver.audit.chain import Actor
 from qprserver.errors import NotFound, QprError, Rejected
 from qprserver.exchange import mailbox, partials
+from qprserver.exchange.folders import Folder
 from qprserver.exchange.names import name_problem
 from qprserver.sftp.handles import UploadHandle
 from qprserver.sftp.paths import VPath, is_temp_name
@@ -326,7 +327,7 @@ class Outbox:
     async def rename(self, old: VPath, new: VPath) -> None:
         """A temp upload renamed to its final name becomes a document; a temp to a temp
         name moves; anything else in /outbox stays as it is."""
-        if new.folder != "outbox" or new.name is None or old.name is None:
+        if new.folder is not Folder.OUTBOX or new.name is None or old.name is None:
             raise asyncssh.SFTPPermissionDenied("Rename not allowed here")
         self.check_name(new)
         key = old.text()

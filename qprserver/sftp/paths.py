@@ -13,6 +13,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from qprserver.exchange.folders import BY_NAME, Folder
 from qprserver.exchange.names import name_problem, nfc
 
 MAX_PATH_BYTES = 4096
@@ -31,7 +32,7 @@ class BadName(BadPath):
 class VPath:
     """A place in the virtual tree."""
 
-    folder: str | None = None  # None: the root
+    folder: Folder | None = None  # None: the root
     direct_ik: str | None = None  # only under /outbox
     name: str | None = None  # None: a folder itself
 
@@ -72,7 +73,7 @@ def normalise(path: bytes) -> str:
     return _normalise_text(_decode(path))
 
 
-def parse(path: bytes, folders: tuple[str, ...]) -> VPath:
+def parse(path: bytes, folders: tuple[Folder, ...]) -> VPath:
     """The place a client path names within an account's folders; BadPath otherwise.
 
     A trailing ``/`` (or ``/.``) names a folder, as on POSIX: ``/inbox/a.pdf/`` is
@@ -85,7 +86,7 @@ def parse(path: bytes, folders: tuple[str, ...]) -> VPath:
     return vpath
 
 
-def _parse_normalised(norm: str, folders: tuple[str, ...]) -> VPath:
+def _parse_normalised(norm: str, folders: tuple[Folder, ...]) -> VPath:
     parts = [nfc(p) for p in norm.split("/") if p]
     for part in parts:
         if not _valid_component(part):
@@ -93,16 +94,16 @@ def _parse_normalised(norm: str, folders: tuple[str, ...]) -> VPath:
             raise BadName(problem) if problem else BadPath("invalid name")
     if not parts:
         return VPath()
-    folder = parts[0]
-    if folder not in folders:
+    folder = BY_NAME.get(parts[0])
+    if folder is None or folder not in folders:
         raise BadPath("no such folder")
     if len(parts) == 1:
         return VPath(folder)
     if len(parts) == 2:
-        if folder == "outbox" and _looks_like_ik(parts[1]):
+        if folder is Folder.OUTBOX and _looks_like_ik(parts[1]):
             return VPath(folder, direct_ik=parts[1])
         return VPath(folder, name=parts[1])
-    if len(parts) == 3 and folder == "outbox" and _looks_like_ik(parts[1]):
+    if len(parts) == 3 and folder is Folder.OUTBOX and _looks_like_ik(parts[1]):
         return VPath(folder, direct_ik=parts[1], name=parts[2])
     raise BadPath("no such place")
 

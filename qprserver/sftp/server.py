@@ -21,7 +21,7 @@ from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.db.engine import Reads
 from qprserver.security import bans
-from qprserver.sftp import compat, twofactor
+from qprserver.sftp import compat
 from qprserver.sftp.auth import AccountSSHServer
 from qprserver.sftp.session import MailboxSFTPServer
 from qprserver.sftp.state import ConnectionState, ServerContext
@@ -67,14 +67,13 @@ class SFTPListener:
         """Serve on ``sockets`` (bound and listening already, shared by the worker
         processes), or bind ``server.host``/``server.port`` here when none are given."""
         server = self.ctx.settings.server
-        twofactor.install()
         compat.install()
         await self.ctx.load_totp_key()
         await self.ctx.node.join()
         await self._refresh()
         self.ctx.receipts.start()
         options: dict[str, Any] = dict(
-            server_host_keys=twofactor.host_keys(server.host_keys, server.host_key_algs),
+            server_host_keys=compat.host_keys(server.host_keys, server.host_key_algs),
             sftp_factory=self._sftp_factory,
             allow_scp=True,
             # No terminal sessions here: without the line editor each channel write

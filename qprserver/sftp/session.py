@@ -10,22 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
-import stat as statmod
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
-from asyncssh import SFTPAttrs, SFTPName, SFTPVFSAttrs
-from asyncssh.sftp import SFTPServerHandler
+from asyncssh import FXF_APPEND, FXF_CREAT, FXF_TRUNC, FXF_WRITE, SFTPAttrs, SFTPName, SFTPVFSAttrs
 
 from qprserver.audit.chain import Actor
 from qprserver.errors import NotFound
-from qprserver.exchange import mailbox, partials, quota
+from qprserver.exchange import mailbox, quota
+from qprserver.exchange.folders import BLOB_FOLDERS, DELIVERY_FOLDERS, Folder
+from qprserver.sftp import compat
+from qprserver.sftp.attrs import (
+    dir_attrs,
+    entry_attrs,
+    file_attrs,
+    listed_name,
+    outbox_attrs,
+    upload_attrs,
+    vfs_attrs,
+)
+from qprserver.sftp.guard import guarded
 from qprserver.sftp.handles import DownloadHandle, MemoryHandle, UploadHandle
 from qprserver.sftp.outbox import Outbox
 from qprserver.sftp.paths import BadName, BadPath, VPath, normalise, parse
@@ -37,156 +44,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FXF_READ = 0x01
-FXF_WRITE = 0x02
-FXF_APPEND = 0x04
-FXF_CREAT = 0x08
-FXF_TRUNC = 0x10
-FXF_EXCL = 0x20
-
 # Replies longer than this are cut short (a short read is legal SFTP): asyncssh
 # advertises it as the read limit, and the client's packet limit is about as large.
 MAX_READ = 4 * 1024 * 1024
 
-DIR_RO = statmod.S_IFDIR | 0o500
-DIR_RW = statmod.S_IFDIR | 0o700
-FILE_RO = statmod.S_IFREG | 0o400
-FILE_RW = statmod.S_IFREG | 0o600
 PAGE = 500
 DRAIN_TIMEOUT = 60.0
-ST_RDONLY = 0x1  # statvfs flag, as in OpenSSH's statvfs@openssh.com
-
-
-def _dir_attrs(writable: bool, mtime: float) -> SFTPAttrs:
-    return SFTPAttrs(
-        type=asyncssh.FILEXFER_TYPE_DIRECTORY,
-        size=0,
-        uid=0,
-        gid=0,
-        permissions=DIR_RW if writable else DIR_RO,
-        atime=int(mtime),
-        mtime=int(mtime),
-        nlink=2,
-    )
-
-
-def _file_attrs(size: int, mtime: float, writable: bool = False) -> SFTPAttrs:
-    return SFTPAttrs(
-        type=asyncssh.FILEXFER_TYPE_REGULAR,
-        size=size,
-        uid=0,
-        gid=0,
-        permissions=FILE_RW if writable else FILE_RO,
-        atime=int(mtime),
-        mtime=int(mtime),
-        nlink=1,
-    )
-
-
-def _entry_attrs(entry: mailbox.Entry) -> SFTPAttrs:
-    return _file_attrs(entry.size, entry.mtime.timestamp())
-
-
-def _upload_attrs(handle: UploadHandle) -> SFTPAttrs:
-    mtime = handle.mtime if handle.mtime is not None else time.time()
-    return _file_attrs(handle.writer.size, mtime, writable=True)
-
-
-# Listings build one name per entry, up to hundreds of thousands: the attributes are
-# copied from a template (asyncssh's keyword constructor costs twice as much) and the
-# ``ls -l`` line is made here, in the layout of asyncssh's ``format_longname``, with
-# the date text computed once per minute rather than per entry.
-_LISTED = _file_attrs(0, 0)
-_LISTED_SLOTS = tuple((name, getattr(_LISTED, name)) for name in SFTPAttrs.__slots__)
-HALF_YEAR = 365 * 24 * 60 * 60 / 2
-
-
-def _listed_attrs(size: int, mtime: int) -> SFTPAttrs:
-    attrs = SFTPAttrs.__new__(SFTPAttrs)
-    for name, value in _LISTED_SLOTS:
-        setattr(attrs, name, value)
-    attrs.size = size
-    attrs.atime = attrs.mtime = mtime
-    return attrs
-
-
-@functools.lru_cache(maxsize=4096)
-def _ls_date(minute: int, recent: bool) -> str:
-    t = time.localtime(minute * 60)
-    day = time.strftime("%b ", t) + str(t.tm_mday).rjust(2)
-    return day + (time.strftime(" %H:%M", t) if recent else time.strftime("  %Y", t))
-
-
-def _listed_name(entry: mailbox.Entry, owner: str, now: float) -> SFTPName:
-    mtime = int(entry.mtime.timestamp())
-    recent = now - HALF_YEAR < mtime <= now
-    name = entry.name.encode("utf-8")
-    longname = (
-        f"-r--------    1 {owner:8s} qpr      {entry.size:>8d} {_ls_date(mtime // 60, recent):12s} "
-    ).encode() + name
-    return SFTPName(name, longname, _listed_attrs(entry.size, mtime))
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def guarded(func: F) -> F:
-    """Turn unexpected exceptions into a plain failure; internals never reach a client."""
-    if inspect.isasyncgenfunction(func):
-
-        async def agen(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            try:
-                async for item in func(*args, **kwargs):
-                    yield item
-            except asyncssh.SFTPError:
-                raise
-            except Exception:
-                log.exception("SFTP %s failed", func.__name__)
-                raise asyncssh.SFTPFailure("Internal error") from None
-
-        return cast(F, functools.wraps(func)(agen))
-    if inspect.iscoroutinefunction(func):
-
-        async def coro(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await func(*args, **kwargs)
-            except asyncssh.SFTPError:
-                raise
-            except Exception:
-                log.exception("SFTP %s failed", func.__name__)
-                raise asyncssh.SFTPFailure("Internal error") from None
-
-        return cast(F, functools.wraps(func)(coro))
-
-    def sync(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except asyncssh.SFTPError:
-            raise
-        except Exception:
-            log.exception("SFTP %s failed", func.__name__)
-            raise asyncssh.SFTPFailure("Internal error") from None
-
-    return cast(F, functools.wraps(func)(sync))
-
-
-def _closed_by_session_end() -> bool:
-    """True when asyncssh, not the client, is closing a handle: its session is ending.
-
-    asyncssh's ``SFTPServerHandler._cleanup`` closes every handle still open when a
-    session ends for any reason, also while the channel is still open, e.g. after the
-    client sent a malformed packet. Only the call stack tells that close from a
-    client's FXP_CLOSE (a private name of asyncssh 2.24; see sftp/twofactor.py for
-    the version pin).
-    """
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "_cleanup" and isinstance(
-            frame.f_locals.get("self"), SFTPServerHandler
-        ):
-            return True
-        frame = frame.f_back
-    return False
 
 
 class MailboxSFTPServer(asyncssh.SFTPServer):
@@ -250,19 +113,15 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
 
     async def _attrs(self, vpath: VPath) -> SFTPAttrs:
         if vpath.folder is None:
-            return _dir_attrs(False, self.started)
+            return dir_attrs(False, self.started)
         if vpath.is_dir:
-            return _dir_attrs(vpath.folder == "outbox", self.started)
-        if vpath.folder == "outbox":
+            return dir_attrs(vpath.folder is Folder.OUTBOX, self.started)
+        if vpath.folder is Folder.OUTBOX:
             found = await self.outbox.find(vpath)
-            if isinstance(found, UploadHandle):
-                return _upload_attrs(found)
-            if isinstance(found, partials.Partial):
-                return _file_attrs(found.size, found.mtime.timestamp(), writable=True)
             if found is None:
                 raise asyncssh.SFTPNoSuchFile("No such file")
-            return _entry_attrs(found)
-        return _entry_attrs(await self._lookup(vpath))
+            return outbox_attrs(found)
+        return entry_attrs(await self._lookup(vpath))
 
     @guarded
     async def stat(self, path: bytes) -> SFTPAttrs:
@@ -276,9 +135,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     def fstat(self, file_obj: object) -> SFTPAttrs:
         self.state.touch()
         if isinstance(file_obj, DownloadHandle | MemoryHandle):
-            return _file_attrs(file_obj.size, time.time())
+            return file_attrs(file_obj.size, time.time())
         if isinstance(file_obj, UploadHandle):
-            return _upload_attrs(file_obj)
+            return upload_attrs(file_obj)
         raise asyncssh.SFTPInvalidHandle("Invalid handle")
 
     @guarded
@@ -286,7 +145,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         # Clients send times and modes after uploads (rsync and WinSCP after the rename,
         # rclone's SetModTime): in /outbox accepted, the time kept (sftp/outbox.py).
         vpath = self._parse(path)
-        if vpath.folder != "outbox":
+        if vpath.folder is not Folder.OUTBOX:
             raise asyncssh.SFTPPermissionDenied("Permission denied")
         await self.outbox.setstat(vpath, attrs)
 
@@ -320,24 +179,11 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         return await self._vfs()
 
     async def _vfs(self) -> SFTPVFSAttrs:
-        # The account's own space (quota.py); the host's disks are nobody's business.
         quota_bytes = self.ctx.settings.storage.depositor_quota_bytes
         space = await self.ctx.db.quick_read(
             lambda reads: quota.space_of(reads, self.account, quota_bytes)
         )
-        return SFTPVFSAttrs(
-            bsize=quota.BLOCK,
-            frsize=quota.BLOCK,
-            blocks=space.blocks(space.total),
-            bfree=space.blocks(space.free),
-            bavail=space.blocks(space.free),
-            files=0,
-            ffree=0,
-            favail=0,
-            fsid=0,
-            flags=ST_RDONLY if space.read_only else 0,
-            namemax=255,
-        )
+        return vfs_attrs(space)
 
     # -- listings ---------------------------------------------------------------
 
@@ -347,15 +193,15 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if not vpath.is_dir:
             raise asyncssh.SFTPNoSuchFile("Not a directory")
         yield SFTPName(b".", attrs=await self._attrs(vpath))
-        yield SFTPName(b"..", attrs=_dir_attrs(False, self.started))
+        yield SFTPName(b"..", attrs=dir_attrs(False, self.started))
         if vpath.folder is None:
             for folder in self.folders:
-                attrs = _dir_attrs(folder == "outbox", self.started)
+                attrs = dir_attrs(folder is Folder.OUTBOX, self.started)
                 yield SFTPName(folder.encode("utf-8"), attrs=attrs)
             return
-        if vpath.folder == "outbox":
+        if vpath.folder is Folder.OUTBOX:
             async for name, size, mtime, writable in self.outbox.names(vpath, PAGE):
-                yield SFTPName(name.encode("utf-8"), attrs=_file_attrs(size, mtime, writable))
+                yield SFTPName(name.encode("utf-8"), attrs=file_attrs(size, mtime, writable))
             return
         # Page by page, each page in a short read transaction: a mailbox of any size
         # lists in constant memory and holds no database connection between pages.
@@ -369,7 +215,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             )
             now = time.time()
             for entry in entries:
-                yield _listed_name(entry, self.account.ik, now)
+                yield listed_name(entry, self.account.ik, now)
             if len(entries) < PAGE:
                 return
             after = entries[-1].id
@@ -390,7 +236,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         writing = bool(pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC))
         if vpath.is_dir:
             raise asyncssh.SFTPFailure("Is a directory")
-        if vpath.folder == "outbox":
+        if vpath.folder is Folder.OUTBOX:
             if writing:
                 handle = await self.outbox.open(vpath, pflags)
                 self.state.open_files += 1
@@ -408,7 +254,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         if entry.body is not None:
             self.state.open_files += 1
             return MemoryHandle(entry.body)
-        if vpath.folder not in ("inbox", "archive", "bundles", "outbox") or entry.sha256 is None:
+        if vpath.folder not in BLOB_FOLDERS or entry.sha256 is None:
             raise asyncssh.SFTPNoSuchFile("No such file")
         try:
             reader = self.ctx.blobs.open_reader(entry.sha256)
@@ -417,7 +263,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPFailure("Document temporarily unavailable") from None
         self.state.open_files += 1
         # Receipts are for deliveries; a bundle's or document's entry id is no delivery id.
-        delivery_id = entry.id if vpath.folder in ("inbox", "archive") else None
+        delivery_id = entry.id if vpath.folder in DELIVERY_FOLDERS else None
         return DownloadHandle(reader, entry.size, delivery_id, entry.sha256, entry.name)
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
@@ -437,12 +283,11 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         """Wait until the queued replies fall to a quarter of the limit.
 
         asyncssh pauses the channel's session for writing above the high-water mark
-        set in ``__init__`` and wakes its drain waiters at the low-water mark (the
-        session's ``drain`` is not public; asyncssh 2.24, pinned in twofactor.py).
+        set in ``__init__`` and wakes its drain waiters at the low-water mark (not
+        public: ``compat.drain``).
         """
         try:
-            session: Any = self.channel._session  # an SSHServerStreamSession
-            await asyncio.wait_for(session.drain(None), DRAIN_TIMEOUT)
+            await asyncio.wait_for(compat.drain(self.channel), DRAIN_TIMEOUT)
         except TimeoutError:
             raise asyncssh.SFTPFailure("Client does not read") from None
         except OSError:
@@ -480,29 +325,24 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             )
             return
         if isinstance(file_obj, UploadHandle):
-            await self._close_upload(file_obj)
-
-    async def _close_upload(self, handle: UploadHandle) -> None:
-        await self.outbox.close(handle, client_gone=not handle.closed and self._client_gone())
+            gone = not file_obj.closed and self._client_gone()
+            await self.outbox.close(file_obj, client_gone=gone)
 
     def _client_gone(self) -> bool:
         """True once the client dropped, closed, or sent EOF on the session.
 
-        A client's FXP_CLOSE always arrives before its EOF, so a close after that can
-        only be asyncssh's clean-up of a dead session (e.g. a killed `sftp` whose `ssh`
-        child half-closes the channel). The receive state is private to asyncssh 2.24;
-        see sftp/twofactor.py for the version pin.
+        Then, or from asyncssh's clean-up of a session that ended otherwise, a close
+        is no client's "done" (both private: ``compat.input_ended``,
+        ``compat.in_session_cleanup``).
         """
         if self.state.lost or self.channel.is_closing():
             return True
-        if getattr(self.channel, "_recv_state", "open") != "open":
-            return True
-        return _closed_by_session_end()
+        return compat.input_ended(self.channel) or compat.in_session_cleanup()
 
     @guarded
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         old, new = self._parse(oldpath), self._parse(newpath, creating=True)
-        if old.folder != "outbox" or old.name is None:
+        if old.folder is not Folder.OUTBOX or old.name is None:
             raise asyncssh.SFTPPermissionDenied("Rename not allowed here")
         await self.outbox.rename(old, new)
 
@@ -513,14 +353,15 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     @guarded
     async def remove(self, path: bytes) -> None:
         vpath = self._parse(path)
-        if vpath.folder == "outbox" and vpath.name is not None:
+        if vpath.folder is Folder.OUTBOX and vpath.name is not None:
             await self.outbox.remove(vpath)
             return
-        if vpath.folder not in ("inbox", "bundles") or vpath.name is None:
+        if vpath.folder not in (Folder.INBOX, Folder.BUNDLES) or vpath.name is None:
             raise asyncssh.SFTPPermissionDenied("Permission denied")
         # Deleting acknowledges: a delivery moves to /archive, a bundle (or its
         # .sha256) leaves /bundles with its checksum file.
-        acknowledge = mailbox.acknowledge if vpath.folder == "inbox" else mailbox.acknowledge_bundle
+        inbox = vpath.folder is Folder.INBOX
+        acknowledge = mailbox.acknowledge if inbox else mailbox.acknowledge_bundle
         try:
             async with self.ctx.db.session() as session:
                 await acknowledge(
@@ -533,7 +374,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
     def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
         vpath = self._parse(path)
         # /outbox/<IK> exists implicitly; clients that create it first get success.
-        if vpath.folder == "outbox" and vpath.direct_ik is not None and vpath.name is None:
+        if vpath.folder is Folder.OUTBOX and vpath.direct_ik is not None and vpath.name is None:
             return
         raise asyncssh.SFTPPermissionDenied("Permission denied")
 

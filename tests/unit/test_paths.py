@@ -4,6 +4,7 @@ import unicodedata
 
 import pytest
 
+from qprserver.exchange.folders import DEPOSITOR_FOLDERS, RECIPIENT_FOLDERS
 from qprserver.sftp.paths import (
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
@@ -15,8 +16,8 @@ from qprserver.sftp.paths import (
     parse,
 )
 
-RECIPIENT = ("inbox", "archive", "bundles")
-DEPOSITOR = ("outbox", "receipts")
+RECIPIENT = RECIPIENT_FOLDERS
+DEPOSITOR = DEPOSITOR_FOLDERS
 IK = "180500016"
 
 

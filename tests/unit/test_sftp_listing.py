@@ -10,7 +10,7 @@ import pytest
 from asyncssh import SFTPName
 
 from qprserver.exchange import mailbox
-from qprserver.sftp.session import _entry_attrs, _listed_name
+from qprserver.sftp.attrs import entry_attrs, listed_name
 
 
 class _Owner:
@@ -34,8 +34,8 @@ class _Owner:
 )
 def test_listed_names_equal_asyncssh_formatting(name: str, size: int, mtime: datetime) -> None:
     entry = mailbox.Entry(1, name, size, mtime, "0" * 64)
-    mine = _listed_name(entry, "180500016", time.time())
-    reference = SFTPName(name.encode("utf-8"), attrs=_entry_attrs(entry))
+    mine = listed_name(entry, "180500016", time.time())
+    reference = SFTPName(name.encode("utf-8"), attrs=entry_attrs(entry))
     asyncssh.SFTPServer.format_longname(_Owner(), reference)  # type: ignore[arg-type]
     assert mine.longname == reference.longname
     assert mine.attrs.encode(3) == reference.attrs.encode(3)

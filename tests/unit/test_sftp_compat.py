@@ -1,0 +1,279 @@
+"""Each private asyncssh hook of sftp/compat.py still finds what it relies on.
+
+One test per hook; each fails when an asyncssh upgrade removes or changes the
+private name, signature or behaviour the hook uses. Where a hook needs live
+objects (a server connection, a channel, a session's clean-up) a plain asyncssh
+server on port 0 with one small SFTPServer subclass provides them; behaviour
+through qprserver's own server is tested in tests/functional/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+from asyncssh import auth as _auth
+from asyncssh import connection as _connection
+from asyncssh.constants import FXP_WRITE, MSG_SERVICE_REQUEST
+from asyncssh.packet import SSHPacket
+from asyncssh.sftp import SFTPAttrs, SFTPServerHandler
+
+from qprserver.errors import StartupError
+from qprserver.sftp import compat
+
+
+def _params(func: Any) -> list[str]:
+    return list(inspect.signature(func).parameters)
+
+
+# -- the version gate ---------------------------------------------------------------
+
+
+def test_the_installed_asyncssh_is_a_tested_version() -> None:
+    # Fails on an upgrade: re-run this file and tests/functional, then extend the tuple.
+    assert asyncssh.__version__ in compat.TESTED_VERSIONS
+    compat.check_version()
+
+
+def test_an_untested_asyncssh_is_refused_with_a_clear_message() -> None:
+    with pytest.raises(StartupError) as refused:
+        compat.check_version("2.25.0")
+    message = str(refused.value)
+    assert "asyncssh 2.25.0" in message
+    assert "2.24.1" in message
+    assert "sftp/compat.py" in message
+
+
+def test_install_puts_every_class_level_hook_in_place_and_can_run_twice() -> None:
+    compat.install()
+    compat.install()
+    assert compat.installed()
+
+
+# -- login ----------------------------------------------------------------------------
+
+
+def test_two_step_auth_finds_asyncssh_server_auth_handlers() -> None:
+    compat.install_two_step_auth()
+    for method, base in (
+        (b"publickey", _auth._ServerPublicKeyAuth),
+        (b"password", _auth._ServerPasswordAuth),
+    ):
+        installed = _auth._server_auth_handlers[method]
+        assert installed.__mro__[1] is base
+        assert issubclass(base, _auth.ServerAuth)
+    assert inspect.iscoroutinefunction(_auth.ServerAuth.send_success)
+    assert _params(_auth.ServerAuth.send_success) == ["self"]
+    assert "partial_success" in _params(_auth.ServerAuth.send_failure)
+    # The subclass reads the connection and the method name the handler keeps.
+    assert "self._conn = conn" in inspect.getsource(_auth.Auth.__init__)
+    assert "self._method = method" in inspect.getsource(_auth.ServerAuth.__init__)
+
+
+def test_the_repeated_userauth_request_finds_the_connection_state_it_reads(
+    plain: PlainServer,
+) -> None:
+    original = _connection.SSHConnection._packet_handlers[MSG_SERVICE_REQUEST]
+    assert original.__name__ == "_process_service_request"
+    assert _params(original) == ["self", "_pkttype", "_pktid", "packet"]
+    conn = plain.connections[-1]
+    for name in ("_next_service", "_auth_in_progress", "_auth_complete"):
+        assert hasattr(conn, name), name
+    assert conn._auth_complete is True  # this login finished
+
+
+def test_host_keys_narrow_what_the_server_options_offer(tmp_path: Path) -> None:
+    key = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
+    path = tmp_path / "host_rsa"
+    key.write_private_key(str(path))
+    assert b"ssh-rsa" in asyncssh.load_keypairs([str(path)])[0].host_key_algorithms
+    pairs = compat.host_keys([path], ["rsa-sha2-512", "rsa-sha2-256"])
+    options = asyncssh.SSHServerConnectionOptions(server_host_keys=pairs)
+    assert list(options.server_host_keys) == [b"rsa-sha2-512", b"rsa-sha2-256"]
+
+
+# -- each connection --------------------------------------------------------------------
+
+
+def test_dropping_empty_ignores_wraps_asyncssh_send_packet() -> None:
+    send = _connection.SSHConnection.send_packet
+    assert _params(send) == ["self", "pkttype", "args", "handler"]
+    source = inspect.getsource(send)
+    assert "MSG_IGNORE" in source and "String(b'')" in source
+
+
+async def test_quick_acks_wrap_the_connection_data_received(plain: PlainServer) -> None:
+    assert _params(_connection.SSHConnection.data_received) == ["self", "data", "datatype"]
+    async with await plain.connect():
+        conn = plain.connections[-1]
+        # The connection is the transport's protocol, so asyncio calls its data_received.
+        assert conn._transport.get_protocol() is conn
+        assert callable(conn.get_extra_info("socket").setsockopt)
+
+
+# -- SFTP requests ------------------------------------------------------------------------
+
+
+def test_the_lenient_write_wraps_asyncssh_write_handler() -> None:
+    compat.install_lenient_write()
+    assert SFTPServerHandler._packet_handlers[FXP_WRITE] is compat._lenient_write
+    assert compat._original_write is not None
+    assert compat._original_write.__name__ == "_process_write"
+    assert _params(compat._original_write) == ["self", "packet"]
+
+
+def test_a_write_with_trailing_bytes_is_trimmed_to_its_fields() -> None:
+    fields = struct.pack(">I", 4) + b"h\0\0\0" + struct.pack(">QI", 0, 3) + b"abc"
+    packet = SSHPacket(struct.pack(">BI", FXP_WRITE, 7) + fields + b"stale")
+    assert packet.get_byte() == FXP_WRITE and packet.get_uint32() == 7
+    trimmed = compat.trimmed_write(packet)
+    assert trimmed.get_full_payload() == fields
+    exact = SSHPacket(fields)
+    assert compat.trimmed_write(exact) is exact
+
+
+# -- SFTP sessions ------------------------------------------------------------------------
+
+
+def test_listing_attributes_copied_field_by_field_equal_the_constructor() -> None:
+    fields = compat.attrs_fields()
+    assert {"type", "size", "uid", "gid", "permissions", "atime", "mtime", "nlink"} <= set(fields)
+    made = SFTPAttrs(size=5, uid=0, permissions=0o100400, mtime=9, nlink=1)
+    copied = SFTPAttrs.__new__(SFTPAttrs)
+    for name in fields:
+        setattr(copied, name, getattr(made, name))
+    assert repr(copied) == repr(made)
+    assert copied.encode(3) == made.encode(3)
+
+
+async def test_drain_waits_on_the_channel_session(plain: PlainServer) -> None:
+    async with plain.sftp() as client, client.open("/f", "rb"):
+        channel = plain.sessions[-1].channel
+        session = channel._session
+        assert inspect.iscoroutinefunction(session.drain)
+        assert _params(session.drain) == ["datatype"]
+        await asyncio.wait_for(compat.drain(channel), 5)  # nothing queued: returns
+
+
+async def test_input_ended_reads_the_channel_receive_state(plain: PlainServer) -> None:
+    conn = await plain.connect()
+    async with conn:
+        writer, reader, _ = await conn.open_session(subsystem="sftp", encoding=None)
+        writer.write(struct.pack(">IBI", 5, 1, 3))  # FXP_INIT, version 3
+        (length,) = struct.unpack(">I", await reader.readexactly(4))
+        await reader.readexactly(length)  # FXP_VERSION
+        channel = plain.sessions[-1].channel
+        assert channel._recv_state == "open"
+        assert not compat.input_ended(channel)
+        writer.write_eof()
+        await plain.exited.wait()
+        assert compat.input_ended(channel)
+
+
+async def test_a_close_from_asyncssh_cleanup_is_told_from_a_client_close(
+    plain: PlainServer,
+) -> None:
+    assert inspect.iscoroutinefunction(SFTPServerHandler._cleanup)
+    assert "self._server.close(file_obj)" in inspect.getsource(SFTPServerHandler._cleanup)
+    async with plain.sftp() as client:
+        async with client.open("/by-client", "rb"):
+            pass
+        await client.open("/left-open", "rb")
+        # Ends the session with the handle open: asyncssh closes it in _cleanup.
+        writer = plain.sessions[-1].channel
+        writer.close()
+        await plain.exited.wait()
+    assert plain.closes == {"/by-client": False, "/left-open": True}
+
+
+# -- a plain asyncssh server ----------------------------------------------------------------
+
+
+class _Recorder(asyncssh.SFTPServer):
+    """Opens any name for reading and records how each handle was closed."""
+
+    def __init__(self, chan: Any, plain: PlainServer) -> None:
+        super().__init__(chan)
+        self.plain = plain
+        plain.sessions.append(self)
+        plain.started.set()
+
+    def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        return path.decode()
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        return b""
+
+    def close(self, file_obj: object) -> None:
+        self.plain.closes[str(file_obj)] = compat.in_session_cleanup()
+
+    def exit(self) -> None:
+        self.plain.exited.set()
+
+
+@dataclass
+class PlainServer:
+    """asyncssh on port 0, no login needed; what it saw is kept here."""
+
+    port: int = 0
+    connections: list[Any] = field(default_factory=list)
+    sessions: list[_Recorder] = field(default_factory=list)
+    closes: dict[str, bool] = field(default_factory=dict)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connect(self) -> asyncssh.SSHClientConnection:
+        conn = await asyncssh.connect(
+            "127.0.0.1", self.port, username="u", known_hosts=None, client_keys=None
+        )
+        return conn
+
+    def sftp(self) -> Any:
+        plain = self
+
+        class _Client:
+            async def __aenter__(self) -> asyncssh.SFTPClient:
+                self.conn = await plain.connect()
+                self.client = await self.conn.start_sftp_client()
+                return self.client
+
+            async def __aexit__(self, *exc: object) -> None:
+                self.client.exit()
+                self.conn.close()
+                await self.conn.wait_closed()
+
+        return _Client()
+
+
+@pytest.fixture
+async def plain() -> AsyncIterator[PlainServer]:
+    state = PlainServer()
+
+    class _Open(asyncssh.SSHServer):
+        def connection_made(self, conn: Any) -> None:
+            state.connections.append(conn)
+
+        def begin_auth(self, username: str) -> bool:
+            return False  # no authentication needed
+
+    acceptor = await asyncssh.create_server(
+        _Open,
+        "127.0.0.1",
+        0,
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        sftp_factory=lambda chan: _Recorder(chan, state),
+    )
+    state.port = acceptor.get_port()
+    # The hooks that read a finished login need one.
+    async with await state.connect():
+        pass
+    yield state
+    acceptor.close()
+    await acceptor.wait_closed()
