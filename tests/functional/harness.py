@@ -9,12 +9,13 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import paramiko
 from sqlalchemy import select
 
 from qprserver.accounts import service as accounts
@@ -322,3 +323,26 @@ async def download_receipts(server: Server, ik: str) -> int:
             .where(Account.ik == ik)
         )
     return int(count or 0)
+
+
+@contextlib.contextmanager
+def paramiko_sftp(server: Server, ik: str) -> Iterator[paramiko.SFTPClient]:
+    """A paramiko SFTP client logged in with the account's key, default settings."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=server.port,
+        username=ik,
+        key_filename=str(server.key_path(ik)),
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    try:
+        sftp = client.open_sftp()
+        try:
+            yield sftp
+        finally:
+            sftp.close()
+    finally:
+        client.close()

@@ -6,8 +6,6 @@ import asyncio
 import json
 import stat
 import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import paramiko
@@ -15,31 +13,9 @@ import pytest
 from sqlalchemy import func, select
 
 from qprserver.db.models import Delivery, Document
-from tests.functional.harness import FACILITY_NW, LV_NW, MD_NW, Server, pdf_bytes
+from tests.functional.harness import FACILITY_NW, LV_NW, MD_NW, Server, paramiko_sftp, pdf_bytes
 
 REPORT = f"{FACILITY_NW}_pruefbericht_2026.pdf"
-
-
-@contextmanager
-def _sftp(server: Server, ik: str) -> Iterator[paramiko.SFTPClient]:
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    client.connect(
-        "127.0.0.1",
-        port=server.port,
-        username=ik,
-        key_filename=str(server.key_path(ik)),
-        look_for_keys=False,
-        allow_agent=False,
-    )
-    try:
-        sftp = client.open_sftp()
-        try:
-            yield sftp
-        finally:
-            sftp.close()
-    finally:
-        client.close()
 
 
 def _in_thread(func, *args):  # type: ignore[no-untyped-def]
@@ -62,7 +38,7 @@ async def test_paramiko_put_with_confirm_get_and_listdir_attr(
     (tmp_path / REPORT).write_bytes(data)
 
     def deposit() -> tuple[int, list[paramiko.SFTPAttributes]]:
-        with _sftp(server, MD_NW) as sftp:
+        with paramiko_sftp(server, MD_NW) as sftp:
             # confirm=True (the default) stats the name after the upload.
             attrs = sftp.put(str(tmp_path / REPORT), f"/outbox/{REPORT}")
             return attrs.st_size or 0, sftp.listdir_attr("/outbox")
@@ -73,7 +49,7 @@ async def test_paramiko_put_with_confirm_get_and_listdir_attr(
     assert listed[0].st_mode is not None and stat.S_IMODE(listed[0].st_mode) == 0o400
 
     def collect() -> list[paramiko.SFTPAttributes]:
-        with _sftp(server, LV_NW) as sftp:
+        with paramiko_sftp(server, LV_NW) as sftp:
             sftp.get(f"/inbox/{REPORT}", str(tmp_path / "copy.pdf"))
             return sftp.listdir_attr("/inbox")
 
@@ -89,7 +65,7 @@ async def test_paramiko_put_twice_with_the_same_bytes_makes_one_version(
     (tmp_path / REPORT).write_bytes(data)
 
     def deposit_twice() -> list[dict[str, object]]:
-        with _sftp(server, MD_NW) as sftp:
+        with paramiko_sftp(server, MD_NW) as sftp:
             sftp.put(str(tmp_path / REPORT), f"/outbox/{REPORT}")
             sftp.put(str(tmp_path / REPORT), f"/outbox/{REPORT}")  # a script's retry
             return _protocols(sftp)
@@ -112,7 +88,7 @@ async def test_paramiko_rename_and_posix_rename_from_temp_names_complete_uploads
     other = f"{FACILITY_NW}_zweiter.pdf"
 
     def deposit() -> list[str]:
-        with _sftp(server, MD_NW) as sftp:
+        with paramiko_sftp(server, MD_NW) as sftp:
             with sftp.open(f"/outbox/{REPORT}.filepart", "wb") as f:
                 f.write(first)
             sftp.rename(f"/outbox/{REPORT}.filepart", f"/outbox/{REPORT}")
@@ -125,7 +101,7 @@ async def test_paramiko_rename_and_posix_rename_from_temp_names_complete_uploads
     assert await _in_thread(deposit) == sorted([REPORT, other])
 
     def collect() -> dict[str, bytes]:
-        with _sftp(server, LV_NW) as sftp:
+        with paramiko_sftp(server, LV_NW) as sftp:
             return {n: sftp.open(f"/inbox/{n}").read() for n in sftp.listdir("/inbox")}
 
     assert await _in_thread(collect) == {REPORT: first, other: second}
@@ -137,7 +113,7 @@ async def test_paramiko_setstat_times_on_an_upload_and_on_the_document_are_kept(
     data = pdf_bytes(40_000, seed=b"utime")
 
     def deposit() -> tuple[int | None, int | None, int | None]:
-        with _sftp(server, MD_NW) as sftp:
+        with paramiko_sftp(server, MD_NW) as sftp:
             with sftp.open(f"/outbox/{REPORT}.filepart", "wb") as f:
                 f.write(data)
                 f.utime((1_600_000_000, 1_600_000_000))  # fsetstat on the open upload
@@ -159,7 +135,7 @@ async def test_nfd_and_nfc_spellings_name_the_same_document(server: Server, tmp_
     assert nfd != nfc
 
     def deposit() -> tuple[list[str], list[dict[str, object]]]:
-        with _sftp(server, MD_NW) as sftp:
+        with paramiko_sftp(server, MD_NW) as sftp:
             with sftp.open(f"/outbox/{nfd}", "wb") as f:
                 f.write(pdf_bytes(seed=b"v1"))
             with sftp.open(f"/outbox/{nfc}", "wb") as f:
@@ -171,7 +147,7 @@ async def test_nfd_and_nfc_spellings_name_the_same_document(server: Server, tmp_
     assert [(p["datei"], p["version"]) for p in protocols] == [(nfc, 1), (nfc, 2)]
 
     def collect() -> tuple[list[str], bytes]:
-        with _sftp(server, LV_NW) as sftp, sftp.open(f"/inbox/{nfd}") as f:  # any spelling
+        with paramiko_sftp(server, LV_NW) as sftp, sftp.open(f"/inbox/{nfd}") as f:  # any spelling
             return sftp.listdir("/inbox"), f.read()
 
     names, body = await _in_thread(collect)
@@ -215,7 +191,7 @@ async def test_hostile_file_names_are_refused_with_a_reason_and_change_nothing(
 ) -> None:
     def attempt() -> list[str]:
         errors: list[str] = []
-        with _sftp(server, MD_NW) as sftp:
+        with paramiko_sftp(server, MD_NW) as sftp:
             with pytest.raises(OSError) as caught:
                 sftp.open(f"/outbox/{name}", "wb")
             errors.append(str(caught.value))

@@ -29,6 +29,7 @@ from tests.functional.harness import (
     MD_NW,
     Server,
     download_receipts,
+    paramiko_sftp,
     pdf_bytes,
 )
 
@@ -168,33 +169,15 @@ async def test_parts_settled_in_one_batch_record_one_receipt(server: Server) -> 
 # -- paramiko ---------------------------------------------------------------------------
 
 
-def _paramiko(server: Server, ik: str) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    client.connect(
-        "127.0.0.1",
-        port=server.port,
-        username=ik,
-        key_filename=str(server.key_path(ik)),
-        look_for_keys=False,
-        allow_agent=False,
-    )
-    return client, client.open_sftp()
-
-
 async def test_paramiko_get_and_listdir_attr(server: Server, tmp_path: Path) -> None:
     data = pdf_bytes(700_000, seed=b"paramiko")
     await _deposit(server, data)
 
     def fetch() -> list[paramiko.SFTPAttributes]:
-        client, sftp = _paramiko(server, LV_NW)
-        try:
+        with paramiko_sftp(server, LV_NW) as sftp:
             listed = sftp.listdir_attr("/inbox")
             sftp.get(INBOX_REPORT, str(tmp_path / REPORT))
             return listed
-        finally:
-            sftp.close()
-            client.close()
 
     listed = await asyncio.to_thread(fetch)
     assert [(a.filename, a.st_size) for a in listed] == [(REPORT, len(data))]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,16 +20,6 @@ from tests.functional.harness import FACILITY_NW, LV_BY, LV_NW, MD_NW, Server, p
 from tests.functional.smtp import SmtpServer
 
 REPORT = f"{FACILITY_NW}_pruefbericht.pdf"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _mail_settings(settings: Settings, smtp: SmtpServer) -> Settings:
