@@ -346,3 +346,16 @@ def paramiko_sftp(server: Server, ik: str) -> Iterator[paramiko.SFTPClient]:
             sftp.close()
     finally:
         client.close()
+
+
+async def wait_until_under_way(server: Server, size: int) -> None:
+    """Wait until an upload's temp file holds more than 1 MiB but not yet all ``size`` bytes,
+    so a client killed now leaves a partial upload behind."""
+    grown = 0
+    for _ in range(500):  # bounded: until the upload is under way
+        files = server.temp_files()
+        grown = files[0].stat().st_size if files else 0
+        if grown > 1024 * 1024:
+            break
+        await asyncio.sleep(0.02)
+    assert 1024 * 1024 < grown < size, "the upload never got under way"

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.harness import FACILITY_NW, LV_NW, MD_NW, Server, pdf_bytes
+from tests.functional.harness import (
+    FACILITY_NW,
+    LV_NW,
+    MD_NW,
+    Server,
+    pdf_bytes,
+    wait_until_under_way,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
@@ -99,14 +106,7 @@ async def test_curl_continue_at_resumes_an_upload_cut_off_midway(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    grown = 0
-    for _ in range(500):  # bounded: until the upload is under way
-        files = server.temp_files()
-        grown = files[0].stat().st_size if files else 0
-        if grown > 1024 * 1024:
-            break
-        await asyncio.sleep(0.02)
-    assert 1024 * 1024 < grown < len(data), "the upload never got under way"
+    await wait_until_under_way(server, len(data))
     proc.send_signal(signal.SIGKILL)  # the TCP connection drops with it
     await proc.wait()
     for _ in range(500):

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.harness import FACILITY_NW, LV_NW, MD_NW, Server, pdf_bytes
+from tests.functional.harness import (
+    FACILITY_NW,
+    LV_NW,
+    MD_NW,
+    Server,
+    pdf_bytes,
+    wait_until_under_way,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("lftp") is None, reason="lftp is not installed")
 
@@ -120,14 +127,7 @@ async def test_lftp_put_continue_resumes_an_upload_cut_off_by_a_killed_client(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    grown = 0
-    for _ in range(500):  # bounded: until the upload is under way
-        files = server.temp_files()
-        grown = files[0].stat().st_size if files else 0
-        if grown > 1024 * 1024:
-            break
-        await asyncio.sleep(0.02)
-    assert 1024 * 1024 < grown < len(data), "the upload never got under way"
+    await wait_until_under_way(server, len(data))
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
     for _ in range(500):  # its ssh child sees lftp gone and closes the connection
