@@ -185,6 +185,17 @@ class MailSettings(_Section):
     collect_host: str = "sftp.example.org"
     collect_port: int = Field(default=2222, ge=1, le=65535)
     portal_name: str = "QPR-Portal"
+    # Address of the web portal as participants reach it: the base of every link in a mail.
+    portal_url: str = "https://localhost:8443"
+
+    @field_validator("portal_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                "must be an http(s) URL without query, e.g. https://portal.example.org"
+            )
+        return value.rstrip("/")
 
     @field_validator("security")
     @classmethod
@@ -257,6 +268,22 @@ class JobsSettings(_Section):
             except ValueError:
                 raise ValueError("must be an ISO date (YYYY-MM-DD) or empty") from None
         return value
+
+
+class RegistrationSettings(_Section):
+    """Self-registration: how long its links and letters hold, and its limits."""
+
+    confirm_hours: int = Field(default=72, ge=1)
+    password_hours: int = Field(default=72, ge=1)
+    reset_hours: int = Field(default=2, ge=1)
+    purge_days: int = Field(default=14, ge=1)
+    reminder_days: int = Field(default=7, ge=1)
+    postal_activation: bool = True
+    letter_days: int = Field(default=30, ge=1)
+    per_address_hour: int = Field(default=20, ge=1)
+    sender_address: list[str] = Field(
+        default_factory=lambda: ["QPR-Portal", "Musterstraße 1", "12345 Musterstadt"]
+    )
 
 
 class SecuritySettings(_Section):
@@ -394,6 +421,7 @@ class Settings(_Section):
     mail: MailSettings = Field(default_factory=MailSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
     kinds: dict[str, KindSettings] = Field(default_factory=lambda: dict(STANDARD_KINDS))
     qb: QbSettings = Field(default_factory=QbSettings)
     config_path: Path | None = Field(default=None, exclude=True)

@@ -35,6 +35,10 @@ class AlreadyExists(QprError):
     """A thing with the same identity exists already."""
 
 
+class TooManyRequests(QprError):
+    """One source asked too often in a short time; it may try again later."""
+
+
 class PermissionDenied(QprError):
     """The acting account may not do this."""
 

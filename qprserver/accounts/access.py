@@ -5,12 +5,13 @@ Both edges ask ``may_log_in`` once the user name is known (the SSH edge in
 refuse, or take the first factor and then, when ``second_factor`` says so, a TOTP
 code. What it checks, in this order:
 
-1. the account exists and is ``active``;
+1. the account exists and is ``active`` (a ``pending`` registrant is not);
 2. it has not expired;
-3. the address lies in its allowed networks (when it has any);
-4. it has fewer open sessions than ``max_sessions`` on live nodes (``sessions.py``;
+3. it is approved for the channel's procedure (QPR_0_SFTP, QPR_0_WEB);
+4. the address lies in its allowed networks (when it has any);
+5. it has fewer open sessions than ``max_sessions`` on live nodes (``sessions.py``;
    read only for accounts with a limit, so other logins cost no extra query);
-5. when it needs a second factor (enrolled, a role in
+6. when it needs a second factor (enrolled, a role in
    ``security.require_2fa_roles``, or the web channel, which always takes two), it
    has one and the instance's TOTP key is loaded.
 
@@ -33,7 +34,7 @@ from typing import Protocol
 
 from sqlalchemy import bindparam, select
 
-from qprserver.accounts.enums import AccountStatus, Channel, Role
+from qprserver.accounts.enums import AccountStatus, Channel, Procedure, Role
 from qprserver.config import SecuritySettings
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account
@@ -53,6 +54,7 @@ class Refusal(StrEnum):
     UNKNOWN = "unknown"
     DISABLED = "disabled"
     EXPIRED = "expired"
+    PROCEDURE = "procedure"
     NETWORK = "network"
     SESSION_LIMIT = "session-limit"
     NO_SECOND_FACTOR = "no-second-factor"
@@ -117,6 +119,8 @@ async def may_log_in(
     if account is None:
         return Decision(None, Refusal.UNKNOWN)
     refusal = standing(account.status, account.expires_at, now)
+    if refusal is None and Procedure.of(channel) not in account.procedures:
+        refusal = Refusal.PROCEDURE
     if refusal is None and not _address_allowed(account, address):
         refusal = Refusal.NETWORK
     if (

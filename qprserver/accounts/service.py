@@ -1,4 +1,4 @@
-"""Accounts keyed by IK, their SSH keys and passwords.
+"""Accounts keyed by IK, their SSH keys and passwords (input checks: ``fields.py``).
 
 Every function takes the acting party and the time, records an audit event in the
 caller's transaction, and raises errors from ``qprserver.errors`` on bad input
@@ -7,7 +7,6 @@ without changing anything.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, TypedDict
@@ -16,10 +15,21 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from qprserver.accounts.enums import AccountStatus, Role, format_roles
+from qprserver.accounts.enums import (
+    AccountStatus,
+    Role,
+    format_procedures,
+    format_roles,
+)
+from qprserver.accounts.fields import (
+    normalise_email,
+    normalise_networks,
+    normalise_procedures,
+    normalise_roles,
+)
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
-from qprserver.db.models import Account, IPNetwork, PasswordCredential, SSHKey
+from qprserver.db.models import Account, PasswordCredential, SSHKey
 from qprserver.errors import AlreadyExists, InvalidInput, NotFound
 from qprserver.ik import IK, validate_land
 from qprserver.notify import emails
@@ -28,43 +38,6 @@ if TYPE_CHECKING:
     # Mail, key and password modules come in only with the commands that use them:
     # ``account list`` should not import Jinja2, aiosmtplib, cryptography and argon2.
     from qprserver.notify.outbox import Notifier
-
-
-def normalise_roles(roles: Iterable[str]) -> frozenset[Role]:
-    """Validate role names (any case, spaces around ignored) into roles."""
-    allowed = ", ".join(Role)
-    wanted = {r.strip().lower() for r in roles if r.strip()}
-    if not wanted:
-        raise InvalidInput(f"mindestens eine Rolle nötig: {allowed}")
-    unknown = wanted - set(Role)
-    if unknown:
-        raise InvalidInput(f"unbekannte Rolle {', '.join(sorted(unknown))}; erlaubt: {allowed}")
-    return frozenset(Role(r) for r in wanted)
-
-
-def normalise_email(email: str | None) -> str | None:
-    """Return a normalised address, None for none, or raise InvalidInput."""
-    if email is None or not email.strip():
-        return None
-    from email_validator import EmailNotValidError, validate_email
-
-    try:
-        return validate_email(email.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise InvalidInput(f"ungültige E-Mail-Adresse {email!r}: {exc}") from None
-
-
-def normalise_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """Validate CIDR networks; refuse anything that is not one."""
-    result = []
-    for net in networks:
-        if not net.strip():
-            continue
-        try:
-            result.append(ipaddress.ip_network(net.strip(), strict=False))
-        except ValueError:
-            raise InvalidInput(f"{net!r} ist kein IP-Netz (CIDR)") from None
-    return tuple(result)
 
 
 async def get_account(session: AsyncSession, ik: str) -> Account:
@@ -102,13 +75,16 @@ async def add_account(
     email: str | None,
     roles: Iterable[str],
     land: str | None = None,
+    procedures: Iterable[str] | None = None,
     notifier: Notifier,
 ) -> Account:
-    """Create an account; the Land comes from the IK unless given."""
+    """Create an account; the Land comes from the IK unless given; approved for both
+    procedures unless ``procedures`` names them."""
     parsed = IK.parse(ik)
     if not name.strip():
         raise InvalidInput("Name darf nicht leer sein")
     role_set = normalise_roles(roles)
+    procedure_set = normalise_procedures(procedures)
     address = normalise_email(email)
     land_code = validate_land(land) if land else parsed.land
     if await session.scalar(select(Account.id).where(Account.ik == parsed.value)):
@@ -120,6 +96,7 @@ async def add_account(
         roles=role_set,
         land=land_code,
         status=AccountStatus.ACTIVE,
+        procedures=procedure_set,
         notify=True,
         created_at=now,
         updated_at=now,
@@ -137,6 +114,7 @@ async def add_account(
             "roles": format_roles(role_set),
             "land": land_code,
             "email": address,
+            "procedures": format_procedures(procedure_set),
         },
     )
     await notifier.queue(
@@ -189,8 +167,9 @@ async def update_account(
     allowed_networks: list[str] | None = None,
     max_sessions: int | None = None,
     expires_at: datetime | None = None,
+    procedures: Iterable[str] | None = None,
 ) -> Account:
-    """Change an account's name, address, switches or restrictions.
+    """Change an account's name, address, switches, procedures or restrictions.
 
     An empty email removes the address; an empty network list allows any source;
     max_sessions 0 removes the limit; expires_at in the year 1 removes the expiry.
@@ -205,6 +184,8 @@ async def update_account(
         changes["max_sessions"] = max_sessions or None
     if expires_at is not None:
         changes["expires_at"] = None if expires_at.year == 1 else expires_at
+    if procedures is not None:
+        changes["procedures"] = normalise_procedures(procedures)
     if name is not None:
         if not name.strip():
             raise InvalidInput("Name darf nicht leer sein")
@@ -236,6 +217,8 @@ def _audit_value(value: object) -> object:
         return value.isoformat()
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
+    if isinstance(value, frozenset):
+        return format_procedures(value)
     return value
 
 
@@ -313,14 +296,18 @@ async def set_password(
     account = await get_account(session, ik)
     from qprserver.security.passwords import hash_password
 
-    hashed = hash_password(password)
+    store_password(account, hash_password(password), now)
+    await audit.record(session, actor, "password.set", at=now, target=account.ik)
+
+
+def store_password(account: Account, hashed: str, now: datetime) -> None:
+    """Set or replace an account's password hash (its ``password`` relation loaded)."""
     if account.password is None:
         account.password = PasswordCredential(password_hash=hashed, updated_at=now)
     else:
         account.password.password_hash = hashed
         account.password.updated_at = now
     account.updated_at = now
-    await audit.record(session, actor, "password.set", at=now, target=account.ik)
 
 
 class KeySummary(TypedDict):
@@ -336,6 +323,7 @@ class AccountSummary(TypedDict):
     roles: list[str]
     land: str | None
     status: str
+    procedures: list[str]
     notify: bool
     bundles: bool
     second_factor: bool
@@ -357,6 +345,7 @@ def account_summary(account: Account) -> AccountSummary:
         "roles": [role.value for role in sorted(account.roles)],
         "land": account.land,
         "status": account.status.value,
+        "procedures": sorted(p.value for p in account.procedures),
         "notify": account.notify,
         "bundles": account.bundles,
         "second_factor": account.totp_secret is not None,

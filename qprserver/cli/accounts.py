@@ -13,7 +13,7 @@ from qprserver.accounts.enums import AccountStatus, Role
 from qprserver.cli.app import App, pass_app
 from qprserver.cli.output import Column, emit, json_option
 from qprserver.db.engine import Database
-from qprserver.db.models import ROLES
+from qprserver.db.models import PROCEDURES, ROLES
 from qprserver.errors import InvalidKey
 
 
@@ -35,6 +35,13 @@ def account() -> None:
     help="Role; repeat for several.",
 )
 @click.option("--land", default=None, help="Two-letter Land code; default: from the IK.")
+@click.option(
+    "--procedure",
+    "procedures",
+    multiple=True,
+    type=click.Choice(PROCEDURES, case_sensitive=False),
+    help="Procedure the account may use; repeat for both (default: both).",
+)
 @json_option
 @pass_app
 def account_add(
@@ -44,6 +51,7 @@ def account_add(
     email: str | None,
     roles: tuple[str, ...],
     land: str | None,
+    procedures: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create an account for an IK."""
@@ -59,6 +67,7 @@ def account_add(
                 email=email,
                 roles=roles,
                 land=land,
+                procedures=procedures or None,
                 notifier=app.notifier(),
             )
             await session.refresh(acc, ["keys", "password"])
@@ -77,6 +86,7 @@ ACCOUNT_COLUMNS = (
     Column("Rollen", value=lambda r: ",".join(r["roles"])),
     Column("Land", "land"),
     Column("Status", "status"),
+    Column("Verfahren", value=lambda r: ",".join(r["procedures"])),
     Column("E-Mail", "email"),
     Column("Schlüssel", value=lambda r: len(r["keys"])),
 )
@@ -122,6 +132,7 @@ def _print_account(summary: accounts.AccountSummary) -> None:
     click.echo(f"roles       {', '.join(summary['roles'])}")
     click.echo(f"land        {summary['land'] or '-'}")
     click.echo(f"status      {summary['status']}")
+    click.echo(f"procedures  {', '.join(summary['procedures'])}")
     click.echo(f"password    {'yes' if summary['password'] else 'no'}")
     click.echo(f"created_at  {summary['created_at']}")
     for k in summary["keys"]:
@@ -142,6 +153,13 @@ def _print_account(summary: accounts.AccountSummary) -> None:
 )
 @click.option("--max-sessions", type=click.IntRange(0), default=None, help="0 = unlimited.")
 @click.option("--expires", default=None, help="ISO date/time after which logins fail; '' = never.")
+@click.option(
+    "--procedure",
+    "procedures",
+    multiple=True,
+    type=click.Choice(PROCEDURES, case_sensitive=False),
+    help="Procedures the account may use from now on; repeat for both.",
+)
 @pass_app
 def account_update(
     app: App,
@@ -153,8 +171,9 @@ def account_update(
     networks: tuple[str, ...],
     max_sessions: int | None,
     expires: str | None,
+    procedures: tuple[str, ...],
 ) -> None:
-    """Change an account's name, address, switches and restrictions."""
+    """Change an account's name, address, switches, procedures and restrictions."""
     expires_at: datetime | None = None
     if expires is not None:
         if expires == "":
@@ -181,6 +200,7 @@ def account_update(
                 allowed_networks=list(networks) if networks else None,
                 max_sessions=max_sessions,
                 expires_at=expires_at,
+                procedures=procedures or None,
             )
             return acc.ik
 

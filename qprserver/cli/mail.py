@@ -64,7 +64,7 @@ def mail_list(app: App, status: str | None, limit: int, as_json: bool) -> None:
 @pass_app
 def mail_send_test(app: App, address: str) -> None:
     """Send a test message to ADDRESS directly (not through the outbox)."""
-    from qprserver.accounts.service import normalise_email
+    from qprserver.accounts.fields import normalise_email
     from qprserver.notify import emails, smtp
 
     settings = app.settings.mail

@@ -40,6 +40,11 @@ COMMANDS: dict[str, Entry] = {
     ),
     "db": Entry("qprserver.cli.admin", "db_group", "Database schema: upgrade and check."),
     "account": Entry("qprserver.cli.accounts", "account", "Accounts keyed by IK."),
+    "registration": Entry(
+        "qprserver.cli.registrations",
+        "registration_group",
+        "Self-registrations: review, approve, reject, activation letters.",
+    ),
     "audit": Entry("qprserver.cli.audit", "audit_group", "The audit log."),
     "route": Entry(
         "qprserver.cli.routes", "route_group", "Routing rules: (kind, Land) → recipient."

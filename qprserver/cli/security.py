@@ -76,6 +76,21 @@ def totp_disable(app: App, ik: str) -> None:
     click.echo(f"second factor of {ik.strip()} removed")
 
 
+@totp_group.command("reset")
+@click.argument("ik")
+@pass_app
+def totp_reset(app: App, ik: str) -> None:
+    """Remove the second factor and mail the holder to enrol again at the next web login."""
+    from qprserver.security import totp
+
+    async def work(db: Database) -> None:
+        async with db.session() as session:
+            await totp.reset(session, app.actor(), app.clock.now(), ik, app.notifier())
+
+    app.run(work)
+    click.echo(f"second factor of {ik.strip()} reset; the holder was told by mail")
+
+
 @click.group("bans")
 def bans_group() -> None:
     """Addresses and accounts banned after failed logins."""

@@ -128,6 +128,16 @@ async def _audit_checkpoint(ctx: JobContext, at: datetime) -> dict[str, Any]:
     return {"checked": count, "head": head.id}
 
 
+async def _registrations(ctx: JobContext, at: datetime) -> dict[str, Any]:
+    from qprserver.accounts import review
+
+    settings = ctx.settings.registration
+    async with ctx.db.session() as session:
+        reminded = await review.remind_stuck(session, at, settings, ctx.notifier)
+        purged = await review.purge_unconfirmed(session, at, settings)
+    return {"reminded": reminded, "purged": purged}
+
+
 async def _sweep(ctx: JobContext, at: datetime) -> dict[str, Any]:
     # Partial uploads kept past their time go; the rest of those kept stay.
     expired = await partials.expire(ctx.db, at, ctx.settings.storage.partial_keep)
@@ -182,6 +192,13 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
             ("cron", jobs.retention),
             daily(tz),
             dry_run=_retention_dry_run,
+        ),
+        JobSpec(
+            "registrations",
+            "Erinnerungen an hängende und Löschen unbestätigter Registrierungen",
+            _registrations,
+            ("cron", jobs.retention),
+            daily(tz),
         ),
         JobSpec(
             "sweep",

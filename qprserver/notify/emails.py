@@ -4,7 +4,7 @@ Each folder ``templates/email/<name>/`` (``subject.txt``, ``body.txt``, ``body.h
 has one function here of the same name. It takes the domain objects of the event and
 returns an ``Email``: the template's name and a typed context holding exactly what
 that template shows. ``render`` is the one place that turns an ``Email`` into subject,
-text and HTML; it adds what every template may use (``portal``, ``host``, ``port``)
+text and HTML; it adds what every template may use (``portal``, ``portal_url``, ``host``, ``port``)
 and renders with ``StrictUndefined``, so a key the context lacks is an error rather
 than an empty line in somebody's mail.
 
@@ -51,6 +51,7 @@ class Common(TypedDict):
     """What ``render`` adds to every context, from the mail settings."""
 
     portal: str
+    portal_url: str
     host: str
     port: int
 
@@ -271,6 +272,7 @@ def send_test(relay: str) -> Email:
 def common(settings: MailSettings) -> Common:
     return {
         "portal": settings.portal_name,
+        "portal_url": settings.portal_url,
         "host": settings.collect_host,
         "port": settings.collect_port,
     }

@@ -52,6 +52,22 @@ class Notifier:
         """Queue one mail to an account; False when it gets none or it is queued already."""
         if not account.email or not account.notify:
             return False
+        return await self.queue_to(
+            session, key=key, email=email, to_addr=account.email, now=now, account_id=account.id
+        )
+
+    async def queue_to(
+        self,
+        session: AsyncSession,
+        *,
+        key: str,
+        email: Email,
+        to_addr: str,
+        now: datetime,
+        account_id: int | None = None,
+    ) -> bool:
+        """Queue one mail to an address, whatever an account's mail switch says (links a
+        registrant needs); False when it is queued already."""
         exists = await session.scalar(select(MailMessage.id).where(MailMessage.dedupe_key == key))
         if exists is not None:
             return False
@@ -59,8 +75,8 @@ class Notifier:
         message = MailMessage(
             dedupe_key=key,
             template=email.template,
-            account_id=account.id,
-            to_addr=account.email,
+            account_id=account_id,
+            to_addr=to_addr,
             subject=mail.subject,
             body_text=mail.text,
             body_html=mail.html,

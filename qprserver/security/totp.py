@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
@@ -26,6 +27,10 @@ from qprserver.audit.chain import Actor
 from qprserver.config import SecuritySettings
 from qprserver.db.models import Account, RecoveryCode
 from qprserver.errors import ConfigError, InvalidInput
+from qprserver.notify import registration_mails
+
+if TYPE_CHECKING:
+    from qprserver.notify.outbox import Notifier
 
 STEP = 30
 RECOVERY_CODES = 10
@@ -101,6 +106,25 @@ async def disable(session: AsyncSession, actor: Actor, now: datetime, ik: str) -
     for row in old:
         await session.delete(row)
     await audit.record(session, actor, "totp.disable", at=now, target=account.ik)
+
+
+async def reset(
+    session: AsyncSession, actor: Actor, now: datetime, ik: str, notifier: Notifier
+) -> None:
+    """The operator's reset of a lost second factor: removed, audited, and mailed to the
+    holder, who enrols again at the next web login."""
+    await disable(session, actor, now, ik)
+    account = await get_account(session, ik)
+    event = await audit.record(session, actor, "totp.reset", at=now, target=account.ik)
+    if account.email:
+        await notifier.queue_to(
+            session,
+            key=f"account:{event.id}",
+            email=registration_mails.totp_reset(account.ik, account.name),
+            to_addr=account.email,
+            now=now,
+            account_id=account.id,
+        )
 
 
 def requires_second_factor(account: Account, settings: SecuritySettings) -> bool:

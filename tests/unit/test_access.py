@@ -11,7 +11,7 @@ from sqlalchemy import select
 from qprserver.accounts import access
 from qprserver.accounts import service as accounts
 from qprserver.accounts.access import Channel, Decision, Refusal
-from qprserver.accounts.enums import AccountStatus, Role
+from qprserver.accounts.enums import AccountStatus, Procedure, Role
 from qprserver.accounts.sessions import NodeLease
 from qprserver.audit.chain import Actor
 from qprserver.clock import FixedClock
@@ -189,6 +189,26 @@ async def test_revoked_names_accounts_disabled_expired_or_removed_since_login(
 
 
 def test_the_database_keeps_the_values_it_had_before_the_enums() -> None:
-    assert [s.value for s in AccountStatus] == ["active", "disabled"]
+    assert [s.value for s in AccountStatus] == ["active", "disabled", "pending"]
     assert [r.value for r in Role] == ["depositor", "recipient", "admin"]
     assert [c.value for c in Channel] == ["sftp", "web"]
+    assert [p.value for p in Procedure] == ["QPR_0_WEB", "QPR_0_SFTP"]
+
+
+async def test_an_account_is_refused_on_a_channel_whose_procedure_it_is_not_approved_for(
+    db: Database,
+) -> None:
+    await _account(db, procedures=["QPR_0_WEB"])
+    assert (await _decide(db, channel=Channel.SFTP)).refusal is Refusal.PROCEDURE
+    web = await _decide(db, channel=Channel.WEB)
+    # The web procedure is granted; the web always wants a second factor on top.
+    assert web.refusal is Refusal.NO_SECOND_FACTOR and web.second_factor
+
+
+async def test_a_pending_registrant_is_refused_on_every_channel(db: Database) -> None:
+    await _account(db)
+    async with db.session() as session:
+        account = await accounts.get_account(session, IK)
+        account.status = AccountStatus.PENDING
+    for channel in Channel:
+        assert (await _decide(db, channel=channel)).refusal is Refusal.DISABLED

@@ -13,6 +13,7 @@ import pytest
 from qprserver.config import MailSettings
 from qprserver.db.models import Account, UploadProtocol
 from qprserver.notify import emails
+from qprserver.notify import registration_mails as reg_mails
 from qprserver.notify.emails import TEMPLATES, Email
 
 SETTINGS = MailSettings(portal_name="QPR-Portal", collect_host="sftp.example.org")
@@ -37,6 +38,7 @@ def _protocol() -> UploadProtocol:
     return UploadProtocol(upload_name="510512349_bericht.pdf", file_name="20261122_0000007.json")
 
 
+IK, INST = "180500016", "Landesverband <NW>"
 FINDING = ReportFinding("QB19-11", "hart", "Wert fehlt", "/Qb/X (Zeile 54)", "Wert eintragen")
 
 # One or more calls per template folder, each covering a branch of the template.
@@ -71,6 +73,30 @@ SAMPLES: dict[str, Callable[[], Email]] = {
         _account(), "qpr-180500016-2026-W45.zip", count=1, size=999, sha256="cd" * 32
     ),
     "send_test": lambda: emails.send_test("127.0.0.1:8025"),
+    "registration_confirm": lambda: reg_mails.registration_confirm(
+        IK, INST, "Frau Muster", "t0k", 72
+    ),
+    "registration_known": lambda: reg_mails.registration_known(IK, INST, ""),
+    "registration_password": lambda: reg_mails.registration_password(
+        IK, INST, "Frau Muster", "t0k", 72
+    ),
+    "registration_reminder": lambda: reg_mails.registration_reminder(
+        IK, INST, "Frau Muster", "t0k", 72
+    ),
+    "registration_applied": lambda: reg_mails.registration_applied(
+        IK, INST, "Frau Muster", ["QPR_0_WEB"]
+    ),
+    "registration_approved:postal-sftp-no-key": lambda: reg_mails.registration_approved(
+        IK, INST, "Frau Muster", ["QPR_0_SFTP", "QPR_0_WEB"], sftp_without_key=True, postal=True
+    ),
+    "registration_approved:web": lambda: reg_mails.registration_approved(
+        IK, INST, "Frau Muster", ["QPR_0_WEB"], sftp_without_key=False, postal=False
+    ),
+    "registration_rejected": lambda: reg_mails.registration_rejected(
+        IK, INST, "", "IK gehört nicht zu Ihnen"
+    ),
+    "password_reset": lambda: reg_mails.password_reset(IK, INST, "t0k", 2),
+    "totp_reset": lambda: reg_mails.totp_reset(IK, INST),
 }
 
 
@@ -88,7 +114,8 @@ def test_every_template_folder_has_its_function_and_a_sample_here() -> None:
     folders = sorted(p.name for p in TEMPLATES.iterdir() if p.is_dir())
     assert folders == sorted({name.partition(":")[0] for name in SAMPLES})
     for folder in folders:
-        assert callable(getattr(emails, folder)), folder
+        module = reg_mails if hasattr(reg_mails, folder) else emails
+        assert callable(getattr(module, folder)), folder
         assert sorted(p.name for p in (TEMPLATES / folder).iterdir()) == sorted(PARTS)
 
 
@@ -152,3 +179,20 @@ def test_the_digest_lists_the_first_names_and_counts_the_rest() -> None:
     assert "  - bericht_09.pdf\n  … und 2 weitere" in mail.text
     assert "bericht_10.pdf" not in mail.text
     assert "  Prüfbericht: 11\n  Qualitätsbericht: 1" in mail.text
+
+
+def test_registration_links_join_the_portal_url_and_the_token() -> None:
+    settings = MailSettings(portal_url="https://portal.example.org/qpr/")
+    mail = emails.render(
+        reg_mails.registration_confirm(IK, INST, "Frau Muster", "abc_-1", 72), settings
+    )
+    assert "https://portal.example.org/qpr/registrierung/bestaetigen/abc_-1" in mail.text
+    assert 'href="https://portal.example.org/qpr/registrierung/bestaetigen/abc_-1"' in mail.html
+
+
+def test_an_approval_for_sftp_without_a_key_says_how_to_add_one() -> None:
+    approved = SAMPLES["registration_approved:postal-sftp-no-key"]()
+    text = emails.render(approved, SETTINGS).text
+    assert "SSH-Schlüssel" in text and "Aktivierungscode" in text
+    web_only = emails.render(SAMPLES["registration_approved:web"](), SETTINGS).text
+    assert "SSH-Schlüssel" not in web_only and "Aktivierungscode" not in web_only

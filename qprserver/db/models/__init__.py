@@ -4,6 +4,7 @@ Importing this package registers every table, which the migrations and ``db chec
 """
 
 from qprserver.db.models.accounts import (
+    PROCEDURES,
     ROLES,
     STATUSES,
     Account,
@@ -13,6 +14,7 @@ from qprserver.db.models.accounts import (
     NetworkList,
     Node,
     PasswordCredential,
+    ProcedureList,
     RecoveryCode,
     RoleList,
     SSHKey,
@@ -35,10 +37,17 @@ from qprserver.db.models.operations import (
     JobRun,
     MailMessage,
 )
+from qprserver.db.models.registrations import (
+    REGISTRATION_STATES,
+    OneTimeToken,
+    Registration,
+)
 
 __all__ = [
     "FOLDERS",
     "MAIL_STATUSES",
+    "PROCEDURES",
+    "REGISTRATION_STATES",
     "ROLES",
     "STATUSES",
     "Account",
@@ -55,10 +64,13 @@ __all__ = [
     "MailMessage",
     "NetworkList",
     "Node",
+    "OneTimeToken",
     "Outcome",
     "PartialUpload",
     "PasswordCredential",
+    "ProcedureList",
     "RecoveryCode",
+    "Registration",
     "RoleList",
     "Route",
     "SSHKey",

@@ -20,7 +20,17 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from qprserver.accounts.enums import AccountStatus, Channel, Role, format_roles, parse_roles
+from qprserver.accounts.enums import (
+    ALL_PROCEDURES,
+    AccountStatus,
+    Channel,
+    Procedure,
+    Role,
+    format_procedures,
+    format_roles,
+    parse_procedures,
+    parse_roles,
+)
 from qprserver.db.base import (
     Base,
     BigIntPK,
@@ -37,6 +47,7 @@ ROLES = tuple(role.value for role in Role)
 
 
 STATUSES = tuple(status.value for status in AccountStatus)
+PROCEDURES = tuple(procedure.value for procedure in Procedure)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,6 +68,25 @@ class RoleList(TypeDecorator[frozenset[Role]]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> frozenset[Role] | None:
         return None if value is None else parse_roles(value)
+
+
+class ProcedureList(TypeDecorator[frozenset[Procedure]]):
+    """The procedures an account is approved for: a set here, comma-joined in the column."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: Iterable[Procedure | str] | str | None, dialect: Dialect
+    ) -> str | None:
+        if value is None:
+            return None
+        return format_procedures(parse_procedures(value) if isinstance(value, str) else value)
+
+    def process_result_value(
+        self, value: str | None, dialect: Dialect
+    ) -> frozenset[Procedure] | None:
+        return None if value is None else parse_procedures(value)
 
 
 class NetworkList(TypeDecorator[tuple[IPNetwork, ...]]):
@@ -88,7 +118,7 @@ class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
         UniqueConstraint("ik"),
-        CheckConstraint("status IN ('active', 'disabled')", name="status"),
+        CheckConstraint("status IN ('active', 'disabled', 'pending')", name="status"),
     )
 
     id: Mapped[intpk]
@@ -99,6 +129,12 @@ class Account(Base):
     land: Mapped[str | None] = mapped_column(String(2))
     status: Mapped[AccountStatus] = mapped_column(
         EnumString(AccountStatus, 16), default=AccountStatus.ACTIVE
+    )
+    # QPR_0_WEB and/or QPR_0_SFTP; accounts from before the procedures existed have both.
+    procedures: Mapped[frozenset[Procedure]] = mapped_column(
+        ProcedureList(),
+        default=ALL_PROCEDURES,
+        server_default=format_procedures(ALL_PROCEDURES),
     )
     notify: Mapped[bool] = mapped_column(Boolean, default=True)
     bundles: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
