@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -278,3 +280,36 @@ async def test_two_workers_are_scraped_as_one_sum(
             before, "qpr_logins_total", **ok
         ) == (opened)
         assert value(during, "qpr_build_info", version="0.1.0") == 1
+
+
+async def test_serve_tells_systemd_ready_then_watchdog_and_status_then_stopping(
+    tmp_path: Path, database_settings: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setblocking(False)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+        loop = asyncio.get_running_loop()
+
+        async def message() -> bytes:
+            return await asyncio.wait_for(loop.sock_recv(sock, 4096), 60)
+
+        async with observed_serve(tmp_path, database_settings) as obs:
+            ready = await message()
+            assert ready == f"READY=1\nSTATUS=listening on port {obs.run.port}".encode()
+            # Answering at once: the operations listener was up before READY=1.
+            assert (await obs.get("/healthz"))[0] == 200
+            got = [await message() for _ in range(3)]
+            assert got[0] == b"WATCHDOG=1"
+            assert got[1] == b"STATUS=0 session(s), 0 mail(s) queued"
+            assert got[2] == b"WATCHDOG=1"
+            obs.run.proc.send_signal(signal.SIGTERM)
+            while (last := await message()) != b"STOPPING=1":
+                assert last.startswith((b"WATCHDOG=1", b"STATUS="))
+            assert await asyncio.wait_for(obs.run.proc.wait(), 60) == 0
+
+
+def test_status_says_when_the_operations_listener_is_off(instance: Instance) -> None:
+    assert "[metrics] enabled = true" in instance.fails("status")
