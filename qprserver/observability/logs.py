@@ -6,8 +6,9 @@ is a record whose message is the event's name and whose fields ride along under
 ours and the libraries' (asyncssh, SQLAlchemy, uvicorn, APScheduler), as JSON lines
 for a collector or as text for a terminal. Why structlog over stdlib: the libraries
 log through stdlib and cannot be changed, and structlog renders their records and
-ours with one processor chain, with ``contextvars`` for the ``session`` and
-``request`` ids, without our modules depending on it.
+ours with one processor chain, without our modules depending on it. The
+``session`` and ``request`` ids live in one ``ContextVar`` (``bind``), so every line
+logged while serving a request carries them.
 
 Under journald (``JOURNAL_STREAM`` names stderr) lines carry no timestamp: the
 journal stamps each line itself.
@@ -15,16 +16,15 @@ journal stamps each line itself.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Mapping
-from contextvars import Token
+from contextvars import ContextVar, Token
 from typing import Any, TextIO
 
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
 from structlog.typing import EventDict, Processor
 
 from qprserver.config import LoggingSettings, ServiceEnvironment
@@ -53,23 +53,40 @@ _LEVELS = {
 }
 
 
+# Ids are this process's random prefix and a counter: unique across the workers and
+# nodes writing one log, and cheap enough for every SFTP request that may tell an event.
+_PREFIX = secrets.token_hex(3)
+_COUNTER = itertools.count(1)
+
+
 def new_id() -> str:
-    """A short random id for a session or a request (unique enough within a log)."""
-    return secrets.token_hex(6)
+    """A short id for a session or a request, unique within a log."""
+    return f"{_PREFIX}{next(_COUNTER):06x}"
 
 
-def current_ids() -> tuple[tuple[str, Any], ...]:
+# The ids of what is being served: one variable holding both, so a request binds
+# and unbinds them with one call each (every SFTP request but read and write does).
+_IDS: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("qpr_log_ids", default=())
+
+
+def current_ids() -> tuple[tuple[str, str], ...]:
     """The ids bound now, to tell an event later outside the request (``receipts``)."""
-    return tuple(structlog.contextvars.get_contextvars().items())
+    return _IDS.get()
 
 
-def bind(**ids: str) -> Mapping[str, Token[Any]]:
-    """Bind ids until ``unbind`` with the tokens returned (for wrappers that avoid ``with``)."""
-    return bind_contextvars(**ids)
+def bind(**ids: str) -> Token[tuple[tuple[str, str], ...]]:
+    """Bind ids (``session``, ``request``) until ``unbind`` with the token returned."""
+    return _IDS.set(tuple(ids.items()))
 
 
-def unbind(tokens: Mapping[str, Token[Any]]) -> None:
-    reset_contextvars(**tokens)
+def unbind(token: Token[tuple[tuple[str, str], ...]]) -> None:
+    _IDS.reset(token)
+
+
+def _merge_ids(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    for key, value in _IDS.get():
+        event_dict.setdefault(key, value)
+    return event_dict
 
 
 def _event_fields(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
@@ -113,7 +130,7 @@ def json_wanted(settings: LoggingSettings, stream: TextIO) -> bool:
 def formatter(*, json: bool, timestamps: bool) -> logging.Formatter:
     """The one formatter of the process's records."""
     chain: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
+        _merge_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         _event_fields,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextvars import Token
 from typing import Any, TypeVar, cast
 
@@ -36,7 +36,7 @@ def _internal_error(name: str, exc: Exception) -> asyncssh.SFTPFailure:
     return asyncssh.SFTPFailure("Internal error")
 
 
-def _bind(args: tuple[Any, ...]) -> Mapping[str, Token[Any]]:
+def _bind(args: tuple[Any, ...]) -> Token[Any]:
     """Bind the log ids of a request of the session ``args[0]`` (a ``MailboxSFTPServer``,
     whose connection state names the session)."""
     state = getattr(args[0], "state", None) if args else None
