@@ -113,7 +113,6 @@ class UploadService:
         """
         started = time.monotonic() if started is None else started
         name = nfc(name)
-        classification: routing.Classification | None = None
         shown = f"{direct_ik}/{name}" if direct_ik else name
         try:
             validate_name(name)
@@ -159,7 +158,6 @@ class UploadService:
                 size=size,
                 sha256=sha256,
                 report=result,
-                kind=classification.kind if classification else routing.DIRECT_KIND,
                 started=started,
             )
             raise
@@ -500,13 +498,11 @@ class UploadService:
         size: int = 0,
         sha256: str = "",
         report: QbResult | None = None,
-        kind: str = routing.DIRECT_KIND,
         started: float | None = None,
     ) -> None:
         """Record a refused upload: its protocol (with size and SHA-256) and an audit event.
 
-        ``kind``: the document kind its name matched, if any; ``started``: when the
-        transfer began (``time.monotonic``).
+        ``started``: when the transfer began (``time.monotonic``).
         """
         started = time.monotonic() if started is None else started
         async with self.db.session() as session:
@@ -552,12 +548,25 @@ class UploadService:
             "rejected",
             account=depositor.ik,
             name=shown,
-            kind=kind,
+            kind=_kind_label(shown, self.settings),
             size=size,
             sha256=sha256,
             seconds=time.monotonic() - started,
             reasons=[reason],
         )
+
+
+def _kind_label(shown: str, settings: Settings) -> str:
+    """The kind a refused upload counts under: the kind its name matches, ``direkt``
+    for one addressed to a recipient, else ``unknown``."""
+    direct, _, name = shown.rpartition("/")
+    try:
+        found = routing.classify(nfc(name), settings.kinds)
+    except Rejected:
+        found = None  # a kind's pattern, but no valid IK: still unknown
+    if found is not None:
+        return found.kind
+    return routing.DIRECT_KIND if direct else "unknown"
 
 
 def _digest_or_empty(writer: BlobWriter) -> str:

@@ -153,7 +153,9 @@ class AccountSSHServer(asyncssh.SSHServer):
         self._close_login_session()
         if self.listener.connections.pop(self.conn, None) is None:
             return
-        if not self.state.authenticated and self.state.method != "none":
+        # A login is told once it tried a factor, or was refused as banned before one.
+        tried = self.state.method != "none" or self.state.failure is access.Failure.BANNED
+        if not self.state.authenticated and tried:
             access.report(
                 Channel.SFTP,
                 self.state.method,
