@@ -66,11 +66,15 @@ def toml_text(data: dict[str, dict[str, object]]) -> str:
 class QprServer:
     """One qprserver instance in a folder of its own."""
 
-    def __init__(self, root: Path, *, db_url: str | None, workers: int) -> None:
+    def __init__(
+        self, root: Path, *, db_url: str | None, workers: int, metrics: bool = False
+    ) -> None:
         self.root = root
         self.config = root / "qprserver.toml"
         self.workers = workers
         self.port = free_port()
+        # With metrics: the operations listener on a port of its own ([metrics]).
+        self.metrics_port = free_port() if metrics else None
         self.bin = str(Path(sys.executable).with_name("qprserver"))
         self.log_path = root / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -121,6 +125,8 @@ class QprServer:
             },
             "kinds": example["kinds"],
         }
+        if self.metrics_port is not None:
+            data["metrics"] = {"enabled": True, "port": self.metrics_port}
         text = toml_text(data)
         self.config.write_text(text, encoding="utf-8")
         return text

@@ -124,6 +124,11 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help=f"in the forced run, do not pin the key exchange to {SAME_KEX}",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also run a second qprserver with [metrics] enabled, alternating with the first",
+    )
     parser.add_argument("--tmpdir", help="where the temp folder goes (default: system temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"results file ({RESULTS.name})")
@@ -156,6 +161,32 @@ def _stat_entry(times: list[float], extras: list[dict[str, float]]) -> dict[str,
     for key in sorted({k for e in extras for k in e}):
         entry[f"median_{key}"] = round(median([e[key] for e in extras if key in e]), 4)
     return entry
+
+
+# The side with [metrics] enabled (``--metrics``): the same server, counting.
+METRICS_SIDE = "qprserver+metrics"
+
+
+def provision(qpr: QprServer, key: Path, data: dataset.Dataset) -> None:
+    """Accounts, keys and the route through the CLI, then the bulk documents."""
+    t0 = time.perf_counter()
+    qpr.write_config(None)
+    qpr.cli("init")
+    for ik, role, name in ACCOUNTS.values():
+        qpr.cli_inprocess("account", "add", ik, "--name", name, "--role", role)
+        qpr.cli_inprocess("account", "key", "add", ik, f"{key}.pub")
+    qpr.cli_inprocess(
+        "route", "add", "--kind", "pruefbericht", "--land", "NW", "--recipient", LV_IK
+    )
+    log(f"qprserver provisioned through its CLI in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    populate(
+        qpr.config,
+        ACCOUNTS["md"][0],
+        SUBJECT_IK,
+        {ACCOUNTS[role][0]: specs for role, specs in data.inboxes.items() if specs},
+    )
+    log(f"qprserver populated in {time.perf_counter() - t0:.1f} s")
 
 
 def run_scenario(
@@ -205,6 +236,13 @@ def run_scenario(
         result[side.name] = entry
     q = float(result["qprserver"]["median_s"])  # type: ignore[index]
     o = float(result["openssh"]["median_s"])  # type: ignore[index]
+    if METRICS_SIDE in result:
+        m = float(result[METRICS_SIDE]["median_s"])  # type: ignore[index]
+        result["metrics_ratio"] = round(m / q, 3)
+        log(
+            f"{scenario.id} {title} [{ctx.cipher_label}] metrics on/off: "
+            f"{m:.3f} s / {q:.3f} s = {m / q:.3f}"
+        )
     ratio = q / o
     target = scenario.targets.get(ctx.cipher_label)
     result["ratio"] = round(ratio, 3)
@@ -232,6 +270,7 @@ def main() -> int:
         raise BenchError(f"not enough free space in {base.parent}: need {need / 1e9:.1f} GB")
     log(f"temp folder {base}")
     qpr: QprServer | None = None
+    counting: QprServer | None = None
     sshd: OpenSSHServer | None = None
     results: list[dict[str, object]] = []
     setup: dict[str, object] = {}
@@ -249,25 +288,13 @@ def main() -> int:
         data = dataset.make(base / "openssh", scratch, sizes, {s.key for s in scenarios})
         log(f"files written in {time.perf_counter() - t0:.1f} s")
 
-        t0 = time.perf_counter()
         qpr = QprServer(base / "qprserver", db_url=args.db_url, workers=args.workers)
-        qpr.write_config(None)
-        qpr.cli("init")
-        for ik, role, name in ACCOUNTS.values():
-            qpr.cli_inprocess("account", "add", ik, "--name", name, "--role", role)
-            qpr.cli_inprocess("account", "key", "add", ik, f"{key}.pub")
-        qpr.cli_inprocess(
-            "route", "add", "--kind", "pruefbericht", "--land", "NW", "--recipient", LV_IK
-        )
-        log(f"qprserver provisioned through its CLI in {time.perf_counter() - t0:.1f} s")
-        t0 = time.perf_counter()
-        populate(
-            qpr.config,
-            ACCOUNTS["md"][0],
-            SUBJECT_IK,
-            {ACCOUNTS[role][0]: specs for role, specs in data.inboxes.items() if specs},
-        )
-        log(f"qprserver populated in {time.perf_counter() - t0:.1f} s")
+        provision(qpr, key, data)
+        if args.metrics:
+            counting = QprServer(
+                base / "qprserver-metrics", db_url=args.db_url, workers=args.workers, metrics=True
+            )
+            provision(counting, key, data)
         sshd = OpenSSHServer(base / "sshd", data.folders, Path(str(key) + ".pub"))
         os.sync()
 
@@ -283,6 +310,15 @@ def main() -> int:
             outbox=data.folders["md"] / "outbox",
         )
         sides = [q_side, o_side]
+        if counting is not None:
+            sides.insert(
+                1,
+                Side(
+                    METRICS_SIDE,
+                    {role: Endpoint(ACCOUNTS[role][0], counting.port) for role in ACCOUNTS},
+                    lambda: counting.pid,  # type: ignore[union-attr]
+                ),
+            )
         empty = scratch / "empty.txt"
         empty.write_text("")
         for label, cipher in ciphers:
@@ -292,11 +328,16 @@ def main() -> int:
                 "forced_cipher": cipher,
                 "forced_kex": kex[0] if kex else None,
                 "qprserver_config": qpr.write_config(forced, kex),
+                "qprserver_metrics_config": counting.write_config(forced, kex)
+                if counting is not None
+                else None,
                 "sshd_config": sshd.write_config(forced, kex),
                 "qprserver_command": shell_join([qpr.bin, "--config", str(qpr.config), "serve"]),
                 "sshd_command": shell_join([str(SSHD), "-D", "-e", "-f", str(sshd.config)]),
             }
             qpr.start()
+            if counting is not None:
+                counting.start()
             sshd.start()
             client = Client(key, cipher)
             negotiated = {
@@ -310,18 +351,21 @@ def main() -> int:
             for scenario in scenarios:
                 results.append(run_scenario(scenario, ctx, sides, negotiated))
             qpr.stop()
+            if counting is not None:
+                counting.stop()
             sshd.stop()
     except KeyboardInterrupt:
         log("interrupted")
         return 130
     finally:
-        for server in (qpr, sshd):
+        for server in (qpr, counting, sshd):
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.stop()
-        if qpr is not None:
-            with contextlib.suppress(Exception):
-                qpr.drop_schema()
+        for instance in (qpr, counting):
+            if instance is not None:
+                with contextlib.suppress(Exception):
+                    instance.drop_schema()
         if args.keep:
             log(f"kept {base}")
         else:

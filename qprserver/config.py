@@ -2,7 +2,8 @@
 
 Unknown keys and wrong types stop start-up with one line naming the key.
 Relative paths resolve against the folder of the config file. This is also the
-only module that reads environment variables (``QPRSERVER_CONFIG``).
+only module that reads environment variables (``QPRSERVER_CONFIG``, and systemd's
+``NOTIFY_SOCKET``, ``WATCHDOG_USEC`` and ``JOURNAL_STREAM`` in ``service_environment``).
 
 Its 500-odd lines are one model per section of the file, each setting declared once
 with its default and its check, and the reader that validates them together: a
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -325,6 +327,36 @@ class SecuritySettings(_Section):
         return value
 
 
+class LoggingSettings(_Section):
+    """What ``serve`` logs and how: JSON lines for a collector, text for a terminal."""
+
+    # "auto": JSON unless stderr is a terminal.
+    format: str = "auto"
+    level: str = "info"
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in {"auto", "json", "text"}:
+            raise ValueError("must be one of auto, json, text")
+        return value
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value
+
+
+class MetricsSettings(_Section):
+    """The operations listener: Prometheus ``/metrics``, ``/healthz`` and ``/readyz``."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
 class KindSettings(_Section):
     """A document kind: which file names it matches and what content it must have."""
 
@@ -424,6 +456,8 @@ class Settings(_Section):
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
     kinds: dict[str, KindSettings] = Field(default_factory=lambda: dict(STANDARD_KINDS))
     qb: QbSettings = Field(default_factory=QbSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("kinds")
@@ -433,6 +467,37 @@ class Settings(_Section):
             if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
                 raise ValueError(f"kind name {name!r} must be lower-case letters, digits, _")
         return value
+
+    @model_validator(mode="after")
+    def _own_metrics_port(self) -> Settings:
+        metrics = self.metrics
+        if metrics.enabled and metrics.port and metrics.port == self.server.port:
+            raise ValueError("metrics.port must differ from server.port")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEnvironment:
+    """What a service manager tells the process through its environment."""
+
+    # systemd's notification socket (``Type=notify``); empty when not run so.
+    notify_socket: str = ""
+    # The watchdog interval in microseconds (``WatchdogSec=``); 0: no watchdog.
+    watchdog_usec: int = 0
+    # ``device:inode`` of stderr when it is connected to journald.
+    journal_stream: str = ""
+
+
+def service_environment() -> ServiceEnvironment:
+    """The service manager's settings of this process (systemd's variables)."""
+    pid = os.environ.get("WATCHDOG_PID", "")
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    watchdog = int(usec) if usec.isdigit() and (not pid or pid == str(os.getpid())) else 0
+    return ServiceEnvironment(
+        notify_socket=os.environ.get("NOTIFY_SOCKET", ""),
+        watchdog_usec=watchdog,
+        journal_stream=os.environ.get("JOURNAL_STREAM", ""),
+    )
 
 
 def config_path_from(explicit: str | os.PathLike[str] | None) -> Path:

@@ -2,7 +2,9 @@
 
 This is the composition root of ``serve``: each server process builds its parts once
 here (the database, the blob store, the mail ``Notifier``, the upload service, the
-job context) and passes them in; nothing below builds its own.
+job context) and passes them in; nothing below builds its own. The first process
+also speaks for the node: the operations listener (``[metrics]``) and systemd's
+notifications (``observability``).
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import logging
 import multiprocessing
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from qprserver import __version__
 from qprserver.audit import seal as audit_seal
 from qprserver.clock import Clock, SystemClock
-from qprserver.config import Settings, load_config
+from qprserver.config import ServiceEnvironment, Settings, load_config, service_environment
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
 from qprserver.errors import StartupError
@@ -31,6 +34,9 @@ from qprserver.jobs.registry import JobContext
 from qprserver.jobs.scheduler import JobScheduler
 from qprserver.notify.outbox import Notifier
 from qprserver.notify.smtp import SmtpMailer
+from qprserver.observability import events, health, logs, multiproc
+from qprserver.observability.listener import OpsListener
+from qprserver.observability.systemd import ServiceManager
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.sftp.server import SFTPListener
 from qprserver.sftp.state import ServerContext
@@ -165,13 +171,17 @@ async def serve_forever(
     sweep_blobs: bool = False,
     ready: Callable[[int], None] | None = None,
     on_signal: Callable[[int], None] | None = None,
+    primary: bool = False,
+    metrics_folder: Path | None = None,
 ) -> None:
     """Run one server process until SIGTERM or SIGINT, then shut down gracefully.
 
     ``sweep_blobs``: first remove blobs no row refers to (left by a killed server
     between storing a blob and committing its row; one process of a node does it).
     ``on_signal`` is called with the signal first (the first process passes it on
-    to the other workers, so all of them shut down at once).
+    to the other workers, so all of them shut down at once). ``primary``: this
+    process serves the operations listener and tells systemd how the service stands;
+    ``metrics_folder``: where the workers' metric values meet (``multiproc``).
     """
     # Signals first: a SIGTERM during start-up must still shut down in order.
     stop = asyncio.Event()
@@ -185,8 +195,18 @@ async def serve_forever(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signalled, sig)
     db = Database(settings.database, audit_key=audit_seal.load_key(settings.security.audit_key))
+    manager = ServiceManager(service_environment() if primary else _NO_SERVICE_MANAGER)
+    ops: OpsListener | None = None
+    watchdog: asyncio.Task[None] | None = None
     try:
         await require_head(db)
+        exposition = None
+        if settings.metrics.enabled:
+            # Imported only now: after ``multiproc.prepare`` in ``run`` (see there).
+            from qprserver.observability import metrics
+
+            exposition = metrics.build(__version__, metrics_folder)
+            events.use(exposition.metrics)
         # The one notifier of this process: uploads and jobs queue their mails with it.
         notifier = Notifier(settings.mail)
         ctx = build_context(settings, db, notifier)
@@ -209,9 +229,30 @@ async def serve_forever(
         if ready is not None:
             ready(listener.port)
         scheduler = JobScheduler(job_context(settings, db, notifier, ctx.blobs))
+        if primary and exposition is not None:
+            gauges, render = exposition.gauges, exposition.render
+
+            async def scrape() -> bytes:
+                await gauges.refresh(db, ctx.clock.now())
+                return render()
+
+            async def readiness() -> health.Readiness:
+                return await health.readiness(db, ctx.blobs, lambda: scheduler.running)
+
+            ops = OpsListener(settings.metrics, scrape, readiness)
+            await ops.start()
+            log.info("operations listener on %s:%d", settings.metrics.host, ops.port)
+        # SSH listens (and the operations listener) and the database answered.
+        manager.notify(ready=1, status=f"listening on port {listener.port}")
+        if manager.enabled:
+            watchdog = asyncio.create_task(
+                manager.watchdog(lambda: health.status_line(db, ctx.clock.now())),
+                name="watchdog",
+            )
         # Catch-up of missed runs may take a while (a bundle); it runs beside serving.
         starting = asyncio.create_task(scheduler.start(), name="scheduler-start")
         await stop.wait()
+        manager.notify(stopping=1)
         log.info("shutting down (grace %.0fs)", settings.server.shutdown_grace)
         if not starting.done():
             starting.cancel()
@@ -219,6 +260,11 @@ async def serve_forever(
         scheduler.stop()
         await listener.stop()
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        if ops is not None:
+            await ops.stop()
+        events.use(None)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await db.dispose()
@@ -230,23 +276,17 @@ def warn_unusable_files(settings: Settings) -> None:
     from qprserver.qb.engine import configuration_problems
 
     for problem in configuration_problems(settings.qb):
-        log.warning("%s", problem)
+        events.config_warning(problem)
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # asyncssh logs every channel at INFO; operators want qprserver's events.
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+# Workers leave the service manager to the first process (systemd's NotifyAccess=main).
+_NO_SERVICE_MANAGER = ServiceEnvironment()
 
 
-def _worker(config_path: str, sockets: list[socket.socket]) -> None:
-    _setup_logging()
-    asyncio.run(serve_forever(load_config(config_path), sockets=sockets))
+def _worker(config_path: str, sockets: list[socket.socket], metrics_folder: Path | None) -> None:
+    settings = load_config(config_path)
+    logs.setup(settings.logging, service_environment())
+    asyncio.run(serve_forever(settings, sockets=sockets, metrics_folder=metrics_folder))
 
 
 def run(settings: Settings) -> None:
@@ -259,7 +299,7 @@ def run(settings: Settings) -> None:
     the others, serves beside them, passes SIGTERM and SIGINT on and waits for them
     before it exits.
     """
-    _setup_logging()
+    logs.setup(settings.logging, service_environment())
     workers = settings.server.workers
     sockets = listening_sockets(settings.server.host, settings.server.port, workers)
     warn_unusable_files(settings)
@@ -267,12 +307,26 @@ def run(settings: Settings) -> None:
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)
     if workers == 1:
-        asyncio.run(serve_forever(settings, sockets=sockets[0], sweep_blobs=True))
+        asyncio.run(serve_forever(settings, sockets=sockets[0], sweep_blobs=True, primary=True))
         return
+    # Before any process imports prometheus-client: the workers count into this folder.
+    folder = multiproc.prepare() if settings.metrics.enabled else None
+    try:
+        _run_workers(settings, sockets, folder)
+    finally:
+        if folder is not None:
+            multiproc.remove(folder)
+
+
+def _run_workers(
+    settings: Settings, sockets: list[list[socket.socket]], folder: Path | None
+) -> None:
     assert settings.config_path is not None
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(str(settings.config_path), own), name=f"qprserver-{i}")
+        ctx.Process(
+            target=_worker, args=(str(settings.config_path), own, folder), name=f"qprserver-{i}"
+        )
         for i, own in enumerate(sockets[1:], start=1)
     ]
     for proc, own in zip(procs, sockets[1:], strict=True):
@@ -290,7 +344,14 @@ def run(settings: Settings) -> None:
 
     try:
         asyncio.run(
-            serve_forever(settings, sockets=sockets[0], sweep_blobs=True, on_signal=forward)
+            serve_forever(
+                settings,
+                sockets=sockets[0],
+                sweep_blobs=True,
+                on_signal=forward,
+                primary=True,
+                metrics_folder=folder,
+            )
         )
     finally:
         forward(signal.SIGTERM)  # also when this process failed: the others stop too

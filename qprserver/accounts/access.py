@@ -21,6 +21,10 @@ answer tells whether an IK exists or why it may not log in.
 
 ``revoked`` re-asks the first two checks for accounts already logged in, so an
 account disabled or expired meanwhile loses its open sessions on every node.
+
+``report`` is how both edges tell how a login ended (``login.ok`` or ``login.failed``
+with a ``Refusal`` or a ``Failure`` as its reason, and ``qpr_logins_total``): once
+per login, never with the secret that was tried.
 """
 
 from __future__ import annotations
@@ -38,8 +42,18 @@ from qprserver.accounts.enums import AccountStatus, Channel, Procedure, Role
 from qprserver.config import SecuritySettings
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account
+from qprserver.observability import events
 
-__all__ = ["Channel", "Decision", "Refusal", "may_log_in", "revoked", "standing"]
+__all__ = [
+    "Channel",
+    "Decision",
+    "Failure",
+    "Refusal",
+    "may_log_in",
+    "report",
+    "revoked",
+    "standing",
+]
 
 
 class OpenSessions(Protocol):
@@ -58,6 +72,42 @@ class Refusal(StrEnum):
     NETWORK = "network"
     SESSION_LIMIT = "session-limit"
     NO_SECOND_FACTOR = "no-second-factor"
+
+
+class Failure(StrEnum):
+    """Why a login the policy allowed failed anyway (logged, never told to the client)."""
+
+    WRONG_KEY = "wrong-key"
+    WRONG_PASSWORD = "wrong-password"
+    WRONG_CODE = "wrong-code"
+    # The address or (for passwords and codes) the account is banned.
+    BANNED = "banned"
+    # The client gave up, or was cut off, before the login completed.
+    ABORTED = "aborted"
+
+
+def report(
+    channel: Channel,
+    method: str,
+    *,
+    account: str | None,
+    address: str,
+    reason: Refusal | Failure | None = None,
+    session: str | None = None,
+) -> None:
+    """Tell how a login ended: ``reason`` None when it succeeded.
+
+    ``method``: the factors given (``publickey``, ``password``, ``publickey+totp``,
+    ``password+totp``); ``account``: the IK when the user name was one.
+    """
+    events.login(
+        channel,
+        method,
+        account=account,
+        address=address,
+        reason=None if reason is None else str(reason),
+        session=session,
+    )
 
 
 @dataclass(frozen=True, slots=True)

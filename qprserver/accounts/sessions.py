@@ -29,6 +29,7 @@ from qprserver.accounts.enums import Channel
 from qprserver.clock import Clock
 from qprserver.db.engine import Database, Reads
 from qprserver.db.models import Account, LoginSession, Node
+from qprserver.observability import events
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class NodeLease:
         self.id: int | None = None
         self._users = 0
         self._local: Counter[int] = Counter()
+        # The channel of each session row this node wrote (``qpr_sessions_active``).
+        self._channels: dict[int, str] = {}
 
     async def count_open(self, reads: Reads, account_id: int, now: datetime) -> int:
         """The account's sessions: this node's (in memory) and other live nodes'."""
@@ -131,6 +134,8 @@ class NodeLease:
         async with self.db.session() as session:
             await session.execute(delete(LoginSession).where(LoginSession.node_id == node_id))
             await session.execute(delete(Node).where(Node.id == node_id))
+        for session_id in list(self._channels):
+            self._closed(session_id)
 
     async def open_session(
         self, account_id: int, limit: int | None, channel: Channel, address: str
@@ -167,13 +172,25 @@ class NodeLease:
             opened.append(conn.execute(_INSERT_SESSION, values).scalar_one())
 
         if self.db.write_now(work):
-            return opened[0]
+            return self._opened(opened[0], channel)
         async with self.db.session() as session:
             if limit is not None:
                 await session.execute(_LOCK_ACCOUNT, {"account": account_id})
                 if (await session.execute(_OPEN_ELSEWHERE, counted)).scalar_one() + here >= limit:
                     return None
-            return int((await session.execute(_INSERT_SESSION, values)).scalar_one())
+            session_id = int((await session.execute(_INSERT_SESSION, values)).scalar_one())
+        return self._opened(session_id, channel)
+
+    def _opened(self, session_id: int | None, channel: Channel) -> int | None:
+        if session_id is not None:
+            self._channels[session_id] = channel
+            events.session_opened(channel)
+        return session_id
+
+    def _closed(self, session_id: int) -> None:
+        channel = self._channels.pop(session_id, None)
+        if channel is not None:
+            events.session_closed(channel)
 
     def close_session_now(self, session_id: int) -> bool:
         """Remove a session's row right here (SQLite); False when it must be done by
@@ -182,7 +199,10 @@ class NodeLease:
         def work(conn: Connection) -> None:
             conn.execute(_DELETE_SESSION, {"session_id": session_id})
 
-        return self.db.write_now(work)
+        if not self.db.write_now(work):
+            return False
+        self._closed(session_id)
+        return True
 
     async def close_session(self, session_id: int) -> None:
         """Remove a session's row (at close)."""
@@ -190,3 +210,4 @@ class NodeLease:
             return
         async with self.db.session() as session:
             await session.execute(_DELETE_SESSION, {"session_id": session_id})
+        self._closed(session_id)

@@ -61,6 +61,11 @@ COMMANDS: dict[str, Entry] = {
         "bans_group",
         "Addresses and accounts banned after failed logins.",
     ),
+    "status": Entry(
+        "qprserver.cli.status",
+        "status",
+        "Health and readiness of the running instance (from its [metrics] listener).",
+    ),
     "check": Entry(
         "qprserver.cli.check",
         "check",

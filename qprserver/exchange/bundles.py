@@ -28,6 +28,7 @@ from qprserver.db.models import Account, Bundle, Delivery, Document
 from qprserver.exchange.folders import DELIVERY_FOLDERS
 from qprserver.notify import emails
 from qprserver.notify.outbox import Notifier
+from qprserver.observability import events
 from qprserver.storage.base import BlobInfo, BlobStore
 from qprserver.storage.streams import WriterFile, chunks
 
@@ -205,6 +206,15 @@ async def _store_bundle(
             )
     except IntegrityError:
         return None  # built by another node meanwhile; the unused blob is collected later
+    events.bundle_built(
+        recipient.ik,
+        bundle=name,
+        kind=kind,
+        period=period,
+        documents=len(members),
+        size=blob.size,
+        sha256=blob.sha256,
+    )
     return bundle
 
 

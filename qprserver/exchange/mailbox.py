@@ -33,6 +33,7 @@ from qprserver.exchange.folders import (
     RECIPIENT_FOLDERS,
     Folder,
 )
+from qprserver.observability import events
 
 
 def folders_for(account: Account) -> tuple[Folder, ...]:
@@ -211,6 +212,7 @@ async def acknowledge_bundle(
     if bundle is None:
         raise NotFound(f"/bundles/{name}")
     bundle.acknowledged_at = now
+    events.bundle_acknowledged(account.ik, bundle=bundle.name, sha256=bundle.sha256)
     await audit.record(
         session,
         actor,
@@ -305,6 +307,7 @@ async def acknowledge(
     )
     delivery.folder = Folder.ARCHIVE
     delivery.acknowledged_at = now
+    events.acknowledged(account.ik, document=name, delivery=delivery.id, sha256=document.sha256)
     await audit.record(
         session,
         actor,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ from qprserver.db.engine import Database
 from qprserver.db.models import DownloadReceipt
 from qprserver.exchange import coverage
 from qprserver.exchange.coverage import PartialRead
+from qprserver.observability import events, logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,13 @@ class Download:
     name: str
     at: datetime
     remote: str
+    # For the ``download.complete`` event: which channel served it, the document's
+    # size, the seconds its transfer took, and the log ids of the request that ended
+    # it (the event is told once the receipt is written, outside that request).
+    channel: str = "sftp"
+    size: int = 0
+    seconds: float = 0.0
+    context: tuple[tuple[str, Any], ...] = field(default_factory=logs.current_ids)
 
 
 Item = Download | PartialRead | audit.Event
@@ -82,8 +90,9 @@ class Batch:
         )
 
 
-def write(conn: Connection, batch: Batch, audit_key: bytes | None) -> None:
-    """Write a batch on a connection in the caller's write transaction."""
+def write(conn: Connection, batch: Batch, audit_key: bytes | None) -> list[Download]:
+    """Write a batch on a connection in the caller's write transaction; the complete
+    downloads it recorded (partial reads that completed a download among them)."""
     completed = coverage.settle(conn, batch.reads)
     downloads = batch.downloads + completed
     if downloads:
@@ -101,16 +110,29 @@ def write(conn: Connection, batch: Batch, audit_key: bytes | None) -> None:
             ],
         )
     audit.append(conn, batch.events + [download_event(d) for d in completed], audit_key)
+    return downloads
 
 
-def _write_in(session: Session, batch: Batch, audit_key: bytes | None) -> None:
-    write(session.connection(), batch, audit_key)
+def _write_in(session: Session, batch: Batch, audit_key: bytes | None) -> list[Download]:
+    return write(session.connection(), batch, audit_key)
 
 
 async def record(db: Database, batch: Batch) -> None:
     """Write a batch in one transaction: SQLite's fast path when it is free, else a
-    write session (which waits its turn for the write lock)."""
-    if db.write_now(lambda conn: write(conn, batch, db.audit_key)):
-        return
-    async with db.session() as session:
-        await session.run_sync(_write_in, batch, db.audit_key)
+    write session (which waits its turn for the write lock). Each complete download
+    is told (``download.complete``) once written."""
+    written: list[Download] = []
+    if not db.write_now(lambda conn: written.extend(write(conn, batch, db.audit_key))):
+        async with db.session() as session:
+            written = await session.run_sync(_write_in, batch, db.audit_key)
+    for d in written:
+        events.download(
+            d.channel,
+            account=d.account_ik,
+            document=d.name,
+            delivery=d.delivery_id,
+            sha256=d.sha256,
+            size=d.size,
+            seconds=d.seconds,
+            context=dict(d.context),
+        )

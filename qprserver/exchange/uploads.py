@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
@@ -37,6 +38,7 @@ from qprserver.exchange.names import name_problem, nfc
 from qprserver.notify import emails
 from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
+from qprserver.observability import events
 from qprserver.qb.engine import QbResult, validate_upload
 from qprserver.storage.base import BlobWriter
 
@@ -100,13 +102,16 @@ class UploadService:
         direct_ik: str | None,
         writer: BlobWriter,
         client_mtime: datetime | None = None,
+        started: float | None = None,
     ) -> Accepted:
         """Check and store a finished upload; Rejected (with a protocol written) on refusal.
 
         The same name with the same bytes as the depositor's current version, reaching
         no one new, makes no new version: the protocol says "unverändert", and no
-        mail goes out, so a retried upload is harmless.
+        mail goes out, so a retried upload is harmless. ``started``: when the
+        transfer began (``time.monotonic``), for the event's ``elapsed_ms``.
         """
+        started = time.monotonic() if started is None else started
         name = nfc(name)
         shown = f"{direct_ik}/{name}" if direct_ik else name
         try:
@@ -153,6 +158,7 @@ class UploadService:
                 size=size,
                 sha256=sha256,
                 report=result,
+                started=started,
             )
             raise
         except BaseException:
@@ -169,9 +175,22 @@ class UploadService:
                 session, depositor, name, direct_ik, blob.sha256, recipients
             )
             if same is not None:
-                return await self._record_unchanged(
+                unchanged = await self._record_unchanged(
                     session, depositor, actor, now, shown, same, client_mtime
                 )
+                # Told once the transaction is about to commit, as the others are after it.
+                events.upload(
+                    "unchanged",
+                    account=depositor.ik,
+                    name=shown,
+                    kind=same.kind,
+                    size=same.size,
+                    sha256=same.sha256,
+                    seconds=time.monotonic() - started,
+                    document=same.id,
+                    version=same.version,
+                )
+                return unchanged
             version = 1 + int(
                 await session.scalar(
                     select(func.coalesce(func.max(Document.version), 0)).where(
@@ -282,6 +301,18 @@ class UploadService:
                     "recipients": [r.ik for r in recipients],
                 },
             )
+        events.upload(
+            "accepted",
+            account=depositor.ik,
+            name=shown,
+            kind=kind,
+            size=blob.size,
+            sha256=blob.sha256,
+            seconds=time.monotonic() - started,
+            recipients=[r.ik for r in recipients],
+            document=document.id,
+            version=version,
+        )
         return Accepted(
             document.id,
             version,
@@ -467,8 +498,13 @@ class UploadService:
         size: int = 0,
         sha256: str = "",
         report: QbResult | None = None,
+        started: float | None = None,
     ) -> None:
-        """Record a refused upload: its protocol (with size and SHA-256) and an audit event."""
+        """Record a refused upload: its protocol (with size and SHA-256) and an audit event.
+
+        ``started``: when the transfer began (``time.monotonic``).
+        """
+        started = time.monotonic() if started is None else started
         async with self.db.session() as session:
             body: dict[str, object] = {
                 # A report whose check could not run is not accepted, but not faulted.
@@ -508,6 +544,29 @@ class UploadService:
                 target=depositor.ik,
                 details={"name": shown, "reason": reason, "size": size, "sha256": sha256},
             )
+        events.upload(
+            "rejected",
+            account=depositor.ik,
+            name=shown,
+            kind=_kind_label(shown, self.settings),
+            size=size,
+            sha256=sha256,
+            seconds=time.monotonic() - started,
+            reasons=[reason],
+        )
+
+
+def _kind_label(shown: str, settings: Settings) -> str:
+    """The kind a refused upload counts under: the kind its name matches, ``direkt``
+    for one addressed to a recipient, else ``unknown``."""
+    direct, _, name = shown.rpartition("/")
+    try:
+        found = routing.classify(nfc(name), settings.kinds)
+    except Rejected:
+        found = None  # a kind's pattern, but no valid IK: still unknown
+    if found is not None:
+        return found.kind
+    return routing.DIRECT_KIND if direct else "unknown"
 
 
 def _digest_or_empty(writer: BlobWriter) -> str:

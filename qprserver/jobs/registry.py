@@ -25,6 +25,7 @@ from qprserver.exchange import bundles, partials, retention
 from qprserver.jobs import claims
 from qprserver.notify import outbox
 from qprserver.notify.smtp import Mailer
+from qprserver.observability import events
 from qprserver.storage.base import BlobStore
 
 
@@ -264,27 +265,39 @@ async def run_job(ctx: JobContext, name: str, at: datetime, *, dry_run: bool = F
                 f"job {name!r} offers no dry run; jobs with --dry-run: {', '.join(offered)}"
             )
         return RunOutcome(name, period, True, await spec.dry_run(ctx, at))
+    began = time.monotonic()
     if not spec.claimed:
         started = ctx.clock.now()
         try:
             result = await spec.runner(ctx, at)
         except Exception as exc:
             failed = {"error": repr(exc)}
+            events.job(name, period=period, result="failed", seconds=_since(began), detail=failed)
             await claims.record_unclaimed(
                 ctx.db, name, period, started, ctx.clock.now(), failed, ok=False
             )
             raise
+        events.job(name, period=period, result="ok", seconds=_since(began), detail=result)
         await claims.record_unclaimed(
             ctx.db, name, period, started, ctx.clock.now(), result, ok=True
         )
         return RunOutcome(name, period, True, result)
     lease = timedelta(seconds=ctx.settings.jobs.lease)
     if not await claims.claim(ctx.db, name, period, ctx.clock.now(), lease):
-        return RunOutcome(name, period, False, {"skipped": "already done or running"})
+        skipped = {"skipped": "already done or running"}
+        events.job(name, period=period, result="skipped", seconds=_since(began), detail=skipped)
+        return RunOutcome(name, period, False, skipped)
     try:
         result = await spec.runner(ctx, at)
     except Exception as exc:
-        await claims.finish(ctx.db, name, period, ctx.clock.now(), {"error": repr(exc)}, ok=False)
+        failed = {"error": repr(exc)}
+        events.job(name, period=period, result="failed", seconds=_since(began), detail=failed)
+        await claims.finish(ctx.db, name, period, ctx.clock.now(), failed, ok=False)
         raise
+    events.job(name, period=period, result="ok", seconds=_since(began), detail=result)
     await claims.finish(ctx.db, name, period, ctx.clock.now(), result, ok=True)
     return RunOutcome(name, period, True, result)
+
+
+def _since(began: float) -> float:
+    return time.monotonic() - began

@@ -39,13 +39,11 @@ def next_run(spec: JobSpec, settings: Settings, now: datetime) -> datetime | Non
 
 
 async def _run_logged(ctx: JobContext, name: str) -> None:
+    # Each run is told by ``run_job`` (``job.run``); a failure's traceback is added here.
     try:
-        outcome = await run_job(ctx, name, ctx.clock.now())
+        await run_job(ctx, name, ctx.clock.now())
     except Exception:
         log.exception("job %s failed", name)
-        return
-    if outcome.ran:
-        log.info("job %s (%s): %s", name, outcome.period, outcome.result)
 
 
 async def catch_up(ctx: JobContext, now: datetime) -> list[str]:
@@ -61,7 +59,6 @@ async def catch_up(ctx: JobContext, now: datetime) -> list[str]:
         outcome = await run_job(ctx, spec.name, fire)
         if outcome.ran:
             ran.append(spec.name)
-            log.info("catch-up %s (%s): %s", spec.name, outcome.period, outcome.result)
     return ran
 
 
@@ -89,6 +86,11 @@ class JobScheduler:
         except Exception:
             log.exception("catch-up of missed jobs failed; the schedule goes on")
         self.scheduler.start()
+
+    @property
+    def running(self) -> bool:
+        """True once catch-up is done and the schedule runs (``/readyz``)."""
+        return bool(self.scheduler.running)
 
     def stop(self) -> None:
         if self.scheduler.running:

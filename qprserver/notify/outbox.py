@@ -17,7 +17,6 @@ One ``Notifier`` is built by the composition root (``service.py`` for ``serve``,
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -33,8 +32,7 @@ from qprserver.exchange.folders import Folder
 from qprserver.notify import emails
 from qprserver.notify.emails import Email, Rendered
 from qprserver.notify.smtp import Mailer, build_message
-
-log = logging.getLogger(__name__)
+from qprserver.observability import events
 
 FIRST_NAMES = 10
 LEASE = timedelta(minutes=5)
@@ -181,7 +179,14 @@ async def send_pending(
                     wait = settings.retry_base * 2 ** (row.attempts - 1)
                     row.next_attempt_at = now + timedelta(seconds=wait)
                     stats["failed"] += 1
-            log.warning("mail %d to account %s failed: %s", message_id, row.account_id, error)
+            events.mail(
+                row.status if row.status == "dead" else "failed",
+                message=message_id,
+                template=row.template,
+                account_id=row.account_id,
+                attempts=row.attempts,
+                error=error,
+            )
             continue
         async with db.session() as session:
             row = await session.get_one(MailMessage, message_id)
@@ -190,6 +195,13 @@ async def send_pending(
             row.attempts += 1
             row.last_error = None
             row.lease_until = None
+        events.mail(
+            "sent",
+            message=message_id,
+            template=row.template,
+            account_id=row.account_id,
+            attempts=row.attempts,
+        )
         stats["sent"] += 1
     return stats
 

@@ -24,6 +24,7 @@ from qprserver.config import SecuritySettings
 from qprserver.db.engine import Database, Reads
 from qprserver.db.models import AuthScore
 from qprserver.errors import NotFound
+from qprserver.observability import events
 
 
 def address_key(address: str) -> str:
@@ -77,7 +78,7 @@ async def record_failure(
     db: Database, keys: list[str], now: datetime, settings: SecuritySettings
 ) -> list[str]:
     """Count one failed login against each key; return the keys banned by it."""
-    newly: list[str] = []
+    newly: list[tuple[str, datetime, int]] = []
     for key in keys:
         for _attempt in range(3):
             try:
@@ -103,11 +104,13 @@ async def record_failure(
                         row.offences += 1
                         row.failures = 0
                         row.window_start = now
-                        newly.append(key)
+                        newly.append((key, row.banned_until, seconds))
                 break
             except IntegrityError:
                 continue  # another node created the row first; count on top of it
-    return newly
+    for key, until, seconds in newly:
+        events.ban_set(key, until, seconds)
+    return [key for key, _, _ in newly]
 
 
 async def list_bans(db: Database, now: datetime) -> list[AuthScore]:
@@ -128,3 +131,4 @@ async def remove_ban(db: Database, key: str) -> None:
             raise NotFound(f"keine Sperre für {key}")
         row.banned_until = None
         row.failures = 0
+    events.ban_lifted(key)

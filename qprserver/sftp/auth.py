@@ -35,6 +35,7 @@ from qprserver.accounts import access
 from qprserver.accounts.enums import Channel
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account
+from qprserver.observability import events
 from qprserver.security import bans, totp
 from qprserver.security.passwords import verify_password
 from qprserver.sftp import compat
@@ -62,15 +63,12 @@ _ACCOUNT_AT_LOGIN = (
 )
 
 
-def _log_refusal(decision: access.Decision, peer: str) -> None:
-    """The reason for the operator; the client hears only "Permission denied"."""
+def _warn_unenrolled(decision: access.Decision) -> None:
+    """A refusal the operator can fix: the account needs a second factor it lacks.
+    (Every refusal is told with the login's end, ``access.report``.)"""
     account = decision.account
-    if account is None or decision.refusal is None:
-        return
-    if decision.refusal is access.Refusal.NO_SECOND_FACTOR:
+    if account is not None and decision.refusal is access.Refusal.NO_SECOND_FACTOR:
         log.warning("account %s needs a second factor but has none enrolled", account.ik)
-    else:
-        log.info("login of %s from %s refused: %s", account.ik, peer, decision.refusal)
 
 
 class AccountSSHServer(asyncssh.SSHServer):
@@ -126,12 +124,14 @@ class AccountSSHServer(asyncssh.SSHServer):
             for s in self.listener.connections.values()
             if s.address == self.state.address and not s.authenticated
         )
-        if not allowlisted and (
-            self.state.address in self.listener.banned_addresses
-            or waiting >= self.security.max_unauthenticated_per_address
-        ):
+        refused = None
+        if not allowlisted and self.state.address in self.listener.banned_addresses:
+            refused = "banned"
+        elif not allowlisted and waiting >= self.security.max_unauthenticated_per_address:
+            refused = "limit"
+        events.connection(Channel.SFTP, self.state.address, refused)
+        if refused is not None:
             # Before the version banner: abort, as a disconnect here confuses OpenSSH.
-            log.info("dropping connection from %s (banned or too many)", self.state.peer)
             conn.abort()
             return
         self.listener.connections[conn] = self.state
@@ -153,6 +153,17 @@ class AccountSSHServer(asyncssh.SSHServer):
         self._close_login_session()
         if self.listener.connections.pop(self.conn, None) is None:
             return
+        # A login is told once it tried a factor, or was refused as banned before one.
+        tried = self.state.method != "none" or self.state.failure is access.Failure.BANNED
+        if not self.state.authenticated and tried:
+            access.report(
+                Channel.SFTP,
+                self.state.method,
+                account=self.state.ik,
+                address=self.state.address,
+                reason=self.state.failure or access.Failure.ABORTED,
+                session=self.state.session,
+            )
         # A failed connection counts once against its address, unless its wrong
         # passwords or codes counted already.
         if (
@@ -180,7 +191,6 @@ class AccountSSHServer(asyncssh.SSHServer):
             log.exception("recording a failed login failed")
             return
         for key in newly:
-            log.warning("banned %s after repeated failed logins", key)
             if key.startswith("addr:"):
                 self.listener.banned_addresses.add(key.removeprefix("addr:"))
             elif key == account_key:
@@ -199,7 +209,10 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.state.first_factor = None
         self.state.secrets_locked = False
         self.state.access = None
+        self.state.ik = None
+        self.state.failure = access.Refusal.UNKNOWN
         if len(username) == 9 and username.isascii() and username.isdigit():
+            self.state.ik = username
             keys.append(bans.account_key(username))
 
             async def decide(reads: Reads) -> access.Decision:
@@ -218,11 +231,13 @@ class AccountSSHServer(asyncssh.SSHServer):
             decision = await self.ctx.db.quick_read(decide)
             self.state.access = decision
             self.state.account = decision.account
-            _log_refusal(decision, self.state.peer)
+            self.state.failure = decision.refusal
+            _warn_unenrolled(decision)
         if bans.allowlisted(self.state.address, self.security):
             return True
         banned = await bans.banned_keys(self.ctx.db, keys, now)
         if address in banned:
+            self.state.failure = access.Failure.BANNED
             raise asyncssh.PermissionDenied("Permission denied")
         # A banned account still logs in with a key; only its password is off limits.
         self.state.secrets_locked = len(banned) > 0
@@ -234,7 +249,11 @@ class AccountSSHServer(asyncssh.SSHServer):
         decision = self.state.access
         return decision.account if decision is not None and decision.allowed else None
 
-    def _failed(self) -> bool:
+    def _failed(self, reason: access.Failure) -> bool:
+        # A refusal of the policy (or a user name that is no IK) stays the reason:
+        # the login failed whatever was tried.
+        if self.state.access is not None and self.state.access.allowed:
+            self.state.failure = reason
         self.state.auth_failures += 1
         if self.state.auth_failures >= self.security.max_auth_attempts:
             raise asyncssh.PermissionDenied("Too many authentication failures")
@@ -246,18 +265,20 @@ class AccountSSHServer(asyncssh.SSHServer):
         return self.state.first_factor is None
 
     def validate_public_key(self, username: str, key: Any) -> bool:
+        self.state.method = "publickey"
         account = self._usable()
         if account is None:
-            return self._failed()
+            return self._failed(access.Failure.WRONG_KEY)
         fingerprint = key.get_fingerprint("sha256")
         if any(k.fingerprint == fingerprint for k in account.keys):
             return True
-        return self._failed()
+        return self._failed(access.Failure.WRONG_KEY)
 
     def password_auth_supported(self) -> bool:
         return self.state.first_factor is None
 
     async def validate_password(self, username: str, password: str) -> bool:
+        self.state.method = "password"
         account = self._usable()
         stored = account.password.password_hash if account and account.password else None
         # Same work whether or not the account exists or has a password.
@@ -268,7 +289,8 @@ class AccountSSHServer(asyncssh.SSHServer):
             return True
         self.state.scored += 1
         await self._score_failure(guessed_secret=True)  # counted before the client hears
-        return self._failed()
+        locked = ok and self.state.secrets_locked
+        return self._failed(access.Failure.BANNED if locked else access.Failure.WRONG_PASSWORD)
 
     def first_factor_verified(self, method: str) -> bool:
         """Called by compat.py's two-step auth once a key or password is verified."""
@@ -290,19 +312,27 @@ class AccountSSHServer(asyncssh.SSHServer):
         account = self.state.account
         key = self.ctx.totp_key
         if self.state.first_factor is None or account is None or key is None:
-            return self._failed()
+            return self._failed(access.Failure.WRONG_CODE)
         if len(responses) == 1:
             async with self.ctx.db.session() as session:
                 if await totp.verify(session, account.id, responses[0], key, self.ctx.clock.now()):
                     return True
         self.state.scored += 1
         await self._score_failure(guessed_secret=True)
-        return self._failed()
+        return self._failed(access.Failure.WRONG_CODE)
 
     def auth_completed(self) -> None:
         self.state.authenticated = True
         self.state.touch()
         assert self.state.account is not None
+        first = self.state.first_factor
+        access.report(
+            Channel.SFTP,
+            f"{first}+totp" if first is not None else self.state.method,
+            account=self.state.account.ik,
+            address=self.state.address,
+            session=self.state.session,
+        )
         self.ctx.node.reserve(self.state.account.id)
         self.state.reserved = True
         self.listener.spawn(self._open_login_session())

@@ -6,6 +6,10 @@ the backend ever reaches a client. The policy is written once (``_internal_error
 the decorator only picks the wrapper for a plain, coroutine or async generator
 method. The wrappers use ``try`` rather than a context manager: a ``try`` costs
 nothing until something is raised, a ``with`` two calls per request.
+
+Each request also binds the log ids (``session`` of its connection, a new
+``request``), so the events the domain tells while serving it carry them. ``read``
+and ``write`` are not wrapped and bind nothing, nor do listings.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextvars import Token
 from typing import Any, TypeVar, cast
 
 import asyncssh
+
+from qprserver.observability import logs
 
 log = logging.getLogger("qprserver.sftp.session")
 
@@ -29,11 +36,22 @@ def _internal_error(name: str, exc: Exception) -> asyncssh.SFTPFailure:
     return asyncssh.SFTPFailure("Internal error")
 
 
+def _bind(args: tuple[Any, ...]) -> Token[Any]:
+    """Bind the log ids of a request of the session ``args[0]`` (a ``MailboxSFTPServer``,
+    whose connection state names the session)."""
+    state = getattr(args[0], "state", None) if args else None
+    session = getattr(state, "session", None)
+    if session is None:
+        return logs.bind(request=logs.new_id())
+    return logs.bind(session=session, request=logs.new_id())
+
+
 def guarded(func: F) -> F:
     """Turn unexpected exceptions into a plain failure; internals never reach a client."""
     name = func.__name__
     if inspect.isasyncgenfunction(func):
-
+        # Listings tell no events; and an abandoned generator would be closed
+        # outside the request's context, where its ids could not be unbound.
         async def agen(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             try:
                 async for item in func(*args, **kwargs):
@@ -47,21 +65,27 @@ def guarded(func: F) -> F:
     if inspect.iscoroutinefunction(func):
 
         async def coro(*args: Any, **kwargs: Any) -> Any:
+            ids = _bind(args)
             try:
                 return await func(*args, **kwargs)
             except asyncssh.SFTPError:
                 raise
             except Exception as exc:
                 raise _internal_error(name, exc) from None
+            finally:
+                logs.unbind(ids)
 
         return cast(F, functools.wraps(func)(coro))
 
     def sync(*args: Any, **kwargs: Any) -> Any:
+        ids = _bind(args)
         try:
             return func(*args, **kwargs)
         except asyncssh.SFTPError:
             raise
         except Exception as exc:
             raise _internal_error(name, exc) from None
+        finally:
+            logs.unbind(ids)
 
     return cast(F, functools.wraps(func)(sync))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from qprserver.exchange import coverage
 from qprserver.exchange.coverage import Range
@@ -38,6 +39,7 @@ class DownloadHandle:
         "delivery_id",
         "fd",
         "name",
+        "opened",
         "reader",
         "sha256",
         "size",
@@ -52,6 +54,7 @@ class DownloadHandle:
         self.delivery_id = delivery_id
         self.sha256 = sha256
         self.name = name
+        self.opened = time.monotonic()  # for the download's elapsed time, at close
         self._run_start = 0  # the bytes served last: [_run_start, _run_end)
         self._run_end = 0
         self._done: list[Range] = []  # earlier runs
@@ -143,6 +146,8 @@ class UploadHandle:
     append: bool = False
     mtime: int | None = None  # the modification time the client set, if any
     kept: bool = False  # cut off and kept as a partial upload
+    # When the transfer began (``time.monotonic``), for the upload's elapsed time.
+    opened: float = field(default_factory=time.monotonic)
 
     def write(self, offset: int, data: bytes) -> None:
         if self.append:

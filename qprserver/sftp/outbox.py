@@ -250,6 +250,7 @@ class Outbox:
                 reason=handle.failure,
                 size=size,
                 sha256=sha256,
+                started=handle.opened,
             )
             raise asyncssh.SFTPFailure(f"abgelehnt: {handle.failure}")
         try:
@@ -261,6 +262,7 @@ class Outbox:
                 direct_ik=target.direct_ik,
                 writer=writer,
                 client_mtime=_when(handle.mtime) if handle.mtime is not None else None,
+                started=handle.opened,
             )
         except Rejected as exc:
             raise asyncssh.SFTPFailure(f"abgelehnt: {exc}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,15 @@ class ReceiptRecorder:
         if handle.delivery_id is None:
             return
         download = receipts.Download(
-            account.id, account.ik, handle.delivery_id, handle.sha256, handle.name, at, remote
+            account.id,
+            account.ik,
+            handle.delivery_id,
+            handle.sha256,
+            handle.name,
+            at,
+            remote,
+            size=handle.size,
+            seconds=time.monotonic() - handle.opened,
         )
         ranges = handle.ranges()
         if coverage.covers(ranges, handle.size):

@@ -17,13 +17,14 @@ from qprserver.db.engine import Database, Reads
 from qprserver.db.models import Account
 from qprserver.errors import ConfigError
 from qprserver.exchange.uploads import UploadService
+from qprserver.observability.logs import new_id
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.storage.base import BlobStore
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
 
-    from qprserver.accounts.access import Decision
+    from qprserver.accounts.access import Decision, Failure, Refusal
     from qprserver.sftp.handles import UploadHandle
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,14 @@ class ConnectionState:
 
     peer: str
     address: str = ""
+    # Ties this connection's log lines together (``session`` in every event).
+    session: str = field(default_factory=new_id)
+    # The user name when it is an IK (anything else may be a mistyped secret).
+    ik: str | None = None
+    # The factor tried last (``publickey``, ``password``) and why the login fails
+    # so far: what ``access.report`` tells when the connection ends unauthenticated.
+    method: str = "none"
+    failure: Refusal | Failure | None = None
     account: Account | None = None
     # What the login policy said about ``account`` from this address (``begin_auth``).
     access: Decision | None = None

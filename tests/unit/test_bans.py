@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from qprserver.config import SecuritySettings
 from qprserver.db.engine import Database
 from qprserver.errors import NotFound
+from qprserver.observability import logs
 from qprserver.security import bans
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -72,3 +74,17 @@ async def test_banned_keys_tell_an_address_ban_from_an_account_ban(db: Database)
     await _fail(db, 3, NOW)
     assert await bans.banned_keys(db, [ADDR, account], later) == {ADDR, account}
     assert await bans.banned_keys(db, [bans.address_key("192.0.2.10")], later) == set()
+
+
+async def test_a_ban_set_and_lifted_is_told_once_each(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="qprserver.events"):
+        await _fail(db, 3, NOW)
+        await bans.remove_ban(db, "192.0.2.9")
+    told = [(r.getMessage(), getattr(r, logs.FIELDS)) for r in caplog.records]
+    until = (NOW + timedelta(seconds=102)).isoformat()
+    assert told == [
+        ("ban.set", {"key": ADDR, "until": until, "seconds": 100}),
+        ("ban.lifted", {"key": ADDR}),
+    ]

@@ -116,3 +116,15 @@ def test_without_a_kinds_section_the_standard_kinds_apply_as_the_example_lists_t
 def test_a_kinds_section_replaces_the_standard_kinds(tmp_path: Path) -> None:
     text = "[kinds.anlage]\npattern = '^(?P<ik>\\d{9})_anlage\\.zip$'\ncontent = \"zip\"\n"
     assert set(load_config(_write(tmp_path, text)).kinds) == {"anlage"}
+
+
+def test_the_metrics_listener_may_not_share_the_sftp_port(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[server]\nport = 2222\n[metrics]\nenabled = true\nport = 2222\n")
+    with pytest.raises(ConfigError, match=r"metrics\.port must differ from server\.port"):
+        load_config(path)
+
+
+def test_an_unknown_log_format_is_refused_with_the_choices(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[logging]\nformat = "xml"\n')
+    with pytest.raises(ConfigError, match=r"logging\.format: .*auto, json, text"):
+        load_config(path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
+import pytest
 from sqlalchemy import select
 
 from qprserver.config import MailSettings
@@ -12,6 +14,7 @@ from qprserver.db.engine import Database
 from qprserver.db.models import Account, MailMessage
 from qprserver.notify import emails, outbox
 from qprserver.notify.smtp import build_message
+from qprserver.observability import logs
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 SETTINGS = MailSettings(max_attempts=2, retry_base=60.0)
@@ -155,3 +158,37 @@ def test_a_message_carries_both_bodies_and_the_headers_that_stop_auto_replies() 
     text, html = message.get_body(("plain",)), message.get_body(("html",))
     assert text is not None and "über relay:25 funktioniert" in text.get_content()
     assert html is not None and "<code>relay:25</code>" in html.get_content()
+
+
+async def test_each_attempt_is_told_as_mail_failed_sent_or_dead(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    account = await _account(db)
+    await _queue(db, account, "account:7")
+    mailer = Recording()
+    mailer.down = True
+    with caplog.at_level(logging.INFO, logger="qprserver.events"):
+        await outbox.send_pending(db, mailer, SETTINGS, NOW)
+        await outbox.send_pending(db, mailer, SETTINGS, NOW + timedelta(hours=1))
+        await _queue(db, account, "account:8")
+        mailer.down = False
+        await outbox.send_pending(db, mailer, SETTINGS, NOW + timedelta(hours=2))
+    told = [(r.getMessage(), getattr(r, logs.FIELDS)) for r in caplog.records]
+    first, second = (row.id for row in await _rows(db))
+    down = "ConnectionRefusedError: relay down"
+    template = (await _rows(db))[0].template
+    assert told == [
+        ("mail.failed", _mail(first, template, account.id, 1, down)),
+        ("mail.dead", _mail(first, template, account.id, 2, down)),
+        ("mail.sent", _mail(second, template, account.id, 1)),
+    ]
+
+
+def _mail(
+    message: int, template: str, account_id: int, attempts: int, error: str | None = None
+) -> dict[str, object]:
+    fields: dict[str, object] = {"message": message, "template": template}
+    fields.update(account_id=account_id, attempts=attempts)
+    if error is not None:
+        fields["error"] = error
+    return fields

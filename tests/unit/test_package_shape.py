@@ -22,6 +22,7 @@ DOMAIN = (
     "notify",
     "qb",
     "jobs",
+    "observability",
     "db",
     "config",
     "errors",
