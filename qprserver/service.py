@@ -36,6 +36,8 @@ from qprserver.sftp.server import SFTPListener
 from qprserver.sftp.state import ServerContext
 from qprserver.storage.base import BlobStore
 from qprserver.storage.local import FileBlobStore
+from qprserver.web.context import Portal
+from qprserver.web.server import WebListener
 
 log = logging.getLogger("qprserver")
 
@@ -162,6 +164,7 @@ async def serve_forever(
     settings: Settings,
     *,
     sockets: Sequence[socket.socket] = (),
+    web_sockets: Sequence[socket.socket] | None = None,
     sweep_blobs: bool = False,
     ready: Callable[[int], None] | None = None,
     on_signal: Callable[[int], None] | None = None,
@@ -171,7 +174,8 @@ async def serve_forever(
     ``sweep_blobs``: first remove blobs no row refers to (left by a killed server
     between storing a blob and committing its row; one process of a node does it).
     ``on_signal`` is called with the signal first (the first process passes it on
-    to the other workers, so all of them shut down at once).
+    to the other workers, so all of them shut down at once). ``web_sockets``: the
+    portal's, when ``web.enabled`` (None: bound here).
     """
     # Signals first: a SIGTERM during start-up must still shut down in order.
     stop = asyncio.Event()
@@ -201,6 +205,13 @@ async def serve_forever(
         listener = SFTPListener(ctx)
         await listener.start(sockets)
         log.info("listening on %s:%d", settings.server.host, listener.port)
+        web: WebListener | None = None
+        if settings.web.enabled:
+            if web_sockets is None:
+                web_sockets = listening_sockets(settings.web.host, settings.web.port)[0]
+            portal = Portal(settings, db, ctx.blobs, ctx.uploads, ctx.clock, totp_key=ctx.totp_key)
+            web = WebListener(portal)
+            await web.start(web_sockets)
         # Everything made so far (modules, tables, compiled statements) lives as long
         # as the process: out of the collector's sight, a full collection scans only
         # what sessions made since, not the whole heap of the libraries.
@@ -217,6 +228,8 @@ async def serve_forever(
             starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
         scheduler.stop()
+        if web is not None:
+            await web.stop()
         await listener.stop()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -242,11 +255,14 @@ def _setup_logging() -> None:
     # asyncssh logs every channel at INFO; operators want qprserver's events.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
 
 
-def _worker(config_path: str, sockets: list[socket.socket]) -> None:
+def _worker(
+    config_path: str, sockets: list[socket.socket], web_sockets: list[socket.socket]
+) -> None:
     _setup_logging()
-    asyncio.run(serve_forever(load_config(config_path), sockets=sockets))
+    asyncio.run(serve_forever(load_config(config_path), sockets=sockets, web_sockets=web_sockets))
 
 
 def run(settings: Settings) -> None:
@@ -262,22 +278,32 @@ def run(settings: Settings) -> None:
     _setup_logging()
     workers = settings.server.workers
     sockets = listening_sockets(settings.server.host, settings.server.port, workers)
+    web = settings.web
+    web_sockets = listening_sockets(web.host, web.port, workers) if web.enabled else [[]] * workers
     warn_unusable_files(settings)
     swept = asyncio.run(sweep_stale_uploads(settings))
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)
     if workers == 1:
-        asyncio.run(serve_forever(settings, sockets=sockets[0], sweep_blobs=True))
+        asyncio.run(
+            serve_forever(
+                settings, sockets=sockets[0], web_sockets=web_sockets[0], sweep_blobs=True
+            )
+        )
         return
     assert settings.config_path is not None
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(str(settings.config_path), own), name=f"qprserver-{i}")
-        for i, own in enumerate(sockets[1:], start=1)
+        ctx.Process(
+            target=_worker,
+            args=(str(settings.config_path), own, web_own),
+            name=f"qprserver-{i}",
+        )
+        for i, (own, web_own) in enumerate(zip(sockets[1:], web_sockets[1:], strict=True), 1)
     ]
-    for proc, own in zip(procs, sockets[1:], strict=True):
+    for proc, own, web_own in zip(procs, sockets[1:], web_sockets[1:], strict=True):
         proc.start()  # the child has its copies of the sockets once this returns
-        for sock in own:
+        for sock in [*own, *web_own]:
             # Else a worker's socket outlives the worker and its share of the
             # connections would wait in a queue nobody accepts from.
             sock.close()
@@ -290,7 +316,13 @@ def run(settings: Settings) -> None:
 
     try:
         asyncio.run(
-            serve_forever(settings, sockets=sockets[0], sweep_blobs=True, on_signal=forward)
+            serve_forever(
+                settings,
+                sockets=sockets[0],
+                web_sockets=web_sockets[0],
+                sweep_blobs=True,
+                on_signal=forward,
+            )
         )
     finally:
         forward(signal.SIGTERM)  # also when this process failed: the others stop too

@@ -35,6 +35,7 @@ from qprserver.db.models.operations import (
     JobRun,
     MailMessage,
 )
+from qprserver.db.models.web import WebSession, WebStage
 
 __all__ = [
     "FOLDERS",
@@ -63,4 +64,6 @@ __all__ = [
     "Route",
     "SSHKey",
     "UploadProtocol",
+    "WebSession",
+    "WebStage",
 ]
