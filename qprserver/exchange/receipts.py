@@ -22,6 +22,7 @@ from typing import cast
 from sqlalchemy import Connection, Table, insert
 from sqlalchemy.orm import Session
 
+from qprserver.accounts.enums import Channel
 from qprserver.audit import chain as audit
 from qprserver.db.engine import Database
 from qprserver.db.models import DownloadReceipt
@@ -40,6 +41,7 @@ class Download:
     name: str
     at: datetime
     remote: str
+    channel: Channel = Channel.SFTP
 
 
 Item = Download | PartialRead | audit.Event
@@ -49,14 +51,12 @@ _INSERT_RECEIPTS = insert(cast(Table, DownloadReceipt.__table__))
 
 
 def download_event(d: Download) -> audit.Event:
-    """The audit event of a receipt."""
-    return audit.Event(
-        audit.Actor(d.account_ik, d.remote),
-        "download",
-        d.at,
-        d.account_ik,
-        {"delivery": d.delivery_id, "name": d.name, "sha256": d.sha256},
-    )
+    """The audit event of a receipt (the channel named when it is not SFTP, so SFTP's
+    events read as they always have)."""
+    details: dict[str, object] = {"delivery": d.delivery_id, "name": d.name, "sha256": d.sha256}
+    if d.channel is not Channel.SFTP:
+        details["channel"] = d.channel.value
+    return audit.Event(audit.Actor(d.account_ik, d.remote), "download", d.at, d.account_ik, details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,7 @@ def write(conn: Connection, batch: Batch, audit_key: bytes | None) -> None:
                     "at": d.at,
                     "sha256": d.sha256,
                     "remote": d.remote,
+                    "channel": d.channel,
                 }
                 for d in downloads
             ],

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
-from qprserver.accounts.enums import Role
+from qprserver.accounts.enums import Channel, Role
 from qprserver.audit.chain import Actor
 from qprserver.db.engine import Reads
 from qprserver.db.models import Bundle
@@ -117,6 +117,7 @@ def _receipt(call: Call, row: listing.Row) -> receipts.Download:
         row.name,
         call.portal.clock.now(),
         address(call.request),
+        Channel.WEB,
     )
 
 

@@ -7,6 +7,7 @@ it over HTTPS-shaped ASGI requests with a cookie jar, like one browser.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,14 @@ from tests.functional.harness import ADMIN, Server
 
 PASSWORD = "ein langes Passwort 1"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+_DOCUMENT = re.compile(r'<a href="/dokumente/(\d+)" download>([^<]+)</a>')
+
+
+def document_ids(page: str) -> dict[str, int]:
+    """Names and delivery ids of the documents a page lists, in order."""
+    return {html.unescape(name): int(ident) for ident, name in _DOCUMENT.findall(page)}
 
 
 def csrf_of(page: str) -> str:

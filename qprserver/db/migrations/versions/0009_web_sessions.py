@@ -1,4 +1,4 @@
-"""web sessions: the portal's logins, kept on the server
+"""web sessions: the portal's logins, kept on the server; the channel of a receipt
 
 Revision ID: 0009
 Revises: 0008
@@ -49,8 +49,14 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_web_sessions_account_id"), "web_sessions", ["account_id"], unique=False
     )
+    with op.batch_alter_table("download_receipts") as batch:
+        batch.add_column(
+            sa.Column("channel", sa.String(length=8), server_default="sftp", nullable=False)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("download_receipts") as batch:
+        batch.drop_column("channel")
     op.drop_index(op.f("ix_web_sessions_account_id"), table_name="web_sessions")
     op.drop_table("web_sessions")
