@@ -80,7 +80,12 @@ def render(
     status: int = 200,
     csrf: str | None = None,
 ) -> HTMLResponse:
-    values: dict[str, Any] = {"visit": visit, "csrf": csrf or (visit.session.csrf if visit else "")}
+    kinds = portal_of(request).settings.kinds
+    values: dict[str, Any] = {
+        "visit": visit,
+        "csrf": csrf or (visit.session.csrf if visit else ""),
+        "kinds": {name: kind.description or name for name, kind in kinds.items()},
+    }
     if visit is not None:
         values["recipient"] = visit.account.has_role(Role.RECIPIENT)
         values["depositor"] = visit.account.has_role(Role.DEPOSITOR)
