@@ -357,6 +357,44 @@ class MetricsSettings(_Section):
     port: int = Field(default=9464, ge=0, le=65535)
 
 
+class WebSettings(_Section):
+    """The web portal (QPR_0_WEB): its own listener, HTTPS or plain HTTP behind a proxy."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    # Empty: plain HTTP, allowed only on a loopback address behind ``trusted_proxies``.
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+    session_idle: float = Field(default=15 * 60.0, gt=0)
+    session_max: float = Field(default=8 * 60 * 60.0, gt=0)
+    page_size: int = Field(default=50, ge=5, le=500)
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is no IP address or network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
 class KindSettings(_Section):
     """A document kind: which file names it matches and what content it must have."""
 
@@ -458,6 +496,7 @@ class Settings(_Section):
     qb: QbSettings = Field(default_factory=QbSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("kinds")
@@ -567,9 +606,16 @@ def parse_config(data: dict[str, Any], path: Path) -> Settings:
             "rules": {y: _resolve(base, p) for y, p in settings.qb.rules.items()},
         }
     )
+    web = settings.web.model_copy(
+        update={
+            "tls_cert": _resolve(base, settings.web.tls_cert) if settings.web.tls_cert else None,
+            "tls_key": _resolve(base, settings.web.tls_key) if settings.web.tls_key else None,
+        }
+    )
     return settings.model_copy(
         update={
             "qb": qb,
+            "web": web,
             "security": security,
             "server": server,
             "storage": storage,

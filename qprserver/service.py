@@ -42,6 +42,8 @@ from qprserver.sftp.server import SFTPListener
 from qprserver.sftp.state import ServerContext
 from qprserver.storage.base import BlobStore
 from qprserver.storage.local import FileBlobStore
+from qprserver.web.context import Portal
+from qprserver.web.server import WebListener
 
 log = logging.getLogger("qprserver")
 
@@ -168,6 +170,7 @@ async def serve_forever(
     settings: Settings,
     *,
     sockets: Sequence[socket.socket] = (),
+    web_sockets: Sequence[socket.socket] | None = None,
     sweep_blobs: bool = False,
     ready: Callable[[int], None] | None = None,
     on_signal: Callable[[int], None] | None = None,
@@ -179,8 +182,9 @@ async def serve_forever(
     ``sweep_blobs``: first remove blobs no row refers to (left by a killed server
     between storing a blob and committing its row; one process of a node does it).
     ``on_signal`` is called with the signal first (the first process passes it on
-    to the other workers, so all of them shut down at once). ``primary``: this
-    process serves the operations listener and tells systemd how the service stands;
+    to the other workers, so all of them shut down at once). ``web_sockets``: the
+    portal's, when ``web.enabled`` (None: bound here). ``primary``: this process serves
+    the operations listener and tells systemd how the service stands;
     ``metrics_folder``: where the workers' metric values meet (``multiproc``).
     """
     # Signals first: a SIGTERM during start-up must still shut down in order.
@@ -221,6 +225,13 @@ async def serve_forever(
         listener = SFTPListener(ctx)
         await listener.start(sockets)
         log.info("listening on %s:%d", settings.server.host, listener.port)
+        web: WebListener | None = None
+        if settings.web.enabled:
+            if web_sockets is None:
+                web_sockets = listening_sockets(settings.web.host, settings.web.port)[0]
+            portal = Portal(settings, db, ctx.blobs, ctx.uploads, ctx.clock, totp_key=ctx.totp_key)
+            web = WebListener(portal)
+            await web.start(web_sockets)
         # Everything made so far (modules, tables, compiled statements) lives as long
         # as the process: out of the collector's sight, a full collection scans only
         # what sessions made since, not the whole heap of the libraries.
@@ -258,6 +269,8 @@ async def serve_forever(
             starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
         scheduler.stop()
+        if web is not None:
+            await web.stop()
         await listener.stop()
     finally:
         if watchdog is not None:
@@ -283,10 +296,19 @@ def warn_unusable_files(settings: Settings) -> None:
 _NO_SERVICE_MANAGER = ServiceEnvironment()
 
 
-def _worker(config_path: str, sockets: list[socket.socket], metrics_folder: Path | None) -> None:
+def _worker(
+    config_path: str,
+    sockets: list[socket.socket],
+    web_sockets: list[socket.socket],
+    metrics_folder: Path | None,
+) -> None:
     settings = load_config(config_path)
     logs.setup(settings.logging, service_environment())
-    asyncio.run(serve_forever(settings, sockets=sockets, metrics_folder=metrics_folder))
+    asyncio.run(
+        serve_forever(
+            settings, sockets=sockets, web_sockets=web_sockets, metrics_folder=metrics_folder
+        )
+    )
 
 
 def run(settings: Settings) -> None:
@@ -302,36 +324,51 @@ def run(settings: Settings) -> None:
     logs.setup(settings.logging, service_environment())
     workers = settings.server.workers
     sockets = listening_sockets(settings.server.host, settings.server.port, workers)
+    web = settings.web
+    web_sockets = listening_sockets(web.host, web.port, workers) if web.enabled else [[]] * workers
     warn_unusable_files(settings)
     swept = asyncio.run(sweep_stale_uploads(settings))
     if swept:
         log.info("removed %d unfinished upload(s) left from before", swept)
     if workers == 1:
-        asyncio.run(serve_forever(settings, sockets=sockets[0], sweep_blobs=True, primary=True))
+        asyncio.run(
+            serve_forever(
+                settings,
+                sockets=sockets[0],
+                web_sockets=web_sockets[0],
+                sweep_blobs=True,
+                primary=True,
+            )
+        )
         return
     # Before any process imports prometheus-client: the workers count into this folder.
     folder = multiproc.prepare() if settings.metrics.enabled else None
     try:
-        _run_workers(settings, sockets, folder)
+        _run_workers(settings, sockets, web_sockets, folder)
     finally:
         if folder is not None:
             multiproc.remove(folder)
 
 
 def _run_workers(
-    settings: Settings, sockets: list[list[socket.socket]], folder: Path | None
+    settings: Settings,
+    sockets: list[list[socket.socket]],
+    web_sockets: list[list[socket.socket]],
+    folder: Path | None,
 ) -> None:
     assert settings.config_path is not None
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(
-            target=_worker, args=(str(settings.config_path), own, folder), name=f"qprserver-{i}"
+            target=_worker,
+            args=(str(settings.config_path), own, web_own, folder),
+            name=f"qprserver-{i}",
         )
-        for i, own in enumerate(sockets[1:], start=1)
+        for i, (own, web_own) in enumerate(zip(sockets[1:], web_sockets[1:], strict=True), 1)
     ]
-    for proc, own in zip(procs, sockets[1:], strict=True):
+    for proc, own, web_own in zip(procs, sockets[1:], web_sockets[1:], strict=True):
         proc.start()  # the child has its copies of the sockets once this returns
-        for sock in own:
+        for sock in [*own, *web_own]:
             # Else a worker's socket outlives the worker and its share of the
             # connections would wait in a queue nobody accepts from.
             sock.close()
@@ -347,6 +384,7 @@ def _run_workers(
             serve_forever(
                 settings,
                 sockets=sockets[0],
+                web_sockets=web_sockets[0],
                 sweep_blobs=True,
                 on_signal=forward,
                 primary=True,

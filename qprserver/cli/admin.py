@@ -33,6 +33,15 @@ def init(app: App) -> None:
             click.echo(f"host key created: {path}")
         else:
             click.echo(f"host key kept: {path}")
+    web = settings.web
+    if web.tls_cert is not None and web.tls_key is not None:
+        from qprserver.security.tlscert import ensure_self_signed
+
+        if ensure_self_signed(web.tls_cert, web.tls_key, web.host, app.clock.now()):
+            click.echo(
+                f"self-signed web certificate created for local use: {web.tls_cert} "
+                "(browsers warn; put a real certificate there for production)"
+            )
 
     async def work(db: Database) -> bool:
         await migrate.upgrade(db)

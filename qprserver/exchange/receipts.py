@@ -22,6 +22,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, insert
 from sqlalchemy.orm import Session
 
+from qprserver.accounts.enums import Channel
 from qprserver.audit import chain as audit
 from qprserver.db.engine import Database
 from qprserver.db.models import DownloadReceipt
@@ -41,10 +42,10 @@ class Download:
     name: str
     at: datetime
     remote: str
-    # For the ``download.complete`` event: which channel served it, the document's
+    # Which channel served it; for the ``download.complete`` event also the document's
     # size, the seconds its transfer took, and the log ids of the request that ended
     # it (the event is told once the receipt is written, outside that request).
-    channel: str = "sftp"
+    channel: Channel = Channel.SFTP
     size: int = 0
     seconds: float = 0.0
     context: tuple[tuple[str, Any], ...] = field(default_factory=logs.current_ids)
@@ -57,14 +58,12 @@ _INSERT_RECEIPTS = insert(cast(Table, DownloadReceipt.__table__))
 
 
 def download_event(d: Download) -> audit.Event:
-    """The audit event of a receipt."""
-    return audit.Event(
-        audit.Actor(d.account_ik, d.remote),
-        "download",
-        d.at,
-        d.account_ik,
-        {"delivery": d.delivery_id, "name": d.name, "sha256": d.sha256},
-    )
+    """The audit event of a receipt (the channel named when it is not SFTP, so SFTP's
+    events read as they always have)."""
+    details: dict[str, object] = {"delivery": d.delivery_id, "name": d.name, "sha256": d.sha256}
+    if d.channel is not Channel.SFTP:
+        details["channel"] = d.channel.value
+    return audit.Event(audit.Actor(d.account_ik, d.remote), "download", d.at, d.account_ik, details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +104,7 @@ def write(conn: Connection, batch: Batch, audit_key: bytes | None) -> list[Downl
                     "at": d.at,
                     "sha256": d.sha256,
                     "remote": d.remote,
+                    "channel": d.channel,
                 }
                 for d in downloads
             ],

@@ -76,22 +76,60 @@ async def enable(
     ik: str,
     key: Fernet,
     issuer: str,
+    secret: str | None = None,
 ) -> Enrolment:
-    """Give an account a new TOTP secret and recovery codes (replacing earlier ones)."""
+    """Give an account a new TOTP secret and recovery codes (replacing earlier ones).
+
+    ``secret``: one the holder has already proven to have (``code_matches``), as the
+    web portal's enrolment does; by default a new one.
+    """
     account = await get_account(session, ik)
-    secret = pyotp.random_base32()
+    secret = secret or new_secret()
     account.totp_secret = key.encrypt(secret.encode()).decode()
     account.totp_last_step = None
     account.updated_at = now
+    codes = await _replace_recovery_codes(session, account)
+    await audit.record(session, actor, "totp.enable", at=now, target=account.ik)
+    return Enrolment(provisioning_uri(secret, account.ik, issuer), codes)
+
+
+async def _replace_recovery_codes(session: AsyncSession, account: Account) -> list[str]:
     old = await session.scalars(select(RecoveryCode).where(RecoveryCode.account_id == account.id))
     for row in old:
         await session.delete(row)
     codes = [f"{secrets.token_hex(3)}-{secrets.token_hex(3)}" for _ in range(RECOVERY_CODES)]
     for code in codes:
         session.add(RecoveryCode(account_id=account.id, code_hash=_hash_code(code)))
-    await audit.record(session, actor, "totp.enable", at=now, target=account.ik)
-    uri = pyotp.TOTP(secret).provisioning_uri(name=account.ik, issuer_name=issuer)
-    return Enrolment(uri, codes)
+    return codes
+
+
+async def renew_recovery_codes(
+    session: AsyncSession, actor: Actor, now: datetime, ik: str
+) -> list[str]:
+    """New recovery codes for an enrolled account; the earlier ones stop working."""
+    account = await get_account(session, ik)
+    if account.totp_secret is None:
+        raise InvalidInput(f"Konto {account.ik} hat keinen zweiten Faktor")
+    codes = await _replace_recovery_codes(session, account)
+    account.updated_at = now
+    await audit.record(session, actor, "totp.recovery-codes", at=now, target=account.ik)
+    return codes
+
+
+def new_secret() -> str:
+    """A fresh TOTP secret (base32)."""
+    return str(pyotp.random_base32())
+
+
+def provisioning_uri(secret: str, ik: str, issuer: str) -> str:
+    """The ``otpauth://`` URI an authenticator app reads (from a QR code)."""
+    return str(pyotp.TOTP(secret).provisioning_uri(name=ik, issuer_name=issuer))
+
+
+def code_matches(secret: str, code: str, now: datetime) -> bool:
+    """True when code is the secret's TOTP code within one step of now (enrolment)."""
+    code = code.strip()
+    return code.isdigit() and len(code) == 6 and _matching_step(secret, code, now) is not None
 
 
 async def disable(session: AsyncSession, actor: Actor, now: datetime, ik: str) -> None:

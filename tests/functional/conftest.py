@@ -35,6 +35,7 @@ from tests.functional.harness import (
     wait_listening,
 )
 from tests.functional.smtp import SmtpServer, free_port
+from tests.functional.web import Web, make_web
 
 T = TypeVar("T")
 
@@ -170,3 +171,9 @@ async def running(
         yield run
     finally:
         await kill_group(run.proc)
+
+
+@pytest.fixture
+async def web(server: Server) -> Web:
+    """The web portal's app on the running server's parts (as ``serve`` builds it)."""
+    return make_web(server)

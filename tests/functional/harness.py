@@ -11,6 +11,7 @@ import sys
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from sqlalchemy import select
 
 from qprserver.accounts import service as accounts
 from qprserver.audit.chain import Actor
-from qprserver.clock import SystemClock
+from qprserver.clock import FixedClock, SystemClock
 from qprserver.config import Settings, load_config, parse_config
 from qprserver.db.engine import Database
 from qprserver.db.models import Document
 from qprserver.exchange import routing
+from qprserver.ik import check_digit
 from qprserver.notify.outbox import Notifier
 from qprserver.security.hostkeys import ensure_host_key
 from qprserver.security.totp import ensure_key
@@ -359,3 +361,37 @@ async def wait_until_under_way(server: Server, size: int) -> None:
             break
         await asyncio.sleep(0.02)
     assert 1024 * 1024 < grown < size, "the upload never got under way"
+
+
+# The hospital of the real 2019 quality report (../shared/data/qb) and its recipient.
+HOSPITAL = "260100023"  # the IK of the real 2019 report, region 01 (SH)
+REPORT = "260100023-01-2019-xml.xml"
+LV_SH = "10010000" + str(check_digit("10010000"))
+IN_WINDOW = datetime(2020, 10, 20, 10, 0, tzinfo=UTC)
+
+
+async def start_qb_server(
+    tmp_path: Path, db: Database, schema: Path, **qb_settings: object
+) -> Server:
+    """A server that checks 2019 quality reports (schema, windows), its clock inside the
+    main window, with a hospital depositor and the Land's recipient routed."""
+    settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
+    qb = settings.qb.model_validate(
+        {
+            **qb_settings,
+            "schemas": {"2019": str(schema)},
+            "windows": {
+                "2019": {
+                    "main": {"start": "2020-10-15", "end": "2020-11-15"},
+                    "replacement": {"start": "2020-11-23", "end": "2020-12-15"},
+                }
+            },
+        }
+    )
+    settings = settings.model_copy(update={"qb": qb})
+    srv = await start_server(settings, db, tmp_path)
+    srv.listener.ctx.clock = FixedClock(IN_WINDOW)
+    await srv.add_account(HOSPITAL, ["depositor"], email="qb@klinik.example")
+    await srv.add_account(LV_SH, ["recipient"], email="lv-sh@example.org")
+    await srv.add_route("qualitaetsbericht", "SH", LV_SH)
+    return srv

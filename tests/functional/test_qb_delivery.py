@@ -17,48 +17,23 @@ from sqlalchemy import select
 from qprserver.clock import FixedClock
 from qprserver.db.engine import Database
 from qprserver.db.models import MailMessage
-from qprserver.ik import check_digit
 from tests.conftest import QB_DATA
-from tests.functional.harness import Server, make_settings, start_server
-
-HOSPITAL = "260100023"  # the IK of the real 2019 report, region 01 (SH)
-REPORT = "260100023-01-2019-xml.xml"
-LV_SH = "10010000" + str(check_digit("10010000"))
-IN_WINDOW = datetime(2020, 10, 20, 10, 0, tzinfo=UTC)
+from tests.functional.harness import (
+    HOSPITAL,
+    LV_SH,
+    REPORT,
+    Server,
+    start_qb_server,
+)
 
 pytestmark = pytest.mark.skipif(
     not (QB_DATA / REPORT).exists(), reason="G-BA test data (../shared/data/qb) not present"
 )
 
 
-async def _start_qb_server(
-    tmp_path: Path, db: Database, schema: Path, **qb_settings: object
-) -> Server:
-    settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
-    qb = settings.qb.model_validate(
-        {
-            **qb_settings,
-            "schemas": {"2019": str(schema)},
-            "windows": {
-                "2019": {
-                    "main": {"start": "2020-10-15", "end": "2020-11-15"},
-                    "replacement": {"start": "2020-11-23", "end": "2020-12-15"},
-                }
-            },
-        }
-    )
-    settings = settings.model_copy(update={"qb": qb})
-    srv = await start_server(settings, db, tmp_path)
-    srv.listener.ctx.clock = FixedClock(IN_WINDOW)
-    await srv.add_account(HOSPITAL, ["depositor"], email="qb@klinik.example")
-    await srv.add_account(LV_SH, ["recipient"], email="lv-sh@example.org")
-    await srv.add_route("qualitaetsbericht", "SH", LV_SH)
-    return srv
-
-
 @pytest.fixture
 async def qb_server(tmp_path: Path, db: Database) -> AsyncIterator[Server]:
-    srv = await _start_qb_server(tmp_path, db, QB_DATA / "qb-2019-schema.xsd")
+    srv = await start_qb_server(tmp_path, db, QB_DATA / "qb-2019-schema.xsd")
     try:
         yield srv
     finally:
@@ -74,7 +49,7 @@ async def schema_trouble_server(
     if request.param == "not a schema":
         schema.parent.mkdir()
         schema.write_text("<xs:schema kaputt", encoding="utf-8")
-    srv = await _start_qb_server(tmp_path, db, schema)
+    srv = await start_qb_server(tmp_path, db, schema)
     try:
         yield srv
     finally:
@@ -188,7 +163,7 @@ async def test_a_report_over_the_configured_xml_size_is_refused_naming_the_limit
 ) -> None:
     data = (QB_DATA / REPORT).read_bytes()
     limit = len(data) - 1
-    server = await _start_qb_server(
+    server = await start_qb_server(
         tmp_path, db, QB_DATA / "qb-2019-schema.xsd", max_xml_bytes=limit
     )
     try:

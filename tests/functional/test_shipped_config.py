@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncssh
+import httpx
 import pytest
 
 from qprserver.config import DatabaseSettings, load_config
@@ -89,25 +91,30 @@ async def serving(config: Path, port: int) -> AsyncIterator[Serving]:
             await proc.wait()
 
 
-def _shipped_copy(tmp_path: Path, port: int) -> Path:
-    """The example config as shipped, in a copy of the repository's layout, on a free port."""
+def _shipped_copy(tmp_path: Path, port: int, web_port: int = 0) -> Path:
+    """The example config as shipped, in a copy of the repository's layout, on free ports."""
     folder = tmp_path / "config"
     folder.mkdir()
     config = folder / "qprserver.toml"
     text = EXAMPLE.read_text(encoding="utf-8")
-    assert text.count("\nport = 2222\n") == 1
-    config.write_text(text.replace("\nport = 2222\n", f"\nport = {port}\n"), encoding="utf-8")
+    assert text.count("\nport = 2222\n") == 1 and text.count("\nport = 8443\n") == 1
+    text = text.replace("\nport = 2222\n", f"\nport = {port}\n")
+    config.write_text(text.replace("\nport = 8443\n", f"\nport = {web_port}\n"), encoding="utf-8")
     return config
 
 
 async def test_the_shipped_example_config_initialises_and_serves_without_a_warning(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    config = _shipped_copy(tmp_path, port)
-    Instance(tmp_path, config).ok("init")
+    port, web_port = free_port(), free_port()
+    config = _shipped_copy(tmp_path, port, web_port)
+    made = Instance(tmp_path, config).ok("init")
+    assert "self-signed web certificate created for local use" in made
     settings = load_config(config)
+    assert settings.web.tls_cert is not None and settings.web.tls_key is not None
     paths = [
+        settings.web.tls_cert,
+        settings.web.tls_key,
         *settings.server.host_keys,
         settings.storage.data_dir,
         settings.security.totp_key,
@@ -123,6 +130,11 @@ async def test_the_shipped_example_config_initialises_and_serves_without_a_warni
             await asyncssh.connect(
                 "127.0.0.1", port, username=MD_NW, password="falsch", known_hosts=None
             )
+        # The portal answers over HTTPS with the certificate init made.
+        trust = ssl.create_default_context(cafile=str(settings.web.tls_cert))
+        async with httpx.AsyncClient(verify=trust) as client:
+            page = await client.get(f"https://127.0.0.1:{web_port}/anmelden")
+        assert page.status_code == 200 and "Anmelden" in page.text
     assert run.problems() == [], "".join(run.log)
 
 

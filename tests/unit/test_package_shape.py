@@ -100,6 +100,7 @@ def test_the_walk_sees_every_subject_and_the_imports_it_checks() -> None:
     by_name = {m.name: m for m in modules()}
     assert "asyncssh" in imports(by_name["qprserver.sftp.server"])
     assert "click" in imports(by_name["qprserver.cli.app"])
+    assert "starlette.applications" in imports(by_name["qprserver.web.app"])
     assert "qprserver.cli.main" in imports(by_name["qprserver.__main__"])
 
 
@@ -144,6 +145,17 @@ def test_only_the_cli_imports_click() -> None:
         if within(name, "click")
     )
     assert not found, offenders("click outside cli/", found)
+
+
+def test_only_the_web_edge_imports_starlette_uvicorn_and_multipart() -> None:
+    found = sorted(
+        f"{m.name} imports {name}"
+        for m in modules()
+        if m.subject != "web"
+        for name in imports(m)
+        if any(within(name, lib) for lib in ("starlette", "uvicorn", "python_multipart"))
+    )
+    assert not found, offenders("Starlette, uvicorn or python-multipart outside web/", found)
 
 
 def test_no_module_is_over_400_lines_unless_its_docstring_says_why() -> None:

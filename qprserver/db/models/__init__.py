@@ -42,6 +42,7 @@ from qprserver.db.models.registrations import (
     OneTimeToken,
     Registration,
 )
+from qprserver.db.models.web import WebSession, WebStage
 
 __all__ = [
     "FOLDERS",
@@ -75,4 +76,6 @@ __all__ = [
     "Route",
     "SSHKey",
     "UploadProtocol",
+    "WebSession",
+    "WebStage",
 ]

@@ -18,9 +18,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from qprserver.accounts.enums import Channel
 from qprserver.db.base import (
     Base,
     BigIntPK,
+    EnumString,
     UTCDateTime,
     intpk,
     sha256_hex,
@@ -118,6 +120,10 @@ class DownloadReceipt(Base):
     at: Mapped[utc]
     sha256: Mapped[sha256_hex]
     remote: Mapped[str] = mapped_column(String(255), default="")
+    # How it was downloaded: over SFTP or in the web portal.
+    channel: Mapped[Channel] = mapped_column(
+        EnumString(Channel, 8), default=Channel.SFTP, server_default=Channel.SFTP.value
+    )
 
 
 class DownloadCoverage(Base):
