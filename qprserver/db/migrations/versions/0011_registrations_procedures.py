@@ -1,7 +1,7 @@
 """registrations, one-time tokens, procedures per account, the pending account state
 
-Revision ID: 0013
-Revises: 0008
+Revision ID: 0011
+Revises: 0009
 Create Date: 2026-11-28 09:00:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import qprserver.db.base
 
-revision = "0013"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
