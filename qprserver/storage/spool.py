@@ -311,3 +311,23 @@ class SpoolWriter:
             os.close(self._fd)
             self._fd = None
         self._path.unlink(missing_ok=True)
+
+
+class SpoolStream:
+    """The ``BlobStream`` of a spool writer: each write goes at the end."""
+
+    def __init__(self, writer: SpoolWriter) -> None:
+        self._writer = writer
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(self._writer.size, data)
+
+    def finish(self) -> BlobInfo:
+        return self._writer.finish()
+
+    def abort(self) -> None:
+        self._writer.abort()

@@ -1,0 +1,375 @@
+"""The S3 backend of the ``BlobStore`` Protocol: blobs as objects in a bucket.
+
+Keys: ``<prefix>blobs/ab/cd/<64 hex>``, the local backend's layout, so a blob has the
+same name in both (``storage migrate``). Each object carries the Unix time it was
+stored, or stored again, as metadata (``stored-at``; S3's own Last-Modified counts
+whole seconds only), which the sweep of unreferenced blobs goes by.
+
+Writes: an upload spools to this node's spool folder while it is hashed
+(``storage/spool.py``, as on the local backend, so ``reput`` resumes it on the same
+node); ``finish`` then sends it as one PUT, or as a multipart upload above ``PART``
+bytes, straight to its content address, before the caller commits its row. Content
+stored already is not sent again: its ``stored-at`` is renewed by a copy onto itself.
+A bundle (``begin_stream``) goes out part by part as it is zipped, to a temporary key
+under ``<prefix>incoming/<node>/``, and is copied to its content address inside the
+store once its hash is known; it is never whole in memory or on local disk.
+
+Reads: ``storage/s3read.py`` (ranged GETs with read-ahead).
+
+Removing: ``delete_if_older`` reads the time stored, then deletes. S3 has no rename
+to move the object aside first as the local backend does, so a store of the same
+content landing between the two (a few milliseconds) would lose its blob; the sweep
+only looks at blobs no row has referred to for ``orphan_grace`` (an hour), which an
+upload of the same content must hit within that window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from qprserver.storage.base import BlobInfo, BlobNotFound, BlobStat, check_hash
+from qprserver.storage.s3client import S3Connection, S3Location, is_not_found
+from qprserver.storage.s3read import S3BlobReader
+from qprserver.storage.spool import Spool, SpoolWriter, default_node_id
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
+PART = 8 * 1024 * 1024  # bytes per part of a multipart upload (S3's least is 5 MiB)
+IN_FLIGHT = 4  # parts of one upload being sent at once
+COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
+COPY_PART = 1024**3
+STORED_AT = "stored-at"
+
+
+def _stamp() -> dict[str, str]:
+    return {STORED_AT: repr(time.time())}
+
+
+class _Multipart:
+    """One multipart upload to a key: parts go out ``IN_FLIGHT`` at a time."""
+
+    def __init__(self, conn: S3Connection, key: str) -> None:
+        self._conn = conn
+        self.key = key
+        created = conn.run(
+            conn.client.create_multipart_upload(Bucket=conn.bucket, Key=key, Metadata=_stamp()),
+            "create multipart upload",
+        )
+        self._id = created["UploadId"]
+        self._parts: list[Future[str]] = []
+
+    def add(self, data: bytes) -> None:
+        """Send the next part; wait first while ``IN_FLIGHT`` parts are on their way."""
+        waiting = [p for p in self._parts if not p.done()]
+        if len(waiting) >= IN_FLIGHT:
+            waiting[0].result()
+        self._parts.append(self._conn.submit(self._send(len(self._parts) + 1, data)))
+
+    async def _send(self, number: int, data: bytes) -> str:
+        sent = await self._conn.client.upload_part(
+            Bucket=self._conn.bucket, Key=self.key, UploadId=self._id, PartNumber=number, Body=data
+        )
+        return sent["ETag"]
+
+    def complete(self) -> None:
+        parts: list[CompletedPartTypeDef] = [
+            {"ETag": part.result(), "PartNumber": number}
+            for number, part in enumerate(self._parts, start=1)
+        ]
+        self._conn.run(
+            self._conn.client.complete_multipart_upload(
+                Bucket=self._conn.bucket,
+                Key=self.key,
+                UploadId=self._id,
+                MultipartUpload={"Parts": parts},
+            ),
+            "complete multipart upload",
+        )
+
+    def abort(self) -> None:
+        for part in self._parts:
+            part.cancel()
+        # If this fails too, the bucket's lifecycle rule for incomplete uploads clears it.
+        with contextlib.suppress(OSError):
+            self._conn.run(
+                self._conn.client.abort_multipart_upload(
+                    Bucket=self._conn.bucket, Key=self.key, UploadId=self._id
+                ),
+                "abort multipart upload",
+            )
+
+
+class S3BlobStream:
+    """A blob zipped front to back: parts go to the bucket as they fill."""
+
+    def __init__(self, store: S3BlobStore) -> None:
+        self._store = store
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._size = 0
+        self._upload: _Multipart | None = None
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise ValueError("blob stream is closed")
+        self._hash.update(data)
+        self._size += len(data)
+        self._buffer += data
+        while len(self._buffer) >= PART:
+            if self._upload is None:
+                self._upload = _Multipart(self._store.conn, self._store.incoming_key())
+            self._upload.add(bytes(self._buffer[:PART]))
+            del self._buffer[:PART]
+
+    def finish(self) -> BlobInfo:
+        if self._closed:
+            raise ValueError("blob stream is closed")
+        self._closed = True
+        digest = self._hash.hexdigest()
+        store, upload = self._store, self._upload
+        try:
+            if upload is None:
+                if not store.touch(digest):
+                    store.put(digest, bytes(self._buffer))
+                return BlobInfo(digest, self._size)
+            if self._buffer:
+                upload.add(bytes(self._buffer))
+            upload.complete()
+        except BaseException:
+            if upload is not None:
+                upload.abort()
+            raise
+        finally:
+            self._buffer = bytearray()
+        try:
+            if not store.touch(digest):
+                store.copy(upload.key, store.blob_key(digest), self._size)
+        finally:
+            store.delete_key(upload.key)
+        return BlobInfo(digest, self._size)
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._buffer = bytearray()
+            if self._upload is not None:
+                self._upload.abort()
+
+
+class S3BlobStore:
+    """Blobs as objects in one bucket; writes through this node's local spool."""
+
+    def __init__(self, data_dir: Path, location: S3Location, node_id: str | None = None) -> None:
+        self.spool = Spool(data_dir, node_id or default_node_id())
+        self.conn = S3Connection(location)
+
+    # -- keys ------------------------------------------------------------------------
+
+    def blob_key(self, sha256: str) -> str:
+        """The object key of a blob; ValueError for anything but a SHA-256."""
+        h = check_hash(sha256)
+        return self.conn.key(f"blobs/{h[:2]}/{h[2:4]}/{h}")
+
+    def incoming_key(self) -> str:
+        """A fresh temporary key of this node, for a blob whose hash is not known yet."""
+        return self.conn.key(f"incoming/{self.spool.node_id}/{secrets.token_hex(12)}")
+
+    # -- writing ---------------------------------------------------------------------
+
+    def begin_write(self) -> SpoolWriter:
+        return self.spool.new_writer(self._commit)
+
+    def resume_write(self, temp_name: str) -> SpoolWriter:
+        return self.spool.resume_writer(temp_name, self._commit)
+
+    def remove_temp(self, temp_name: str) -> None:
+        self.spool.remove(temp_name)
+
+    def sweep_temp(
+        self, older_than_seconds: float, now: float, spare: frozenset[str] = frozenset()
+    ) -> int:
+        return self.spool.sweep(older_than_seconds, now, spare)
+
+    def begin_stream(self) -> S3BlobStream:
+        return S3BlobStream(self)
+
+    def _commit(self, path: Path, sha256: str) -> None:
+        """Send a finished spool file to its content address, then remove it."""
+        if not self.touch(sha256):
+            size = path.stat().st_size
+            with path.open("rb") as source:
+                if size <= PART:
+                    self.put(sha256, source.read())
+                else:
+                    self._send_file(source, self.blob_key(sha256))
+        path.unlink()
+
+    def _send_file(self, source: BinaryIO, key: str) -> None:
+        upload = _Multipart(self.conn, key)
+        try:
+            while data := source.read(PART):
+                upload.add(data)
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+
+    def put(self, sha256: str, data: bytes) -> None:
+        """Store data under its hash in one PUT."""
+        self.conn.run(
+            self.conn.client.put_object(
+                Bucket=self.conn.bucket, Key=self.blob_key(sha256), Body=data, Metadata=_stamp()
+            ),
+            "put",
+        )
+
+    def touch(self, sha256: str) -> bool:
+        """Renew a stored blob's ``stored-at``; False if it is not stored."""
+        try:
+            size = self.stat(sha256).size
+        except BlobNotFound:
+            return False
+        key = self.blob_key(sha256)
+        try:
+            self.copy(key, key, size)
+        except Exception as exc:
+            if is_not_found(exc):
+                return False  # swept a moment ago: the caller stores its copy
+            raise
+        return True
+
+    def copy(self, source: str, target: str, size: int) -> None:
+        """Copy an object inside the bucket with a fresh ``stored-at``."""
+        conn = self.conn
+        if size <= COPY_LIMIT:
+            conn.run(
+                conn.client.copy_object(
+                    Bucket=conn.bucket,
+                    Key=target,
+                    CopySource={"Bucket": conn.bucket, "Key": source},
+                    MetadataDirective="REPLACE",
+                    Metadata=_stamp(),
+                ),
+                "copy",
+            )
+            return
+        created = conn.run(
+            conn.client.create_multipart_upload(Bucket=conn.bucket, Key=target, Metadata=_stamp()),
+            "create multipart copy",
+        )
+        parts: list[CompletedPartTypeDef] = []
+        for number, start in enumerate(range(0, size, COPY_PART), start=1):
+            end = min(start + COPY_PART, size) - 1
+            copied = conn.run(
+                conn.client.upload_part_copy(
+                    Bucket=conn.bucket,
+                    Key=target,
+                    UploadId=created["UploadId"],
+                    PartNumber=number,
+                    CopySource={"Bucket": conn.bucket, "Key": source},
+                    CopySourceRange=f"bytes={start}-{end}",
+                ),
+                "copy part",
+            )
+            parts.append({"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number})
+        conn.run(
+            conn.client.complete_multipart_upload(
+                Bucket=conn.bucket,
+                Key=target,
+                UploadId=created["UploadId"],
+                MultipartUpload={"Parts": parts},
+            ),
+            "complete multipart copy",
+        )
+
+    def delete_key(self, key: str) -> None:
+        self.conn.run(self.conn.client.delete_object(Bucket=self.conn.bucket, Key=key), "delete")
+
+    # -- reading and looking -------------------------------------------------------------
+
+    def open_reader(self, sha256: str) -> S3BlobReader:
+        """Open a blob for reading; a missing one raises BlobNotFound from the reader's
+        first ``ready``, ``pread`` or ``size`` (opening asks the bucket nothing yet)."""
+        return S3BlobReader(self.conn, self.blob_key(sha256), sha256)
+
+    def stat(self, sha256: str) -> BlobStat:
+        key = self.blob_key(sha256)
+        try:
+            head = self.conn.run(
+                self.conn.client.head_object(Bucket=self.conn.bucket, Key=key), "head"
+            )
+        except Exception as exc:
+            if is_not_found(exc):
+                raise BlobNotFound(sha256) from None
+            raise
+        stamp = head.get("Metadata", {}).get(STORED_AT, "")
+        try:
+            stored_at = float(stamp)
+        except ValueError:
+            stored_at = head["LastModified"].timestamp()
+        return BlobStat(sha256, head["ContentLength"], stored_at)
+
+    def exists(self, sha256: str) -> bool:
+        try:
+            self.stat(sha256)
+        except BlobNotFound:
+            return False
+        return True
+
+    def iter_blobs(self) -> Iterator[BlobStat]:
+        """Every stored blob; ``stored_at`` here is S3's Last-Modified (whole seconds)."""
+        prefix = self.conn.key("blobs/")
+        token: str | None = None
+        while True:
+            listing = (
+                self.conn.client.list_objects_v2(
+                    Bucket=self.conn.bucket, Prefix=prefix, ContinuationToken=token
+                )
+                if token
+                else self.conn.client.list_objects_v2(Bucket=self.conn.bucket, Prefix=prefix)
+            )
+            page = self.conn.run(listing, "list")
+            for item in page.get("Contents", []):
+                name = item["Key"].rpartition("/")[2]
+                try:
+                    if item["Key"] != self.blob_key(name):
+                        continue
+                except ValueError:
+                    continue  # not a blob of ours
+                yield BlobStat(name, item["Size"], item["LastModified"].timestamp())
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
+    # -- removing ------------------------------------------------------------------------
+
+    def delete(self, sha256: str) -> bool:
+        if not self.exists(sha256):
+            return False
+        self.delete_key(self.blob_key(sha256))
+        return True
+
+    def delete_if_older(self, sha256: str, cutoff: float) -> bool:
+        try:
+            if self.stat(sha256).stored_at >= cutoff:
+                return False
+        except BlobNotFound:
+            return False
+        self.delete_key(self.blob_key(sha256))
+        return True
+
+    def close(self) -> None:
+        self.conn.close()
