@@ -40,11 +40,12 @@ from qprserver.storage.local import FileBlobStore
 log = logging.getLogger("qprserver")
 
 
-def blob_store(settings: Settings) -> BlobStore:
-    """The blob store of this node: blobs under the data folder or in the S3 bucket,
-    its own spool under the data folder. The caller closes it."""
+def blob_store(settings: Settings, backend: str | None = None) -> BlobStore:
+    """The blob store of this node: blobs under the data folder or in the S3 bucket
+    (``storage.backend``, or backend if given), its own spool under the data folder.
+    The caller closes it."""
     storage = settings.storage
-    if storage.backend == "s3":
+    if (backend or storage.backend) == "s3":
         from qprserver.storage.s3 import S3BlobStore
         from qprserver.storage.s3client import S3Location
 

@@ -56,6 +56,9 @@ COMMANDS: dict[str, Entry] = {
         "bans_group",
         "Addresses and accounts banned after failed logins.",
     ),
+    "storage": Entry(
+        "qprserver.cli.storage", "storage_group", "The blob store: check it, migrate it to S3."
+    ),
     "check": Entry(
         "qprserver.cli.check",
         "check",

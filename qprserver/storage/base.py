@@ -57,6 +57,16 @@ class BlobInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """One finding of ``BlobStore.check``: what was looked at, "ok", "hint" or "error",
+    and what was found (for operators, in English)."""
+
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class BlobStat:
     """A stored blob with the Unix time it was stored, or last stored again."""
 
@@ -211,6 +221,10 @@ class BlobStore(Protocol):
 
     def iter_blobs(self) -> Iterator[BlobStat]:
         """Every stored blob, in no particular order."""
+        ...
+
+    def check(self) -> list[StoreCheck]:
+        """Whether the store is reachable and writable, and hints on its set-up (blocking)."""
         ...
 
     def close(self) -> None:

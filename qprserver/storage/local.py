@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from qprserver.storage.base import BlobNotFound, BlobStat, check_hash
+from qprserver.storage.base import BlobNotFound, BlobStat, StoreCheck, check_hash
 from qprserver.storage.files import fsync_dir, make_dirs, scan
 from qprserver.storage.spool import Spool, SpoolStream, SpoolWriter, default_node_id
 
@@ -123,6 +123,21 @@ class FileBlobStore:
 
     def close(self) -> None:
         """Nothing to release: every reader and writer holds its own file."""
+
+    def check(self) -> list[StoreCheck]:
+        """The data folder takes a durable write in this node's spool; its free space."""
+        try:
+            writer = self.begin_write()
+            writer.write(0, b"qprserver storage check")
+            writer.abort()
+        except OSError as exc:
+            return [StoreCheck("writable", "error", f"{self.root}: {exc.strerror}")]
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize
+        return [
+            StoreCheck("writable", "ok", f"{self.root}"),
+            StoreCheck("free space", "ok" if free > 1024**3 else "hint", f"{free} bytes free"),
+        ]
 
     # -- reading and looking ------------------------------------------------------
 

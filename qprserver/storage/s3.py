@@ -34,8 +34,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from qprserver.storage.base import BlobInfo, BlobNotFound, BlobStat, check_hash
-from qprserver.storage.s3client import S3Connection, S3Location, is_not_found
+from qprserver.storage.base import BlobInfo, BlobNotFound, BlobStat, StoreCheck, check_hash
+from qprserver.storage.s3client import (
+    S3Connection,
+    S3Location,
+    as_os_error,
+    error_code,
+    is_not_found,
+)
 from qprserver.storage.s3read import S3BlobReader
 from qprserver.storage.spool import Spool, SpoolWriter, default_node_id
 
@@ -370,6 +376,63 @@ class S3BlobStore:
             return False
         self.delete_key(self.blob_key(sha256))
         return True
+
+    def check(self) -> list[StoreCheck]:
+        """Reachable, writable (a probe object put, read and deleted), and hints on
+        versioning and the lifecycle rules the bucket should have."""
+        conn, client = self.conn, self.conn.client
+        where = f"{conn.location.endpoint} bucket {conn.bucket}"
+        try:
+            conn.run(client.head_bucket(Bucket=conn.bucket), "head bucket")
+        except Exception as exc:
+            return [StoreCheck("reachable", "error", f"{where}: {as_os_error(exc, 'head bucket')}")]
+        found = [StoreCheck("reachable", "ok", where)]
+        probe = self.incoming_key() + "-check"
+        try:
+            conn.run(client.put_object(Bucket=conn.bucket, Key=probe, Body=b"check"), "put")
+            got = conn.run(client.get_object(Bucket=conn.bucket, Key=probe), "get")
+            got["Body"].close()
+            self.delete_key(probe)
+            found.append(StoreCheck("writable", "ok", f"put, get and delete under {probe}"))
+        except OSError as exc:
+            found.append(StoreCheck("writable", "error", str(exc)))
+        try:
+            versioning = conn.run(client.get_bucket_versioning(Bucket=conn.bucket), "versioning")
+            status: str = versioning.get("Status", "")
+        except OSError as exc:
+            status = f"unknown ({exc})"
+        found.append(
+            StoreCheck(
+                "versioning",
+                "hint" if status == "Enabled" else "ok",
+                "enabled: deleted blobs stay as noncurrent versions; expire them by a "
+                "lifecycle rule, or retention deletes nothing"
+                if status == "Enabled"
+                else f"{status or 'off'}: a delete removes a blob's bytes",
+            )
+        )
+        found.append(self._lifecycle_check())
+        return found
+
+    def _lifecycle_check(self) -> StoreCheck:
+        conn = self.conn
+        try:
+            rules = conn.run(
+                conn.client.get_bucket_lifecycle_configuration(Bucket=conn.bucket), "lifecycle"
+            ).get("Rules", [])
+        except Exception as exc:
+            if error_code(exc) != "NoSuchLifecycleConfiguration" and not isinstance(exc, OSError):
+                raise
+            rules = []
+        aborts = any("AbortIncompleteMultipartUpload" in rule for rule in rules)
+        if aborts:
+            return StoreCheck("lifecycle", "ok", "incomplete multipart uploads are aborted")
+        return StoreCheck(
+            "lifecycle",
+            "hint",
+            "no rule aborts incomplete multipart uploads: add one (1 day) so the parts of a "
+            f"bundle cut off by a crash go, and one expiring {conn.key('incoming/')} after 1 day",
+        )
 
     def close(self) -> None:
         self.conn.close()
