@@ -14,7 +14,7 @@ A bundle (``begin_stream``) goes out part by part as it is zipped, to a temporar
 under ``<prefix>incoming/<node>/``, and is copied to its content address inside the
 store once its hash is known; it is never whole in memory or on local disk.
 
-Reads: ``storage/s3read.py`` (ranged GETs with read-ahead).
+Reads: ``storage/s3read.py`` (ranged GETs with read-ahead); parts: ``storage/s3write.py``.
 
 Removing: ``delete_if_older`` reads the time stored, then deletes. S3 has no rename
 to move the object aside first as the local backend does, so a store of the same
@@ -25,16 +25,12 @@ upload of the same content must hit within that window.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import secrets
-import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from qprserver.storage.base import BlobInfo, BlobNotFound, BlobStat, StoreCheck, check_hash
+from qprserver.storage.base import BlobNotFound, BlobStat, StoreCheck, check_hash
 from qprserver.storage.s3client import (
     S3Connection,
     S3Location,
@@ -43,136 +39,14 @@ from qprserver.storage.s3client import (
     is_not_found,
 )
 from qprserver.storage.s3read import S3BlobReader
+from qprserver.storage.s3write import PART, STORED_AT, Multipart, S3BlobStream, stamp
 from qprserver.storage.spool import Spool, SpoolWriter, default_node_id
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
-PART = 8 * 1024 * 1024  # bytes per part of a multipart upload (S3's least is 5 MiB)
-IN_FLIGHT = 4  # parts of one upload being sent at once
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject copies
 COPY_PART = 1024**3
-STORED_AT = "stored-at"
-
-
-def _stamp() -> dict[str, str]:
-    return {STORED_AT: repr(time.time())}
-
-
-class _Multipart:
-    """One multipart upload to a key: parts go out ``IN_FLIGHT`` at a time."""
-
-    def __init__(self, conn: S3Connection, key: str) -> None:
-        self._conn = conn
-        self.key = key
-        created = conn.run(
-            conn.client.create_multipart_upload(Bucket=conn.bucket, Key=key, Metadata=_stamp()),
-            "create multipart upload",
-        )
-        self._id = created["UploadId"]
-        self._parts: list[Future[str]] = []
-
-    def add(self, data: bytes) -> None:
-        """Send the next part; wait first while ``IN_FLIGHT`` parts are on their way."""
-        waiting = [p for p in self._parts if not p.done()]
-        if len(waiting) >= IN_FLIGHT:
-            waiting[0].result()
-        self._parts.append(self._conn.submit(self._send(len(self._parts) + 1, data)))
-
-    async def _send(self, number: int, data: bytes) -> str:
-        sent = await self._conn.client.upload_part(
-            Bucket=self._conn.bucket, Key=self.key, UploadId=self._id, PartNumber=number, Body=data
-        )
-        return sent["ETag"]
-
-    def complete(self) -> None:
-        parts: list[CompletedPartTypeDef] = [
-            {"ETag": part.result(), "PartNumber": number}
-            for number, part in enumerate(self._parts, start=1)
-        ]
-        self._conn.run(
-            self._conn.client.complete_multipart_upload(
-                Bucket=self._conn.bucket,
-                Key=self.key,
-                UploadId=self._id,
-                MultipartUpload={"Parts": parts},
-            ),
-            "complete multipart upload",
-        )
-
-    def abort(self) -> None:
-        for part in self._parts:
-            part.cancel()
-        # If this fails too, the bucket's lifecycle rule for incomplete uploads clears it.
-        with contextlib.suppress(OSError):
-            self._conn.run(
-                self._conn.client.abort_multipart_upload(
-                    Bucket=self._conn.bucket, Key=self.key, UploadId=self._id
-                ),
-                "abort multipart upload",
-            )
-
-
-class S3BlobStream:
-    """A blob zipped front to back: parts go to the bucket as they fill."""
-
-    def __init__(self, store: S3BlobStore) -> None:
-        self._store = store
-        self._hash = hashlib.sha256()
-        self._buffer = bytearray()
-        self._size = 0
-        self._upload: _Multipart | None = None
-        self._closed = False
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def write(self, data: bytes) -> None:
-        if self._closed:
-            raise ValueError("blob stream is closed")
-        self._hash.update(data)
-        self._size += len(data)
-        self._buffer += data
-        while len(self._buffer) >= PART:
-            if self._upload is None:
-                self._upload = _Multipart(self._store.conn, self._store.incoming_key())
-            self._upload.add(bytes(self._buffer[:PART]))
-            del self._buffer[:PART]
-
-    def finish(self) -> BlobInfo:
-        if self._closed:
-            raise ValueError("blob stream is closed")
-        self._closed = True
-        digest = self._hash.hexdigest()
-        store, upload = self._store, self._upload
-        try:
-            if upload is None:
-                if not store.touch(digest):
-                    store.put(digest, bytes(self._buffer))
-                return BlobInfo(digest, self._size)
-            if self._buffer:
-                upload.add(bytes(self._buffer))
-            upload.complete()
-        except BaseException:
-            if upload is not None:
-                upload.abort()
-            raise
-        finally:
-            self._buffer = bytearray()
-        try:
-            if not store.touch(digest):
-                store.copy(upload.key, store.blob_key(digest), self._size)
-        finally:
-            store.delete_key(upload.key)
-        return BlobInfo(digest, self._size)
-
-    def abort(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._buffer = bytearray()
-            if self._upload is not None:
-                self._upload.abort()
 
 
 class S3BlobStore:
@@ -224,7 +98,7 @@ class S3BlobStore:
         path.unlink()
 
     def _send_file(self, source: BinaryIO, key: str) -> None:
-        upload = _Multipart(self.conn, key)
+        upload = Multipart(self.conn, key)
         try:
             while data := source.read(PART):
                 upload.add(data)
@@ -237,7 +111,7 @@ class S3BlobStore:
         """Store data under its hash in one PUT."""
         self.conn.run(
             self.conn.client.put_object(
-                Bucket=self.conn.bucket, Key=self.blob_key(sha256), Body=data, Metadata=_stamp()
+                Bucket=self.conn.bucket, Key=self.blob_key(sha256), Body=data, Metadata=stamp()
             ),
             "put",
         )
@@ -267,13 +141,13 @@ class S3BlobStore:
                     Key=target,
                     CopySource={"Bucket": conn.bucket, "Key": source},
                     MetadataDirective="REPLACE",
-                    Metadata=_stamp(),
+                    Metadata=stamp(),
                 ),
                 "copy",
             )
             return
         created = conn.run(
-            conn.client.create_multipart_upload(Bucket=conn.bucket, Key=target, Metadata=_stamp()),
+            conn.client.create_multipart_upload(Bucket=conn.bucket, Key=target, Metadata=stamp()),
             "create multipart copy",
         )
         parts: list[CompletedPartTypeDef] = []

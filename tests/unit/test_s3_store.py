@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from qprserver.storage import s3read
-from qprserver.storage.s3 import PART, S3BlobStore
+from qprserver.storage.s3 import S3BlobStore
 from qprserver.storage.s3client import S3Location
+from qprserver.storage.s3write import PART
 from tests.s3server import SeaweedS3
 
 MIB = 1024 * 1024
