@@ -56,6 +56,7 @@ COMMANDS: dict[str, Entry] = {
         "bans_group",
         "Addresses and accounts banned after failed logins.",
     ),
+    "cluster": Entry("qprserver.cli.cluster", "cluster_group", "The nodes serving this database."),
     "storage": Entry(
         "qprserver.cli.storage", "storage_group", "The blob store: check it, migrate it to S3."
     ),
