@@ -35,6 +35,7 @@ async def test_cluster_status_lists_live_and_dead_nodes_with_their_sessions(
 ) -> None:
     await _add_node(db, "gone", "other-host", LEASE + timedelta(seconds=5))
     async with server.connect(LV_NW):
+        await server.settled()  # the login's session row is written beside the session
         cli = Instance(tmp_path, write_config(tmp_path, db.settings))
         nodes = {node["name"]: node for node in cli.json("cluster", "status")}
         table = cli.ok("cluster", "status")
