@@ -279,7 +279,9 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         self.state.open_files += 1
         # Receipts are for deliveries; a bundle's or document's entry id is no delivery id.
         delivery_id = entry.id if vpath.folder in DELIVERY_FOLDERS else None
-        return DownloadHandle(reader, entry.size, delivery_id, entry.sha256, entry.name)
+        download = DownloadHandle(reader, entry.size, delivery_id, entry.sha256, entry.name)
+        self.ctx.receipts.track(download, self.account, self.ctx.clock.now(), self.state.peer)
+        return download
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, DownloadHandle | MemoryHandle):
