@@ -13,13 +13,14 @@ names an unknown key belong in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -146,6 +147,41 @@ class StorageSettings(_Section):
     orphan_grace: float = Field(default=3600.0, ge=0)
     # Seconds an upload cut off by a dropped connection stays resumable for its depositor.
     partial_keep: float = Field(default=24 * 60 * 60.0, gt=0)
+    # Where blobs live: "local" (files under data_dir) or "s3" (an S3-compatible bucket;
+    # uploads in progress still spool under data_dir). The keys below are for "s3".
+    backend: Literal["local", "s3"] = "local"
+    endpoint: str = ""
+    bucket: str = ""
+    region: str = "us-east-1"
+    prefix: str = ""
+    # A TOML file with access_key_id and secret_access_key; "" = the environment
+    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    credentials_file: FilePath | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^/\s]+/?", value):
+            raise ValueError("must be http(s)://host[:port]")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*/", value):
+            raise ValueError("must be folder names ending in '/', e.g. \"qpr/\"")
+        return value
+
+    @field_validator("credentials_file", mode="before")
+    @classmethod
+    def _empty_is_environment(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> StorageSettings:
+        if self.backend == "s3" and not (self.endpoint and self.bucket):
+            raise ValueError('backend = "s3" needs endpoint and bucket')
+        return self
 
 
 class DatabaseSettings(_Section):
@@ -585,8 +621,12 @@ def parse_config(data: dict[str, Any], path: Path) -> Settings:
     server = settings.server.model_copy(
         update={"host_keys": [_resolve(base, p) for p in settings.server.host_keys]}
     )
+    credentials = settings.storage.credentials_file
     storage = settings.storage.model_copy(
-        update={"data_dir": _resolve(base, settings.storage.data_dir)}
+        update={
+            "data_dir": _resolve(base, settings.storage.data_dir),
+            "credentials_file": None if credentials is None else _resolve(base, credentials),
+        }
     )
     database = settings.database.model_copy(
         update={"url": _resolve_sqlite_url(base, settings.database.url)}
@@ -623,6 +663,40 @@ def parse_config(data: dict[str, Any], path: Path) -> Settings:
             "config_path": path.resolve(),
         }
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Credentials:
+    """The key pair of the S3 bucket; the secret never shows in a repr or a log."""
+
+    access_key_id: str
+    secret_access_key: str = dataclasses.field(repr=False)
+
+
+def s3_credentials(storage: StorageSettings) -> S3Credentials:
+    """The bucket's key pair from ``credentials_file``, else from the environment."""
+    source = storage.credentials_file
+    if source is None:
+        key = os.environ.get("AWS_ACCESS_KEY_ID", "")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        if not (key and secret):
+            raise ConfigError(
+                "storage.credentials_file is empty and AWS_ACCESS_KEY_ID or "
+                "AWS_SECRET_ACCESS_KEY is not set"
+            )
+        return S3Credentials(key, secret)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read S3 credentials: {exc.strerror}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raise ConfigError(f"{source}: S3 credentials are not valid TOML") from None
+    found_key, found_secret = data.get("access_key_id"), data.get("secret_access_key")
+    if not (isinstance(found_key, str) and found_key and isinstance(found_secret, str)):
+        raise ConfigError(f"{source}: needs access_key_id and secret_access_key (strings)")
+    if not found_secret:
+        raise ConfigError(f"{source}: secret_access_key is empty")
+    return S3Credentials(found_key, found_secret)
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Settings:

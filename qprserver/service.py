@@ -24,7 +24,13 @@ from typing import Any
 from qprserver import __version__
 from qprserver.audit import seal as audit_seal
 from qprserver.clock import Clock, SystemClock
-from qprserver.config import ServiceEnvironment, Settings, load_config, service_environment
+from qprserver.config import (
+    ServiceEnvironment,
+    Settings,
+    load_config,
+    s3_credentials,
+    service_environment,
+)
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
 from qprserver.errors import StartupError
@@ -48,9 +54,26 @@ from qprserver.web.server import WebListener
 log = logging.getLogger("qprserver")
 
 
-def blob_store(settings: Settings) -> BlobStore:
-    """The blob store of this node: blobs under the data folder, its own spool there."""
-    return FileBlobStore(settings.storage.data_dir, settings.server.node_id)
+def blob_store(settings: Settings, backend: str | None = None) -> BlobStore:
+    """The blob store of this node: blobs under the data folder or in the S3 bucket
+    (``storage.backend``, or backend if given), its own spool under the data folder.
+    The caller closes it."""
+    storage = settings.storage
+    if (backend or storage.backend) == "s3":
+        from qprserver.storage.s3 import S3BlobStore
+        from qprserver.storage.s3client import S3Location
+
+        credentials = s3_credentials(storage)
+        location = S3Location(
+            endpoint=storage.endpoint,
+            region=storage.region,
+            bucket=storage.bucket,
+            prefix=storage.prefix,
+            access_key_id=credentials.access_key_id,
+            secret_access_key=credentials.secret_access_key,
+        )
+        return S3BlobStore(storage.data_dir, location, settings.server.node_id)
+    return FileBlobStore(storage.data_dir, settings.server.node_id)
 
 
 def build_context(
@@ -94,7 +117,11 @@ async def sweep_stale_uploads(settings: Settings) -> int:
         kept = await partials.kept_temp_names(db)
     finally:
         await db.dispose()
-    return blob_store(settings).sweep_temp(older_than_seconds=0, now=time.time(), spare=kept)
+    blobs = blob_store(settings)
+    try:
+        return blobs.sweep_temp(older_than_seconds=0, now=time.time(), spare=kept)
+    finally:
+        blobs.close()
 
 
 # Connections the kernel queues on a listening socket (asyncio's default, as before).
@@ -272,6 +299,7 @@ async def serve_forever(
         if web is not None:
             await web.stop()
         await listener.stop()
+        await asyncio.to_thread(ctx.blobs.close)
     finally:
         if watchdog is not None:
             watchdog.cancel()

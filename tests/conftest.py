@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from qprserver.config import DatabaseSettings
 from qprserver.db import migrate
 from qprserver.db.engine import Database
+from tests.s3server import SeaweedS3
 
 TEST_DATABASE_URL = os.environ.get("QPR_TEST_DATABASE_URL", "")
 BACKEND = "postgresql" if TEST_DATABASE_URL.startswith("postgresql") else "sqlite"
@@ -97,3 +98,14 @@ async def db(database_settings: DatabaseSettings) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) for the whole session, started when first asked for."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -9,6 +9,8 @@ across the worker processes of one machine and across machines sharing a databas
 A process that dies without stopping leaves its rows behind. They count only while
 the node's heartbeat is younger than ``LEASE_SECONDS``; after that they are ignored,
 and the next heartbeat of any live node deletes the dead node with its sessions.
+``cluster_status`` lists the nodes for operators. SQLite serves one node only (its
+worker processes share the node's name and host): a second one is refused at start.
 
 A login writes one row and a close deletes it. On SQLite both run on the event loop
 through ``Database.write_now`` (tens of microseconds, no hop to a thread); only when
@@ -21,15 +23,18 @@ import logging
 import os
 import socket
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts.enums import Channel
 from qprserver.clock import Clock
 from qprserver.db.engine import Database, Reads
 from qprserver.db.models import Account, LoginSession, Node
 from qprserver.observability import events
+from qprserver.errors import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +72,10 @@ class NodeLease:
     the first row is still on its way to the database.
     """
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, name: str = "") -> None:
         self.db = db
         self.clock = clock
+        self.name = name
         self.id: int | None = None
         self._users = 0
         self._local: Counter[int] = Counter()
@@ -99,9 +105,12 @@ class NodeLease:
         if self.id is not None:
             return self.id
         now = self.clock.now()
+        host = socket.gethostname()
         async with self.db.session() as session:
+            if self.db.dialect == "sqlite":
+                await _refuse_second_node(session, self.name, host, now)
             node = Node(
-                host=socket.gethostname(), pid=os.getpid(), started_at=now, heartbeat_at=now
+                name=self.name, host=host, pid=os.getpid(), started_at=now, heartbeat_at=now
             )
             session.add(node)
             await session.flush()
@@ -211,3 +220,61 @@ class NodeLease:
         async with self.db.session() as session:
             await session.execute(_DELETE_SESSION, {"session_id": session_id})
         self._closed(session_id)
+
+
+async def _refuse_second_node(session: AsyncSession, name: str, host: str, now: datetime) -> None:
+    """StartupError when another live node (not a worker of this one) serves the database."""
+    other = await session.execute(
+        select(Node.name, Node.host)
+        .where(Node.heartbeat_at > now - LEASE, or_(Node.name != name, Node.host != host))
+        .limit(1)
+    )
+    found = other.first()
+    if found is not None:
+        raise StartupError(
+            f"Die SQLite-Datenbank bedient schon der Knoten {found.name or '?'} auf "
+            f"{found.host}; mehrere Knoten brauchen PostgreSQL (database.url)"
+        )
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A node as ``cluster status`` shows it."""
+
+    id: int
+    name: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+    sessions: dict[str, int]
+
+
+async def cluster_status(db: Database, now: datetime) -> list[NodeStatus]:
+    """Every node row with its liveness and its open sessions per channel."""
+    async with db.read_session() as session:
+        nodes = (await session.scalars(select(Node).order_by(Node.name, Node.id))).all()
+        counts = (
+            await session.execute(
+                select(LoginSession.node_id, LoginSession.channel, func.count()).group_by(
+                    LoginSession.node_id, LoginSession.channel
+                )
+            )
+        ).all()
+    per_node: dict[int, dict[str, int]] = {}
+    for node_id, channel, count in counts:
+        per_node.setdefault(node_id, {})[str(channel)] = int(count)
+    return [
+        NodeStatus(
+            id=node.id,
+            name=node.name,
+            host=node.host,
+            pid=node.pid,
+            started_at=node.started_at,
+            heartbeat_at=node.heartbeat_at,
+            alive=node.heartbeat_at > now - LEASE,
+            sessions=per_node.get(node.id, {}),
+        )
+        for node in nodes
+    ]

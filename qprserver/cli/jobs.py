@@ -111,9 +111,11 @@ def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: b
             raise InvalidInput(
                 f"unknown job {name!r}; jobs: {', '.join(sorted(job_specs(app.settings)))}"
             )
-        outcome = await run_job(
-            job_context(app.settings, db, app.notifier()), name, at, dry_run=dry_run
-        )
+        ctx = job_context(app.settings, db, app.notifier())
+        try:
+            outcome = await run_job(ctx, name, at, dry_run=dry_run)
+        finally:
+            ctx.blobs.close()
         return {
             "job": outcome.job,
             "at": at.isoformat(),

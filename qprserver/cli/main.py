@@ -66,6 +66,10 @@ COMMANDS: dict[str, Entry] = {
         "status",
         "Health and readiness of the running instance (from its [metrics] listener).",
     ),
+    "cluster": Entry("qprserver.cli.cluster", "cluster_group", "The nodes serving this database."),
+    "storage": Entry(
+        "qprserver.cli.storage", "storage_group", "The blob store: check it, migrate it to S3."
+    ),
     "check": Entry(
         "qprserver.cli.check",
         "check",

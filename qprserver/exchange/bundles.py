@@ -30,7 +30,7 @@ from qprserver.notify import emails
 from qprserver.notify.outbox import Notifier
 from qprserver.observability import events
 from qprserver.storage.base import BlobInfo, BlobStore
-from qprserver.storage.streams import WriterFile, chunks
+from qprserver.storage.streams import StreamFile, chunks
 
 CHUNK = 1024 * 1024
 MANIFEST_COLUMNS = (
@@ -102,10 +102,10 @@ def manifest_csv(members: list[Member]) -> bytes:
 
 
 def write_zip(blobs: BlobStore, members: list[Member], tz: ZoneInfo) -> BlobInfo:
-    """Build the ZIP through a blob writer and store it as a blob (blocking)."""
-    writer = blobs.begin_write()
+    """Build the ZIP front to back into a blob stream and store it (blocking)."""
+    writer = blobs.begin_stream()
     try:
-        with zipfile.ZipFile(WriterFile(writer), "w", allowZip64=True) as archive:
+        with zipfile.ZipFile(StreamFile(writer), "w", allowZip64=True) as archive:
             for m in members:
                 stamp = m.delivered_at.astimezone(tz)
                 info = zipfile.ZipInfo(m.arcname, date_time=stamp.timetuple()[:6])

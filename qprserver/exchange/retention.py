@@ -120,6 +120,14 @@ async def run_retention(
     return report
 
 
+async def referenced_blobs(db: Database) -> set[str]:
+    """The hashes of every blob a document or bundle refers to."""
+    async with db.read_session() as session:
+        referenced = set((await session.scalars(select(Document.sha256).distinct())).all())
+        referenced.update((await session.scalars(select(Bundle.sha256).distinct())).all())
+    return referenced
+
+
 async def sweep_blobs(
     db: Database, blobs: BlobStore, clock: Clock, grace: float, *, delete: bool
 ) -> list[str]:
@@ -137,9 +145,7 @@ async def sweep_blobs(
     alike, as long as their clocks differ by much less than ``grace``.
     """
     read_at = clock.now().timestamp()
-    async with db.read_session() as session:
-        referenced = set((await session.scalars(select(Document.sha256).distinct())).all())
-        referenced.update((await session.scalars(select(Bundle.sha256).distinct())).all())
+    referenced = await referenced_blobs(db)
     cutoff = read_at - grace
 
     def sweep() -> list[str]:

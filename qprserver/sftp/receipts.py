@@ -4,6 +4,13 @@ A complete download, a partial one or a login only appends to a list; a backgrou
 task hands what has gathered every ``interval`` seconds to ``exchange.receipts``,
 which writes it in one transaction, and once more at shutdown. This module only
 gathers, times and retries; how a batch is written is the domain's.
+
+Downloads still open are checkpointed every ``CHECKPOINT_SECONDS``: the ranges a
+handle has served so far go to the stored coverage as a partial read. A node killed
+mid-download (``kill -9``, a crash) so loses at most the last few seconds of what it
+served, and a client that resumes on another node (``reget``) still completes the
+union there: one receipt, as without the crash. A checkpointed handle reports its
+ranges at close as a partial read too, so the union, not the handle alone, decides.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -25,12 +33,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_SECONDS = 2.0
+
+
+@dataclass(eq=False)
+class _Open:
+    """A download being served, and the ranges of it already checkpointed."""
+
+    handle: DownloadHandle
+    download: receipts.Download
+    sent: list[coverage.Range] = field(default_factory=list)
+
 
 class ReceiptRecorder:
     """Collects complete downloads and other audit events and writes them in batches."""
 
     def __init__(self, db: Database, interval: float = 0.25, batch: int = 200) -> None:
         self._db = db
+        self._open: dict[int, _Open] = {}
+        self._checkpointed_at = time.monotonic()
         self._interval = interval
         self._batch = batch
         self._pending: list[receipts.Item] = []
@@ -46,8 +67,24 @@ class ReceiptRecorder:
         if len(self._pending) >= self._batch:
             self._wake.set()
 
+    def track(self, handle: DownloadHandle, account: Account, at: datetime, remote: str) -> None:
+        """A download handle opened: checkpoint what it serves until it closes."""
+        if handle.delivery_id is None:
+            return
+        download = receipts.Download(
+            account.id,
+            account.ik,
+            handle.delivery_id,
+            handle.sha256,
+            handle.name,
+            at,
+            remote,
+        )
+        self._open[id(handle)] = _Open(handle, download)
+
     def add_read(self, handle: DownloadHandle, account: Account, at: datetime, remote: str) -> None:
         """What a closed download handle served: a receipt, a part of one, or nothing."""
+        tracked = self._open.pop(id(handle), None)
         if handle.delivery_id is None:
             return
         download = receipts.Download(
@@ -62,10 +99,21 @@ class ReceiptRecorder:
             seconds=time.monotonic() - handle.opened,
         )
         ranges = handle.ranges()
-        if coverage.covers(ranges, handle.size):
+        if coverage.covers(ranges, handle.size) and not (tracked and tracked.sent):
             self.add(download)
         elif ranges:
             self.add(PartialRead(download, handle.size, tuple(ranges)))
+
+    def checkpoint(self) -> None:
+        """Queue the ranges open downloads served since their last checkpoint."""
+        self._checkpointed_at = time.monotonic()
+        for tracked in self._open.values():
+            handle = tracked.handle
+            ranges = handle.ranges()
+            if not ranges or ranges == tracked.sent or coverage.covers(ranges, handle.size):
+                continue  # nothing new, or complete: its close writes the receipt
+            self.add(PartialRead(tracked.download, handle.size, tuple(ranges)))
+            tracked.sent = ranges
 
     def start(self) -> None:
         self._stopping = False
@@ -76,6 +124,8 @@ class ReceiptRecorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
+            if self._open and time.monotonic() - self._checkpointed_at >= CHECKPOINT_SECONDS:
+                self.checkpoint()
             await self.flush()
 
     async def flush(self) -> None:

@@ -267,10 +267,21 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         except (BlobNotFound, OSError):
             log.error("blob %s of %s/%s is missing", entry.sha256, vpath.folder, entry.id)
             raise asyncssh.SFTPFailure("Document temporarily unavailable") from None
+        if reader.fileno() is None:
+            # Over the network (S3): the first bytes, or the news that the blob is
+            # missing, come now, and the read-ahead is under way before the first read.
+            try:
+                await reader.ready(0, 1)
+            except (BlobNotFound, OSError):
+                reader.close()
+                log.error("blob %s of %s/%s is unreadable", entry.sha256, vpath.folder, entry.id)
+                raise asyncssh.SFTPFailure("Document temporarily unavailable") from None
         self.state.open_files += 1
         # Receipts are for deliveries; a bundle's or document's entry id is no delivery id.
         delivery_id = entry.id if vpath.folder in DELIVERY_FOLDERS else None
-        return DownloadHandle(reader, entry.size, delivery_id, entry.sha256, entry.name)
+        download = DownloadHandle(reader, entry.size, delivery_id, entry.sha256, entry.name)
+        self.ctx.receipts.track(download, self.account, self.ctx.clock.now(), self.state.peer)
+        return download
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, DownloadHandle | MemoryHandle):
@@ -279,8 +290,12 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
                 # server never buffers without bound. The common case never awaits.
                 await self._drain()
             try:
+                if file_obj.__class__ is DownloadHandle and file_obj.fd is None:
+                    # A reader over the network: its read-ahead has the bytes of a
+                    # sequential download already; anything else is awaited here.
+                    await file_obj.reader.ready(offset, min(size, MAX_READ))
                 return file_obj.read(offset, min(size, MAX_READ))
-            except OSError:
+            except (OSError, BlobNotFound):
                 log.exception("reading a document failed")
                 raise asyncssh.SFTPFailure("Read failed") from None
         raise asyncssh.SFTPPermissionDenied("Not open for reading")

@@ -75,7 +75,7 @@ class ServerContext:
     node: NodeLease = field(init=False)
 
     def __post_init__(self) -> None:
-        self.node = NodeLease(self.db, self.clock)
+        self.node = NodeLease(self.db, self.clock, self.settings.server.node_id)
 
     async def load_totp_key(self) -> None:
         """Load the TOTP key at start; raise ConfigError when it cannot be used.

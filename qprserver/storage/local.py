@@ -18,20 +18,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from qprserver.storage.base import BlobNotFound, BlobStat
+from qprserver.storage.base import BlobNotFound, BlobStat, StoreCheck, check_hash
 from qprserver.storage.files import fsync_dir, make_dirs, scan
-from qprserver.storage.spool import Spool, SpoolWriter, default_node_id
+from qprserver.storage.spool import Spool, SpoolStream, SpoolWriter, default_node_id
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX2 = re.compile(r"[0-9a-f]{2}")
-
-
-def _check_hash(sha256: str) -> str:
-    # The hash becomes a path; anything but 64 lowercase hex digits could climb
-    # out of the store (``../``) or alias another blob (upper case).
-    if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256):
-        raise ValueError("not a SHA-256 hex digest")
-    return sha256
 
 
 class LocalBlobReader:
@@ -55,6 +47,9 @@ class LocalBlobReader:
 
     def fileno(self) -> int | None:
         return self._fd
+
+    async def ready(self, offset: int, n: int) -> None:
+        return  # a file descriptor: pread never waits on the network
 
     def _open_fd(self) -> int:
         if self._fd is None:
@@ -81,6 +76,10 @@ class FileBlobStore:
     def begin_write(self) -> SpoolWriter:
         """Start a new blob in a fresh spool file (``spool/<node>/upload-<random>.part``)."""
         return self.spool.new_writer(self.place)
+
+    def begin_stream(self) -> SpoolStream:
+        """Start a blob written in order (a bundle): a spool file like any upload."""
+        return SpoolStream(self.begin_write())
 
     def resume_write(self, temp_name: str) -> SpoolWriter:
         """Reopen a kept spool file (``detach``) to write on; FileNotFoundError if gone."""
@@ -122,6 +121,24 @@ class FileBlobStore:
         os.replace(temp_path, target)
         fsync_dir(target.parent)
 
+    def close(self) -> None:
+        """Nothing to release: every reader and writer holds its own file."""
+
+    def check(self) -> list[StoreCheck]:
+        """The data folder takes a durable write in this node's spool; its free space."""
+        try:
+            writer = self.begin_write()
+            writer.write(0, b"qprserver storage check")
+            writer.abort()
+        except OSError as exc:
+            return [StoreCheck("writable", "error", f"{self.root}: {exc.strerror}")]
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize
+        return [
+            StoreCheck("writable", "ok", f"{self.root}"),
+            StoreCheck("free space", "ok" if free > 1024**3 else "hint", f"{free} bytes free"),
+        ]
+
     # -- reading and looking ------------------------------------------------------
 
     def path_for(self, sha256: str) -> Path:
@@ -130,7 +147,7 @@ class FileBlobStore:
         For this module and tests of the local backend only: nothing else in
         qprserver may depend on blobs being files.
         """
-        h = _check_hash(sha256)
+        h = check_hash(sha256)
         return self.blobs / h[:2] / h[2:4] / h
 
     def open_reader(self, sha256: str) -> LocalBlobReader:

@@ -111,14 +111,20 @@ class Spool:
         before now, but none whose temp name is in spare; how many were removed.
 
         At start-up (0 seconds) everything but the kept partial uploads is a leftover
-        of this node's last run; later runs spare uploads still in progress because
-        each write renews the file's mtime. Other nodes' folders are never looked
-        at. The periodic sweep (older_than_seconds > 0) also clears stale files of
-        ``tmp/``, where no current version writes.
+        of this node's last run, and other nodes' folders are not looked at: their
+        uploads are in progress. The periodic sweep (older_than_seconds > 0, well
+        above the idle timeout) spares uploads in progress, because each write renews
+        the file's mtime, so it also clears stale files of the other nodes' folders
+        on a shared data folder (a node that died and never came back leaves its
+        abandoned uploads there) and of ``tmp/``, where no current version writes.
         """
         removed = self._sweep(self.folder, self.node_id + "/", older_than_seconds, now, spare)
         if older_than_seconds > 0:
             removed += self._sweep(self.legacy, "", older_than_seconds, now, spare)
+            for entry in scan(self.folder.parent):
+                if entry.name != self.node_id and NODE_ID.fullmatch(entry.name):
+                    folder = Path(entry.path)
+                    removed += self._sweep(folder, entry.name + "/", older_than_seconds, now, spare)
         return removed
 
     @staticmethod
@@ -311,3 +317,23 @@ class SpoolWriter:
             os.close(self._fd)
             self._fd = None
         self._path.unlink(missing_ok=True)
+
+
+class SpoolStream:
+    """The ``BlobStream`` of a spool writer: each write goes at the end."""
+
+    def __init__(self, writer: SpoolWriter) -> None:
+        self._writer = writer
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(self._writer.size, data)
+
+    def finish(self) -> BlobInfo:
+        return self._writer.finish()
+
+    def abort(self) -> None:
+        self._writer.abort()

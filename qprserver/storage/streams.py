@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from qprserver.storage.base import BlobReader, BlobWriter
+from qprserver.storage.base import BlobReader, BlobStream
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -15,47 +14,31 @@ if TYPE_CHECKING:
 CHUNK = 1024 * 1024
 
 
-class WriterFile(io.RawIOBase):
-    """A seekable, write-only file whose bytes go to a ``BlobWriter`` at their offset.
+class StreamFile(io.RawIOBase):
+    """A write-only file, not seekable, whose bytes go to a ``BlobStream`` in order.
 
-    ``zipfile`` writes a member, then seeks back to fill in its header; the writer
-    takes writes at any offset (a write back only means one more hashing pass in
-    ``finish``).
+    ``zipfile`` sees that it cannot seek and writes each member's sizes and CRC after
+    its data (a data descriptor) instead of seeking back into its header, so the
+    archive goes out front to back: on S3 as the parts of one multipart upload.
     """
 
-    def __init__(self, writer: BlobWriter) -> None:
+    def __init__(self, stream: BlobStream) -> None:
         super().__init__()
-        self._writer = writer
-        self._pos = 0
+        self._stream = stream
 
     def writable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
-        return True
+        return False
 
     def write(self, data: ReadableBuffer) -> int:
         chunk = bytes(data)
-        self._writer.write(self._pos, chunk)
-        self._pos += len(chunk)
+        self._stream.write(chunk)
         return len(chunk)
 
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_SET:
-            pos = offset
-        elif whence == os.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == os.SEEK_END:
-            pos = self._writer.size + offset
-        else:
-            raise ValueError(f"unsupported whence {whence}")
-        if pos < 0:
-            raise ValueError("negative position")
-        self._pos = pos
-        return pos
-
     def tell(self) -> int:
-        return self._pos
+        return self._stream.size
 
 
 def chunks(reader: BlobReader, size: int = CHUNK) -> Iterator[bytes]:

@@ -128,3 +128,35 @@ def test_an_unknown_log_format_is_refused_with_the_choices(tmp_path: Path) -> No
     path = _write(tmp_path, '[logging]\nformat = "xml"\n')
     with pytest.raises(ConfigError, match=r"logging\.format: .*auto, json, text"):
         load_config(path)
+
+
+def test_s3_storage_needs_endpoint_and_bucket_and_names_the_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[storage]\nbackend = "s3"\nbucket = "qpr"\n')
+    with pytest.raises(ConfigError, match=r"storage: .*needs endpoint and bucket"):
+        load_config(path)
+    path = _write(tmp_path, '[storage]\nbackend = "s3"\nendpoint = "ftp://x"\nbucket = "b"\n')
+    with pytest.raises(ConfigError, match=r"storage\.endpoint: .*http"):
+        load_config(path)
+
+
+def test_s3_credentials_come_from_the_file_relative_to_the_config_and_stay_out_of_reprs(
+    tmp_path: Path,
+) -> None:
+    from qprserver.config import s3_credentials
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "s3.toml").write_text(
+        'access_key_id = "AKID"\nsecret_access_key = "s3cr3t"\n', encoding="utf-8"
+    )
+    path = _write(
+        tmp_path,
+        '[storage]\nbackend = "s3"\nendpoint = "http://127.0.0.1:9000"\nbucket = "qpr"\n'
+        'credentials_file = "keys/s3.toml"\n',
+    )
+    credentials = s3_credentials(load_config(path).storage)
+    assert credentials.access_key_id == "AKID"
+    assert credentials.secret_access_key == "s3cr3t"
+    assert "s3cr3t" not in repr(credentials)
+    (tmp_path / "keys" / "s3.toml").write_text('access_key_id = "AKID"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="needs access_key_id and secret_access_key"):
+        s3_credentials(load_config(path).storage)

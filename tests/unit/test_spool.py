@@ -129,3 +129,24 @@ def test_temp_names_cannot_climb_out_of_the_spool(tmp_path: Path, bad: str) -> N
     spool = Spool(tmp_path, "n1")
     with pytest.raises(ValueError):
         spool.locate(bad)
+
+
+def test_the_periodic_sweep_clears_what_a_dead_node_abandoned_but_spares_its_kept_uploads(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    dead = FileBlobStore(data, node_id="node-dead")
+    abandoned = dead.begin_write()
+    abandoned.write(0, b"the node died while receiving this")
+    kept = dead.begin_write()
+    kept.write(0, b"cut off and kept")
+    kept_name = kept.detach()
+    live = FileBlobStore(data, node_id="node-live")
+    in_progress = live.begin_write()
+    in_progress.write(0, b"being written")
+    later = time.time() + 7200
+    assert live.sweep_temp(0, later, spare=frozenset({kept_name})) == 1  # its own only
+    assert len(list(dead.spool.folder.iterdir())) == 2
+    assert live.sweep_temp(3600, later, spare=frozenset({kept_name})) == 1  # the abandoned one
+    assert [p.name for p in dead.spool.folder.iterdir()] == [kept_name.split("/")[1]]
+    assert live.resume_write(kept_name).finish().sha256 == _sha(b"cut off and kept")

@@ -215,6 +215,8 @@ class Node(Base):
     __tablename__ = "nodes"
 
     id: Mapped[intpk]
+    # ``server.node_id``: the name of its spool folder, shared by a node's workers.
+    name: Mapped[str] = mapped_column(String(43), default="", server_default="")
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int]
     started_at: Mapped[utc]

@@ -1,7 +1,7 @@
 """registrations, one-time tokens, procedures per account, the pending account state
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-28 09:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import qprserver.db.base
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
