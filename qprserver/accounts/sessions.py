@@ -33,8 +33,8 @@ from qprserver.accounts.enums import Channel
 from qprserver.clock import Clock
 from qprserver.db.engine import Database, Reads
 from qprserver.db.models import Account, LoginSession, Node
-from qprserver.observability import events
 from qprserver.errors import StartupError
+from qprserver.observability import events
 
 log = logging.getLogger(__name__)
 
