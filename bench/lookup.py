@@ -43,7 +43,7 @@ async def _fill(db: Database, count: int) -> Account:
                 Account(ik=ik, name=ik, roles=frozenset(roles), created_at=now, updated_at=now)
             )
     async with db.session() as session:
-        ids = dict((await session.execute(select(Account.ik, Account.id))).tuples().all())
+        ids = {ik: id_ for ik, id_ in await session.execute(select(Account.ik, Account.id))}
         doc_ids = (
             await session.scalars(
                 insert(Document).returning(Document.id, sort_by_parameter_order=True),
