@@ -48,7 +48,7 @@ def make(openssh_root: Path, scratch: Path, sizes: Sizes, needed: set[str]) -> D
         pdf("lv", BIG_NAME, sizes.big)
     if "parallel" in needed:
         pdf("lv", PARALLEL_NAME, sizes.parallel_size)
-    if "mget" in needed:
+    if needed & {"mget", "mget4"}:
         for i in range(1, sizes.mget_count + 1):
             pdf("mget", mget_name(i), sizes.mget_size)
     if "ls" in needed:

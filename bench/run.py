@@ -25,6 +25,7 @@ import machine
 import procmem
 import report
 from clients import Client, Endpoint
+from manyfiles import MANY_FILE_SCENARIOS
 from populate import populate
 from qprside import QprServer
 from scenarios import (
@@ -52,6 +53,7 @@ FULL = Sizes(
     upload=1 * GiB,
     mget_count=5000,
     mget_size=100_000,
+    mput_count=1000,
     list_count=100_000,
     list_size=4096,
     clients=32,
@@ -65,6 +67,7 @@ QUICK = Sizes(
     upload=64 * MiB,
     mget_count=100,
     mget_size=100_000,
+    mput_count=100,
     list_count=5_000,
     list_size=4096,
     clients=8,
@@ -76,6 +79,7 @@ QUICK = Sizes(
 # which qprserver lacks, and its cost (client and server) would otherwise dominate the
 # login scenarios. --kex-as-offered leaves the key exchange to the client.
 SAME_KEX = "curve25519-sha256"
+ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *MANY_FILE_SCENARIOS]
 RUNS: list[tuple[str, str | None]] = [("default", None), (AES_GCM, AES_GCM)]
 
 
@@ -138,9 +142,9 @@ def parse_args() -> argparse.Namespace:
 def _selected(only: str | None) -> tuple[list[Scenario], bool]:
     """The SFTP scenarios chosen, and whether the bundle scenario is."""
     if not only:
-        return list(SCENARIOS), True
+        return list(ALL_SCENARIOS), True
     wanted = {w.strip() for w in only.split(",") if w.strip()}
-    chosen = [s for s in SCENARIOS if str(s.id) in wanted or s.key in wanted]
+    chosen = [s for s in ALL_SCENARIOS if str(s.id) in wanted or s.key in wanted]
     bundle = str(BUNDLE_ID) in wanted or BUNDLE_KEY in wanted
     if not chosen and not bundle:
         raise BenchError(f"--only {only}: no such scenario")
@@ -264,7 +268,12 @@ def main() -> int:
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     info = {"machine": machine.machine(), "versions": machine.versions()}
     base = Path(tempfile.mkdtemp(prefix="qprbench-", dir=args.tmpdir))
-    need = sizes.big + 2 * sizes.upload + sizes.mget_count * sizes.mget_size + GiB
+    need = (
+        sizes.big
+        + 2 * sizes.upload
+        + (sizes.mget_count + 2 * sizes.mput_count) * sizes.mget_size
+        + GiB
+    )
     if shutil.disk_usage(base).free < need:
         shutil.rmtree(base)
         raise BenchError(f"not enough free space in {base.parent}: need {need / 1e9:.1f} GB")

@@ -10,21 +10,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
 
 from qprserver.config import DatabaseSettings
+from qprserver.db.reads import AsyncReads, DriverFailed, SyncReads
+from qprserver.db.reads import Reads as Reads  # where the hot-path readers import it from
 
 T = TypeVar("T")
 
@@ -120,82 +120,6 @@ def _sqlite_quick_engine(url: str, *, write: bool = False) -> Engine:
         cursor.close()
 
     return engine
-
-
-class Reads(Protocol):
-    """What hot-path readers call: an ``AsyncSession`` or ``quick_read``'s reader."""
-
-    async def execute(self, statement: Any, params: Any = None, /) -> Any: ...
-
-    async def scalars(self, statement: Any, params: Any = None, /) -> Any: ...
-
-    async def scalar(self, statement: Any, params: Any = None, /) -> Any: ...
-
-
-class _SyncReads:
-    """A synchronous connection behind the async read methods (SQLite quick reads).
-
-    Column selects run on the connection itself; an ORM session, which costs more,
-    is made on the same connection only for selects of whole entities.
-    """
-
-    __slots__ = ("_conn", "_session")
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._session: Session | None = None
-
-    def _orm(self) -> Session:
-        if self._session is None:
-            self._session = Session(bind=self._conn, expire_on_commit=False)
-        return self._session
-
-    async def execute(self, statement: Any, params: Any = None, /) -> Any:
-        return self._conn.execute(statement, params)
-
-    async def scalars(self, statement: Any, params: Any = None, /) -> Any:
-        return self._orm().scalars(statement, params)
-
-    async def scalar(self, statement: Any, params: Any = None, /) -> Any:
-        return self._orm().scalar(statement, params)
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-        # Ends SQLAlchemy's transaction; the driver holds none (autocommit reads).
-        self._conn.rollback()
-
-
-class _AsyncReads:
-    """An autocommit connection behind the read methods (PostgreSQL quick reads).
-
-    Column selects go to the connection: through an ORM session on it, an ``mget``
-    over PostgreSQL took 2.35× OpenSSH's time instead of 1.68× (QUICK, 5 runs).
-    """
-
-    __slots__ = ("_conn", "_session")
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-        self._session: AsyncSession | None = None
-
-    def _orm(self) -> AsyncSession:
-        if self._session is None:
-            self._session = AsyncSession(bind=self._conn, expire_on_commit=False)
-        return self._session
-
-    async def execute(self, statement: Any, params: Any = None, /) -> Any:
-        return await self._conn.execute(statement, params)
-
-    async def scalars(self, statement: Any, params: Any = None, /) -> Any:
-        return await self._orm().scalars(statement, params)
-
-    async def scalar(self, statement: Any, params: Any = None, /) -> Any:
-        return await self._orm().scalar(statement, params)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
 
 class Database:
@@ -303,7 +227,7 @@ class Database:
                 # One connection for the process: work runs to its end without yielding
                 # to the loop, so no two quick reads ever share it at once.
                 self._quick_conn = self._quick.connect()
-            reads = _SyncReads(self._quick_conn)
+            reads = SyncReads(self._quick_conn)
             try:
                 return await work(reads)
             except OperationalError as exc:
@@ -316,7 +240,7 @@ class Database:
         elif self._quick_async is not None:
             try:
                 async with self._quick_async.connect() as conn:
-                    async_reads = _AsyncReads(conn)
+                    async_reads = AsyncReads(conn)
                     try:
                         return await work(async_reads)
                     finally:
@@ -324,6 +248,8 @@ class Database:
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
+            except DriverFailed:
+                pass  # the connection is dropped; the read goes the usual way
         async with self.read_session() as session:
             return await work(session)
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qprserver.accounts.enums import Role
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
+from qprserver.db import prepared
 from qprserver.db.engine import Reads
 from qprserver.db.models import (
     Account,
@@ -26,6 +27,7 @@ from qprserver.db.models import (
     DownloadReceipt,
     UploadProtocol,
 )
+from qprserver.db.prepared import Prepared
 from qprserver.errors import NotFound
 from qprserver.exchange.folders import (
     DELIVERY_FOLDERS,
@@ -71,7 +73,9 @@ _DELIVERY_PAGE = (
     .order_by(Delivery.id)
     .limit(bindparam("limit"))
 )
-_DELIVERY_BY_NAME = (
+# Run by the driver itself (``db/prepared.py``): it is the one query of every
+# ``stat`` and ``open`` in a download folder.
+_DELIVERY_BY_NAME = Prepared(
     _DELIVERY_COLUMNS.where(Delivery.name == bindparam("name"))
     .order_by(Delivery.id.desc())
     .limit(1)
@@ -233,13 +237,14 @@ async def lookup(session: Reads, account: Account, folder: Folder, name: str) ->
     if folder not in folders_for(account):
         raise NotFound(f"/{folder}")
     if folder in DELIVERY_FOLDERS:
-        row = (
-            await session.execute(
-                _DELIVERY_BY_NAME, {"account": account.id, "folder": folder, "name": name}
-            )
-        ).first()
-        if row is None:
+        found = await prepared.rows(
+            session,
+            _DELIVERY_BY_NAME,
+            {"account": account.id, "folder": str(folder), "name": name},
+        )
+        if not found:
             raise NotFound(f"/{folder}/{name}")
+        row = found[0]
         return Entry(row[0], row[1], row[2], row[3], row[4])
     if folder == Folder.BUNDLES:
         bundle = await _find_bundle(session, account, name)

@@ -6,9 +6,9 @@ exception text of the backend ever reaches the client.
 
 Its lines (just over 400) are the SFTP request handlers themselves, one method per
 request type that asyncssh dispatches to this class; attribute formatting lives in
-``attrs.py``, the failure policy in ``guard.py``, the depositor's view in ``outbox.py``
-and every private asyncssh hook in ``compat.py``. The next seam is the temp-name upload
-state machine (open, rename, close of an upload).
+``attrs.py``, the failure policy in ``guard.py``, the depositor's view in ``outbox.py``,
+the temp-name upload state machine in ``uploads_pending.py`` and every private asyncssh
+hook in ``compat.py``.
 """
 
 from __future__ import annotations

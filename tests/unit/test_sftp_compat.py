@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -137,6 +138,42 @@ def test_a_write_with_trailing_bytes_is_trimmed_to_its_fields() -> None:
     assert trimmed.get_full_payload() == fields
     exact = SSHPacket(fields)
     assert compat.trimmed_write(exact) is exact
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise AssertionError("formatted although DEBUG is off")
+
+
+def test_debug_messages_are_not_formatted_while_debug_is_off() -> None:
+    from asyncssh import logging as _logging
+
+    compat.install_quiet_debug_log()
+    logger = _logging.SSHLogger().get_child("sftp", "conn=1")
+    assert isinstance(logger, logging.LoggerAdapter)
+    assert _logging.SSHLogger.debug1 is compat._debug1
+    level = logger.logger.level
+    logger.logger.setLevel(logging.INFO)
+    try:
+        # asyncssh's own debug1 would call str() on the argument before asking the level.
+        logger.debug1("Received %s", [_Unprintable()])
+    finally:
+        logger.logger.setLevel(level)
+
+
+def test_debug_messages_still_log_as_asyncssh_formats_them_when_debug_is_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from asyncssh import logging as _logging
+
+    compat.install_quiet_debug_log()
+    logger = _logging.SSHLogger().get_child("sftp", "conn=1")
+    with caplog.at_level("DEBUG", logger=logger.logger.name):
+        logger.debug1("Received open request for %s", b"inbox/a.pdf")
+    assert "[conn=1] Received open request for inbox/a.pdf" in caplog.text
 
 
 # -- SFTP sessions ------------------------------------------------------------------------
