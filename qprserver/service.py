@@ -10,7 +10,6 @@ notifications (``observability``).
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import multiprocessing
@@ -19,7 +18,6 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from qprserver import __version__
 from qprserver.audit import seal as audit_seal
@@ -33,7 +31,6 @@ from qprserver.config import (
 )
 from qprserver.db.engine import Database
 from qprserver.db.migrate import require_head
-from qprserver.errors import StartupError
 from qprserver.exchange import partials, retention
 from qprserver.exchange.uploads import UploadService
 from qprserver.jobs.registry import JobContext
@@ -46,6 +43,7 @@ from qprserver.observability.systemd import ServiceManager
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.sftp.server import SFTPListener
 from qprserver.sftp.state import ServerContext
+from qprserver.sockets import listening_sockets
 from qprserver.storage.base import BlobStore
 from qprserver.storage.local import FileBlobStore
 from qprserver.web.context import Portal
@@ -122,75 +120,6 @@ async def sweep_stale_uploads(settings: Settings) -> int:
         return blobs.sweep_temp(older_than_seconds=0, now=time.time(), spare=kept)
     finally:
         blobs.close()
-
-
-# Connections the kernel queues on a listening socket (asyncio's default, as before).
-ACCEPT_QUEUE = 100
-
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
-
-
-def listening_sockets(host: str, port: int, processes: int = 1) -> list[list[socket.socket]]:
-    """Bind ``host:port`` (every address it resolves to) once: one list of listening
-    sockets for each of ``processes`` server processes.
-
-    First a plain socket listens on each address: that fails, with one line, when
-    anything holds the port, a second qprserver instance included. For several
-    processes it then lets each process's own SO_REUSEPORT socket join it, so the
-    kernel spreads the connections evenly, and closes it. The port is never free in
-    between, so another instance (another config, another database) cannot slip in
-    and take a share of the logins.
-    """
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:
-        raise StartupError(f"{_address(host, port)}: Adresse unbekannt ({exc.strerror})") from None
-    plain: list[socket.socket] = []
-    shared: list[list[socket.socket]] = [[] for _ in range(processes)]
-    try:
-        for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = _listening(family, kind, proto, (address[0], port, *address[2:]))
-            plain.append(sock)
-            port = sock.getsockname()[1]  # port 0 (tests): the others take the same
-        if processes == 1:
-            return [plain]
-        for sock in plain:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            for own in shared:
-                own.append(_listening(sock.family, sock.type, sock.proto, sock.getsockname(), True))
-    except OSError as exc:
-        for sock in plain + [s for own in shared for s in own]:
-            sock.close()
-        where = _address(host, port)
-        if exc.errno == errno.EADDRINUSE:
-            raise StartupError(f"{where} ist bereits belegt ({exc.strerror})") from None
-        raise StartupError(f"{where} kann nicht geöffnet werden ({exc.strerror})") from None
-    for sock in plain:
-        sock.close()
-    return shared
-
-
-def _listening(
-    family: int, kind: int, proto: int, address: Any, reuse_port: bool = False
-) -> socket.socket:
-    sock = socket.socket(family, kind, proto)
-    try:
-        # A restart may bind while connections of the last run linger in TIME_WAIT.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(ACCEPT_QUEUE)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def serve_forever(

@@ -24,7 +24,7 @@ from playwright.async_api import Page, async_playwright
 from qprserver.db.engine import Database
 from qprserver.ik import check_digit
 from qprserver.security.tlscert import ensure_self_signed
-from qprserver.service import listening_sockets
+from qprserver.sockets import listening_sockets
 from qprserver.web.server import WebListener
 from tests.conftest import QB_DATA
 from tests.functional.harness import HOSPITAL, IN_WINDOW, LV_SH, REPORT, pdf_bytes, start_qb_server
