@@ -67,6 +67,9 @@ class Refusal(StrEnum):
 
     UNKNOWN = "unknown"
     DISABLED = "disabled"
+    # A self-registered account not yet freigeschaltet (or its letter's code not yet
+    # entered): the portal lets it on only to finish its registration.
+    PENDING = "pending"
     EXPIRED = "expired"
     PROCEDURE = "procedure"
     NETWORK = "network"
@@ -125,6 +128,8 @@ class Decision:
 
 def standing(status: AccountStatus, expires_at: datetime | None, now: datetime) -> Refusal | None:
     """Whether an account may be logged in at all at ``now`` (checks 1 and 2)."""
+    if status is AccountStatus.PENDING:
+        return Refusal.PENDING
     if status is not AccountStatus.ACTIVE:
         return Refusal.DISABLED
     if expires_at is not None and expires_at <= now:

@@ -1,10 +1,8 @@
-"""The operator's side of registrations: review, decide, letters, and the daily jobs.
+"""The operator's side of registrations: review, decide, and the daily jobs.
 
 ``approve`` and ``reject`` end an application with a status mail. With
 ``registration.postal_activation`` an approved account stays ``pending`` until the
-code of its activation letter is entered in the portal (``activate``): a form anyone
-can fill in proves no institution, a letter to its address does. ``issue_letter``
-makes a new code each time a letter is printed, so only the latest letter works.
+code of its activation letter is entered in the portal (``activation.py``).
 ``purge_unconfirmed`` and ``remind_stuck`` are the jobs; the reminder goes once per
 registration, whatever number of runs or nodes.
 """
@@ -12,14 +10,13 @@ registration, whatever number of runs or nodes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.accounts.enums import AccountStatus, Procedure, RegistrationState, TokenPurpose
+from qprserver.accounts.enums import AccountStatus, Procedure, RegistrationState
 from qprserver.accounts.fields import normalise_procedures
 from qprserver.accounts.registration import OPEN_STATES, password_link
 from qprserver.audit import chain as audit
@@ -31,21 +28,6 @@ from qprserver.ik import validate_land
 from qprserver.notify import registration_mails as mails
 from qprserver.notify.outbox import Notifier
 from qprserver.security import tokens
-
-
-@dataclass(frozen=True)
-class Letter:
-    """What an activation letter shows; the code exists in clear only here."""
-
-    registration_id: int
-    ik: str
-    institution: str
-    contact: str
-    street: str
-    postcode: str
-    city: str
-    code: str
-    expires_at: datetime
 
 
 class RegistrationSummary(TypedDict):
@@ -237,110 +219,6 @@ async def reject(
         account_id=reg.account_id,
     )
     return reg
-
-
-def awaiting_letter(reg: Registration, account: Account) -> bool:
-    return (
-        reg.state is RegistrationState.FREIGESCHALTET
-        and reg.activated_at is None
-        and account.status is AccountStatus.PENDING
-    )
-
-
-async def issue_letter(
-    session: AsyncSession,
-    actor: Actor,
-    now: datetime,
-    registration_id: int,
-    settings: RegistrationSettings,
-) -> Letter:
-    """A new activation code for an approved, not yet activated registration."""
-    reg = await get_registration(session, registration_id)
-    account = await session.get(Account, reg.account_id) if reg.account_id else None
-    if account is None or not awaiting_letter(reg, account):
-        raise InvalidInput(
-            f"Registrierung {reg.id} wartet auf keinen Aktivierungsbrief (Stand: {reg.state.label})"
-        )
-    code = await tokens.issue(
-        session,
-        TokenPurpose.LETTER,
-        now,
-        timedelta(days=settings.letter_days),
-        account_id=account.id,
-    )
-    await audit.record(
-        session,
-        actor,
-        "registration.letter",
-        at=now,
-        target=reg.ik,
-        details={"registration": reg.id},
-    )
-    return Letter(
-        registration_id=reg.id,
-        ik=reg.ik,
-        institution=reg.institution,
-        contact=reg.contact,
-        street=reg.street,
-        postcode=reg.postcode,
-        city=reg.city,
-        code=code,
-        expires_at=now + timedelta(days=settings.letter_days),
-    )
-
-
-async def letters_due(session: AsyncSession, now: datetime) -> list[int]:
-    """Approved registrations waiting for a letter that have no usable code yet."""
-    rows = await session.execute(
-        select(Registration.id, Registration.account_id)
-        .join(Account, Account.id == Registration.account_id)
-        .where(
-            Registration.state == RegistrationState.FREIGESCHALTET,
-            Registration.activated_at.is_(None),
-            Account.status == AccountStatus.PENDING,
-        )
-        .order_by(Registration.id)
-    )
-    due = []
-    for registration_id, account_id in rows:
-        live = await session.scalar(
-            select(OneTimeToken.id).where(
-                OneTimeToken.account_id == account_id,
-                OneTimeToken.purpose == TokenPurpose.LETTER,
-                OneTimeToken.used_at.is_(None),
-                OneTimeToken.expires_at > now,
-            )
-        )
-        if live is None:
-            due.append(registration_id)
-    return due
-
-
-async def activate(session: AsyncSession, now: datetime, account_id: int, code: str) -> Account:
-    """Enter the letter's code: the approved account becomes usable. InvalidInput for a
-    wrong, expired or used code (the portal counts it as a failed attempt)."""
-    await tokens.consume(session, TokenPurpose.LETTER, code, now, account_id=account_id)
-    account = await session.get_one(Account, account_id)
-    reg = await session.scalar(
-        select(Registration).where(
-            Registration.account_id == account_id,
-            Registration.state == RegistrationState.FREIGESCHALTET,
-        )
-    )
-    if reg is None or not awaiting_letter(reg, account):
-        raise InvalidInput(tokens.INVALID[TokenPurpose.LETTER])
-    account.status = AccountStatus.ACTIVE
-    account.updated_at = now
-    reg.activated_at = reg.updated_at = now
-    await audit.record(
-        session,
-        Actor(account.ik, "web"),
-        "registration.activate",
-        at=now,
-        target=account.ik,
-        details={"registration": reg.id},
-    )
-    return account
 
 
 async def purge_unconfirmed(

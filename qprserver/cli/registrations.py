@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qprserver.accounts import review
+from qprserver.accounts import activation, review
 from qprserver.accounts.enums import RegistrationState
 from qprserver.cli.app import App, pass_app
 from qprserver.cli.output import Column, emit, json_option
@@ -170,14 +170,14 @@ def registration_letter(
         raise click.UsageError("give either a registration ID or --all")
     settings = app.settings
 
-    async def work(db: Database) -> list[review.Letter]:
+    async def work(db: Database) -> list[activation.Letter]:
         async with db.session() as session:
             now = app.clock.now()
             ids = [registration_id] if registration_id is not None else None
             if ids is None:
-                ids = await review.letters_due(session, now)
+                ids = await activation.letters_due(session, now)
             return [
-                await review.issue_letter(session, app.actor(), now, i, settings.registration)
+                await activation.issue_letter(session, app.actor(), now, i, settings.registration)
                 for i in ids
             ]
 

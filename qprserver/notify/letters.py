@@ -18,7 +18,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-from qprserver.accounts.review import Letter
+from qprserver.accounts.activation import Letter
 
 _LEFT = 25 * mm  # text margin (DIN 5008: 25 mm)
 _ADDRESS_LEFT = 20 * mm

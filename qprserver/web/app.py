@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qprserver.accounts.enums import Role
 from qprserver.db.models import WebStage
-from qprserver.web import account, auth, mailbox, uploads
+from qprserver.web import account, auth, mailbox, registration, uploads
 from qprserver.web.context import Portal
 from qprserver.web.pages import current, not_found, page, see_other
 
@@ -92,6 +92,10 @@ def create_app(portal: Portal) -> Starlette:
         *(Route(path, endpoint, methods=methods) for path, endpoint, methods in mailbox.ROUTES),
         *(Route(path, endpoint, methods=methods) for path, endpoint, methods in uploads.ROUTES),
         *(Route(path, endpoint, methods=methods) for path, endpoint, methods in account.ROUTES),
+        *(
+            Route(path, endpoint, methods=methods)
+            for path, endpoint, methods in registration.ROUTES
+        ),
         Mount(
             "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
         ),

@@ -23,13 +23,14 @@ from sqlalchemy.orm import selectinload
 from starlette.requests import Request
 from starlette.responses import Response
 
-from qprserver.accounts import access
+from qprserver.accounts import access, activation, registration
 from qprserver.accounts import sessions as login_sessions
-from qprserver.accounts.enums import Channel
+from qprserver.accounts.enums import AccountStatus, Channel
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account, WebStage
+from qprserver.errors import InvalidInput
 from qprserver.security import bans, totp
 from qprserver.security.passwords import verify_password
 from qprserver.web import sessions
@@ -60,6 +61,11 @@ BANNED = "Zu viele fehlgeschlagene Anmeldungen. Bitte später erneut versuchen."
 _ACCOUNT_AT_LOGIN = (
     select(Account).where(Account.ik == bindparam("ik")).options(selectinload(Account.password))
 )
+
+
+async def _awaits_letter(portal: Portal, account: Account) -> bool:
+    async with portal.db.read_session() as session:
+        return await activation.awaits_letter(session, account)
 
 
 class _LoginSessions:
@@ -104,7 +110,11 @@ async def login_form(request: Request) -> Response:
     # the form: a new password step replaces it.
     if visit is not None and visit.session.stage is WebStage.FULL:
         return see_other("/")
-    note = "Sie wurden abgemeldet." if "abgemeldet" in request.query_params else ""
+    note = ""
+    if "abgemeldet" in request.query_params:
+        note = "Sie wurden abgemeldet."
+    elif "neu" in request.query_params:
+        note = "Ihr neues Passwort ist gespeichert. Bitte melden Sie sich an."
     return _login_page(request, note)
 
 
@@ -146,7 +156,16 @@ async def login(request: Request) -> Response:
         and account.totp_secret is None
         and portal.totp_key is not None
     )
-    usable = decision is not None and (decision.allowed or enrol)
+    # Approved by the operator, waiting for the letter's code: it is asked for with the
+    # TOTP code, and the account is usable once it is entered.
+    letter = (
+        decision is not None
+        and account is not None
+        and decision.refusal is access.Refusal.PENDING
+        and account.totp_secret is not None
+        and await _awaits_letter(portal, account)
+    )
+    usable = decision is not None and (decision.allowed or enrol or letter)
     stored = account.password.password_hash if usable and account and account.password else None
     async with portal.password_checks:
         ok = await asyncio.to_thread(verify_password, stored, password)
@@ -223,7 +242,8 @@ async def _wrong_code(call: Call, template: str, context: dict[str, object]) -> 
 
 
 async def code_form(call: Call) -> Response:
-    return render(call.request, "code.html", visit=call.visit)
+    letter = call.visit.account.status is AccountStatus.PENDING
+    return render(call.request, "code.html", {"letter": letter}, visit=call.visit)
 
 
 async def code(call: Call) -> Response:
@@ -237,9 +257,24 @@ async def code(call: Call) -> Response:
     if portal.totp_key is not None and not banned:
         async with portal.db.session() as session:
             ok = await totp.verify(session, visit.account.id, given, portal.totp_key, now)
+    letter = visit.account.status is AccountStatus.PENDING
+    if ok and letter:
+        ok = await _activate(call, str(call.form.get("aktivierungscode", ""))[:64])
     if not ok:
-        return await _wrong_code(call, "code.html", {})
+        return await _wrong_code(call, "code.html", {"letter": letter})
     return await _full_login(call, now)
+
+
+async def _activate(call: Call, code: str) -> bool:
+    """The letter's code of an approved registration: the account becomes usable."""
+    portal, visit = call.portal, call.visit
+    try:
+        async with portal.db.session() as session:
+            account = await activation.activate(session, portal.clock.now(), visit.account.id, code)
+            visit.account.status = account.status
+    except InvalidInput:
+        return False
+    return True
 
 
 def qr_data_uri(uri: str) -> str:
@@ -302,7 +337,21 @@ async def enrol(call: Call) -> Response:
     if codes is None:
         assert answer is not None
         return answer
+    if call.visit.account.status is AccountStatus.PENDING:
+        return await _applied(call, codes)
     return await _full_login(call, call.portal.clock.now(), enrolled=codes)
+
+
+async def _applied(call: Call, codes: list[str]) -> Response:
+    """A registrant's second factor is set: the application goes to the operator, and
+    the session ends (the account logs in once it is freigeschaltet)."""
+    portal, visit = call.portal, call.visit
+    async with portal.db.session() as session:
+        await registration.apply(session, portal.clock.now(), visit.account.id, portal.notifier)
+    await sessions.end(portal.db, visit.session.id)
+    response = render(call.request, "antrag.html", {"codes": codes})
+    clear_session_cookie(call.request, response)
+    return response
 
 
 async def logout(request: Request) -> Response:

@@ -15,6 +15,8 @@ from qprserver.storage.base import BlobStore
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
 
+    from qprserver.notify.outbox import Notifier
+
 # Each argon2id check holds 64 MiB while it runs (as on the SSH edge): a flood of
 # password attempts queues here.
 PASSWORD_CHECKS_AT_ONCE = 2
@@ -34,3 +36,8 @@ class Portal:
     password_checks: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)
     )
+
+    @property
+    def notifier(self) -> Notifier:
+        """The process's one notifier (the upload service was built with it)."""
+        return self.uploads.notifier

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import selectinload
 
-from qprserver.accounts.access import standing
+from qprserver.accounts.access import Refusal, standing
 from qprserver.config import WebSettings
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, WebSession, WebStage
@@ -58,7 +58,9 @@ class Visit:
 def problem(row: WebSession, account: Account, now: datetime, web: WebSettings) -> str | None:
     """Why a session is over at ``now`` (for the log), or None while it is valid."""
     refusal = standing(account.status, account.expires_at, now)
-    if refusal is not None:
+    # A pending registrant's session only ever finishes its registration (second
+    # factor, the letter's code); it never reaches a full login while pending.
+    if refusal is not None and not (refusal is Refusal.PENDING and row.stage is not WebStage.FULL):
         return str(refusal)
     if now - row.last_seen_at > timedelta(seconds=web.session_idle):
         return "idle"

@@ -136,11 +136,11 @@ def test_the_activation_letter_carries_a_code_that_the_pdf_gives_back(
     settings = load_config(instance.config)
 
     async def activate(session: AsyncSession) -> str:
-        from qprserver.accounts import review
+        from qprserver.accounts import activation
         from qprserver.accounts.service import get_account
 
         account = await get_account(session, FORM.ik)
-        await review.activate(session, SystemClock().now(), account.id, code.group(1))
+        await activation.activate(session, SystemClock().now(), account.id, code.group(1))
         return account.status.value
 
     assert settings.registration.postal_activation

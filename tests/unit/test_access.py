@@ -211,4 +211,4 @@ async def test_a_pending_registrant_is_refused_on_every_channel(db: Database) ->
         account = await accounts.get_account(session, IK)
         account.status = AccountStatus.PENDING
     for channel in Channel:
-        assert (await _decide(db, channel=channel)).refusal is Refusal.DISABLED
+        assert (await _decide(db, channel=channel)).refusal is Refusal.PENDING

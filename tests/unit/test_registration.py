@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
-from qprserver.accounts import access, recovery, registration, review
+from qprserver.accounts import access, activation, recovery, registration, review
 from qprserver.accounts.enums import AccountStatus, Channel, Procedure, RegistrationState
 from qprserver.accounts.registration import RegistrationForm
 from qprserver.accounts.sessions import NodeLease
@@ -125,7 +125,7 @@ async def test_the_whole_way_in_ends_in_an_account_usable_after_the_letters_code
     assert [m.to_addr for m in await _mails(db, "registration_applied")] == [FORM.email]
     # Pending: no channel admits it, however complete its credentials.
     for channel in Channel:
-        assert not (await _decide(db, FORM.ik, channel)).allowed
+        assert (await _decide(db, FORM.ik, channel)).refusal is access.Refusal.PENDING
     async with db.session() as session:
         reg = await review.approve(
             session,
@@ -142,23 +142,25 @@ async def test_the_whole_way_in_ends_in_an_account_usable_after_the_letters_code
     assert "Aktivierungscode" in approved.body_text
     assert not (await _decide(db, FORM.ik, Channel.WEB)).allowed  # letter not yet used
     async with db.session() as session:
-        assert await review.letters_due(session, NOW) == [registration_id]
-        first = await review.issue_letter(session, OPERATOR, NOW, registration_id, SETTINGS)
-        letter = await review.issue_letter(session, OPERATOR, NOW, registration_id, SETTINGS)
-        assert await review.letters_due(session, NOW) == []
+        assert await activation.letters_due(session, NOW) == [registration_id]
+        first = await activation.issue_letter(session, OPERATOR, NOW, registration_id, SETTINGS)
+        letter = await activation.issue_letter(session, OPERATOR, NOW, registration_id, SETTINGS)
+        assert await activation.letters_due(session, NOW) == []
         account = await session.scalar(select(Account).where(Account.ik == FORM.ik))
         assert account is not None
     async with db.session() as session:
         with pytest.raises(InvalidInput, match="Aktivierungscode"):
-            await review.activate(session, NOW, account.id, first.code)  # replaced by the second
+            await activation.activate(
+                session, NOW, account.id, first.code
+            )  # replaced by the second
     async with db.session() as session:
-        await review.activate(session, NOW, account.id, letter.code.lower().replace("-", " "))
+        await activation.activate(session, NOW, account.id, letter.code.lower().replace("-", " "))
     web = await _decide(db, FORM.ik, Channel.WEB)
     assert web.allowed and web.second_factor
     assert (await _decide(db, FORM.ik, Channel.SFTP)).refusal is access.Refusal.PROCEDURE
     async with db.session() as session:
         with pytest.raises(InvalidInput):
-            await review.activate(session, NOW, account.id, letter.code)  # used up
+            await activation.activate(session, NOW, account.id, letter.code)  # used up
 
 
 async def test_without_postal_activation_approval_opens_the_account_and_attaches_its_key(

@@ -1,0 +1,278 @@
+"""A participant's way in, in the browser: the registration form, the link of the
+confirmation mail, the first password, and a forgotten password.
+
+The forms before any login carry the same double-submit token as the login form
+(cookie and field). Links from mails open a page with a button rather than acting on
+GET, so a mail scanner that follows links uses up nothing. The first password starts
+a session that can only enrol the second factor (``auth.enrol``), after which the
+application goes to the operator. Answers never tell whether an IK or an address is
+known: a registration for a known IK and a reset for an unknown address get the same
+page as the real thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from qprserver.accounts import recovery, registration
+from qprserver.accounts.registration import RegistrationForm
+from qprserver.db.models import WebStage
+from qprserver.errors import InvalidInput, TooManyRequests
+from qprserver.security import totp
+from qprserver.web import sessions
+from qprserver.web.pages import (
+    CSRF_FIELD,
+    STEP_URL,
+    address,
+    forbidden,
+    login_token,
+    portal_of,
+    render,
+    see_other,
+    set_login_cookie,
+    set_session_cookie,
+    token_ok,
+)
+
+SENT = (
+    "Vielen Dank. Wenn die Angaben stimmen, erhalten Sie in wenigen Minuten eine E-Mail mit "
+    "einem Link zur Bestätigung Ihrer Adresse. Der Link gilt {hours} Stunden."
+)
+RESET_SENT = (
+    "Wenn zu dieser Adresse ein freigeschalteter Zugang gehört, erhalten Sie in wenigen "
+    "Minuten eine E-Mail mit einem Link zum Festlegen eines neuen Passworts."
+)
+NO_SECOND_FACTOR = (
+    "Der zweite Faktor lässt sich derzeit nicht einrichten; bitte wenden Sie sich an den Betreiber."
+)
+FIELDS = ("ik", "institution", "contact", "email", "phone", "street", "postcode", "city")
+TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _page(
+    request: Request, template: str, context: Mapping[str, object] | None = None, status: int = 200
+) -> Response:
+    """A page before any login, with the double-submit token set where missing."""
+    token, new = login_token(request)
+    response = render(request, template, dict(context or {}), csrf=token, status=status)
+    if new:
+        set_login_cookie(request, response, token)
+    return response
+
+
+def _note(request: Request, title: str, message: str, status: int = 200) -> Response:
+    return _page(request, "hinweis.html", {"title": title, "message": message}, status)
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The posted form's fields, or None when its token is wrong."""
+    form = await request.form()
+    if not token_ok(request.cookies.get("qpr_login", ""), form.get(CSRF_FIELD)):
+        return None
+    values: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str) and key not in values:
+            values[key] = value[:2000]
+    values["roles"] = ",".join(v for v in form.getlist("rolle") if isinstance(v, str))
+    values["procedures"] = ",".join(v for v in form.getlist("verfahren") if isinstance(v, str))
+    return values
+
+
+def _link_token(request: Request) -> str | None:
+    token = str(request.path_params.get("token", ""))
+    return token if 20 <= len(token) <= 100 and set(token) <= TOKEN_CHARS else None
+
+
+async def register_form(request: Request) -> Response:
+    return _page(request, "registrieren.html", {"values": {}})
+
+
+async def register(request: Request) -> Response:
+    portal = portal_of(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    form = RegistrationForm(
+        **{key: values.get(key, "") for key in FIELDS},
+        roles=tuple(r for r in values["roles"].split(",") if r),
+        procedures=tuple(p for p in values["procedures"].split(",") if p),
+        ssh_key=values.get("ssh_key", ""),
+    )
+    settings = portal.settings.registration
+    try:
+        async with portal.db.session() as session:
+            await registration.register(
+                session,
+                portal.clock.now(),
+                form,
+                address=address(request),
+                settings=settings,
+                notifier=portal.notifier,
+            )
+    except InvalidInput as exc:
+        context = {"values": values, "message": str(exc)}
+        return _page(request, "registrieren.html", context, status=400)
+    except TooManyRequests as exc:
+        return _note(request, "Bitte später erneut versuchen", str(exc), status=429)
+    return _note(request, "Registrierung eingegangen", SENT.format(hours=settings.confirm_hours))
+
+
+async def resend(request: Request) -> Response:
+    """A new confirmation link, for the IK and address of an unconfirmed registration."""
+    portal = portal_of(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    settings = portal.settings.registration
+    async with portal.db.session() as session:
+        await registration.resend_confirmation(
+            session,
+            portal.clock.now(),
+            ik=values.get("ik", ""),
+            email=values.get("email", ""),
+            settings=settings,
+            notifier=portal.notifier,
+        )
+    return _note(request, "Link angefordert", SENT.format(hours=settings.confirm_hours))
+
+
+async def confirm_form(request: Request) -> Response:
+    token = _link_token(request)
+    if token is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    return _page(request, "bestaetigen.html", {"action": request.url.path})
+
+
+async def confirm(request: Request) -> Response:
+    portal = portal_of(request)
+    token = _link_token(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    if token is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    try:
+        async with portal.db.session() as session:
+            password_token = await registration.confirm(
+                session,
+                portal.clock.now(),
+                token,
+                settings=portal.settings.registration,
+                notifier=portal.notifier,
+            )
+    except InvalidInput as exc:
+        return _note(request, "Bestätigung nicht möglich", str(exc), status=400)
+    return see_other(f"/registrierung/passwort/{password_token}")
+
+
+async def password_form(request: Request) -> Response:
+    if _link_token(request) is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    return _page(request, "passwort_festlegen.html", {"action": request.url.path})
+
+
+def _new_password(values: dict[str, str]) -> str:
+    password = values.get("passwort", "")
+    if password != values.get("wiederholung", ""):
+        raise InvalidInput("Die beiden Passwörter stimmen nicht überein.")
+    return password
+
+
+async def set_password(request: Request) -> Response:
+    """The first password: then a session that can only enrol the second factor."""
+    portal = portal_of(request)
+    token = _link_token(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    if token is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    now = portal.clock.now()
+    try:
+        password = _new_password(values)
+        async with portal.db.session() as session:
+            account = await registration.set_first_password(session, now, token, password)
+            account_id = account.id
+    except InvalidInput as exc:
+        context = {"action": request.url.path, "message": str(exc)}
+        return _page(request, "passwort_festlegen.html", context, status=400)
+    if portal.totp_key is None:
+        return _note(request, "Passwort gespeichert", NO_SECOND_FACTOR, status=503)
+    pending = portal.totp_key.encrypt(totp.new_secret().encode()).decode()
+    session_token = await sessions.begin(
+        portal.db,
+        account_id,
+        WebStage.ENROL,
+        now,
+        address=address(request),
+        user_agent=request.headers.get("user-agent", ""),
+        pending_totp=pending,
+    )
+    response = see_other(STEP_URL[WebStage.ENROL])
+    set_session_cookie(request, response, session_token)
+    return response
+
+
+async def forgot_form(request: Request) -> Response:
+    return _page(request, "passwort_vergessen.html")
+
+
+async def forgot(request: Request) -> Response:
+    portal = portal_of(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    async with portal.db.session() as session:
+        await recovery.request_password_reset(
+            session,
+            portal.clock.now(),
+            values.get("email", ""),
+            settings=portal.settings.registration,
+            notifier=portal.notifier,
+        )
+    return _note(request, "Link angefordert", RESET_SENT)
+
+
+async def reset_form(request: Request) -> Response:
+    if _link_token(request) is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    return _page(request, "passwort_festlegen.html", {"action": request.url.path, "reset": True})
+
+
+async def reset(request: Request) -> Response:
+    """A new password by a reset link: every open web session of the account ends."""
+    portal = portal_of(request)
+    token = _link_token(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    if token is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    try:
+        password = _new_password(values)
+        async with portal.db.session() as session:
+            account = await recovery.reset_password(session, portal.clock.now(), token, password)
+            account_id = account.id
+    except InvalidInput as exc:
+        context = {"action": request.url.path, "message": str(exc), "reset": True}
+        return _page(request, "passwort_festlegen.html", context, status=400)
+    await sessions.end_all(portal.db, account_id)
+    return see_other("/anmelden?neu")
+
+
+ROUTES = [
+    ("/registrieren", register_form, ["GET"]),
+    ("/registrieren", register, ["POST"]),
+    ("/registrieren/erneut", resend, ["POST"]),
+    ("/registrierung/bestaetigen/{token}", confirm_form, ["GET"]),
+    ("/registrierung/bestaetigen/{token}", confirm, ["POST"]),
+    ("/registrierung/passwort/{token}", password_form, ["GET"]),
+    ("/registrierung/passwort/{token}", set_password, ["POST"]),
+    ("/passwort/vergessen", forgot_form, ["GET"]),
+    ("/passwort/vergessen", forgot, ["POST"]),
+    ("/passwort/neu/{token}", reset_form, ["GET"]),
+    ("/passwort/neu/{token}", reset, ["POST"]),
+]
