@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import asyncssh
 import pytest
 from asyncssh import auth as _auth
+from asyncssh import channel as _channel
 from asyncssh import connection as _connection
 from asyncssh.constants import FXP_WRITE, MSG_SERVICE_REQUEST
 from asyncssh.packet import SSHPacket
@@ -117,6 +119,42 @@ async def test_quick_acks_wrap_the_connection_data_received(plain: PlainServer) 
         # The connection is the transport's protocol, so asyncio calls its data_received.
         assert conn._transport.get_protocol() is conn
         assert callable(conn.get_extra_info("socket").setsockopt)
+
+
+async def test_the_packets_of_one_channel_flush_leave_in_one_write(plain: PlainServer) -> None:
+    compat.install_coalesced_channel_writes()
+    assert _params(_channel.SSHChannel._flush_send_buf) == ["channel"]  # the wrapper's
+    assert "self._transport.write(data)" in inspect.getsource(_connection.SSHConnection._send)
+    plain.content = os.urandom(600_000)
+    async with await plain.connect() as client:
+        conn = plain.connections[-1]
+        compat.coalesce_writes(conn)
+        writes: list[int] = []
+        packets: list[int] = []
+        coalesced = getattr(conn, compat._WRITES)
+        send, send_packet = coalesced.send, conn.send_packet
+
+        def counted_send(data: bytes) -> None:
+            writes.append(len(data))
+            send(data)
+
+        def counted_packet(pkttype: int, *args: bytes, handler: Any = None) -> None:
+            packets.append(pkttype)
+            send_packet(pkttype, *args, handler=handler)
+
+        coalesced.send = counted_send
+        conn.send_packet = counted_packet
+        async with (
+            client.start_sftp_client() as sftp,
+            sftp.open("f", "rb", block_size=262144) as f,
+        ):
+            writes.clear()
+            packets.clear()
+            data = await f.read(len(plain.content), 0)
+    assert data == plain.content
+    data_packets = packets.count(94)  # SSH_MSG_CHANNEL_DATA
+    assert data_packets >= 600_000 // 32768
+    assert len(writes) < data_packets / 4  # each 256 KiB reply: one write, not eight
 
 
 # -- SFTP requests ------------------------------------------------------------------------
@@ -246,7 +284,7 @@ class _Recorder(asyncssh.SFTPServer):
         return path.decode()
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
-        return b""
+        return self.plain.content[offset : offset + size]
 
     def close(self, file_obj: object) -> None:
         self.plain.closes[str(file_obj)] = compat.in_session_cleanup()
@@ -260,6 +298,7 @@ class PlainServer:
     """asyncssh on port 0, no login needed; what it saw is kept here."""
 
     port: int = 0
+    content: bytes = b""  # what every file holds
     connections: list[Any] = field(default_factory=list)
     sessions: list[_Recorder] = field(default_factory=list)
     closes: dict[str, bool] = field(default_factory=dict)
