@@ -46,11 +46,15 @@ def _local(value: datetime | None) -> str:
 
 
 def _size(value: int) -> str:
-    for unit in ("Bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value} {unit}" if unit == "Bytes" else f"{value:.1f} {unit}".replace(".", ",")
-        value /= 1024  # type: ignore[assignment]
-    return str(value)
+    """A size as people read it: bytes below 1 KiB, else KiB, MiB or GiB with a comma."""
+    if value < 1024:
+        return f"{value} Bytes"
+    amount = float(value)
+    for unit in ("KiB", "MiB", "GiB"):
+        amount /= 1024
+        if amount < 1024 or unit == "GiB":
+            break
+    return f"{amount:.1f} {unit}".replace(".", ",")
 
 
 templates.env.filters["local"] = _local
