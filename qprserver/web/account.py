@@ -12,12 +12,12 @@ import asyncio
 from starlette.responses import Response
 
 from qprserver.accounts import service as accounts
+from qprserver.accounts import websessions as sessions
 from qprserver.audit.chain import Actor
 from qprserver.db.models import WebSession, WebStage
 from qprserver.errors import AlreadyExists, InvalidInput
 from qprserver.security import totp
 from qprserver.security.passwords import verify_password
-from qprserver.web import sessions
 from qprserver.web.auth import _score, confirm_enrolment, enrolment_context
 from qprserver.web.pages import (
     Call,

@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from qprserver.accounts import access
 from qprserver.accounts import sessions as login_sessions
+from qprserver.accounts import websessions as sessions
 from qprserver.accounts.enums import Channel
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
@@ -32,7 +33,6 @@ from qprserver.db.engine import Reads
 from qprserver.db.models import Account, WebStage
 from qprserver.security import bans, totp
 from qprserver.security.passwords import verify_password
-from qprserver.web import sessions
 from qprserver.web.context import Portal
 from qprserver.web.pages import (
     CSRF_FIELD,

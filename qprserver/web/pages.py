@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from qprserver.accounts import websessions as sessions
 from qprserver.accounts.enums import Role
+from qprserver.accounts.websessions import Visit
 from qprserver.db.models import WebStage
 from qprserver.errors import NotFound
-from qprserver.web import sessions
 from qprserver.web.context import Portal
-from qprserver.web.sessions import Visit
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import pyotp
 from sqlalchemy import select
 
 from qprserver.accounts import service as accounts
+from qprserver.accounts import websessions
 from qprserver.accounts.enums import AccountStatus
 from qprserver.audit import chain as audit
 from qprserver.db.models import AuthScore
@@ -215,3 +216,15 @@ async def test_a_depositor_sees_no_recipient_pages(web: Web) -> None:
         await web.login(client, MD_NW, secret)
         assert (await client.get("/posteingang")).status_code == 404
         assert (await client.get("/hochladen")).status_code == 200
+
+
+async def test_the_sweep_removes_sessions_past_their_time_and_keeps_live_ones(web: Web) -> None:
+    secret = await web.enrol(LV_NW)
+    async with web.client() as old:
+        await web.login(old, LV_NW, secret)
+    web.clock.advance(timedelta(seconds=web.server.settings.web.session_idle + 1))
+    async with web.client() as fresh:
+        await web.login(fresh, LV_NW, secret)
+        ended = await websessions.expire(web.server.db, web.clock.now(), web.server.settings.web)
+        assert ended == 1
+        assert (await fresh.get("/konto")).status_code == 200
