@@ -36,19 +36,23 @@ from qprserver.security.passwords import verify_password
 from qprserver.web.context import Portal
 from qprserver.web.pages import (
     CSRF_FIELD,
+    PRE_COOKIE,
     STEP_URL,
     Call,
+    FormTooLarge,
     address,
     clear_session_cookie,
     current,
     forbidden,
     login_token,
     portal_of,
+    read_form,
     render,
     see_other,
     set_login_cookie,
     set_session_cookie,
     token_ok,
+    too_large,
 )
 
 log = logging.getLogger(__name__)
@@ -111,8 +115,11 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """The first factor: IK and password."""
     portal = portal_of(request)
-    form = await request.form()
-    if not token_ok(request.cookies.get("qpr_login", ""), form.get(CSRF_FIELD)):
+    try:
+        form = await read_form(request)
+    except FormTooLarge:
+        return too_large(request)
+    if not token_ok(request.cookies.get(PRE_COOKIE, ""), form.get(CSRF_FIELD)):
         return forbidden(request)
     ik = str(form.get("ik", "")).strip()[:20]
     password = str(form.get("passwort", ""))[:1024]
@@ -309,7 +316,10 @@ async def logout(request: Request) -> Response:
     """End this browser's session (any stage)."""
     portal = portal_of(request)
     visit = await current(request)
-    form = await request.form()
+    try:
+        form = await read_form(request)
+    except FormTooLarge:
+        return too_large(request)
     if visit is not None:
         if not token_ok(visit.session.csrf, form.get(CSRF_FIELD)):
             return forbidden(request)

@@ -8,6 +8,7 @@ import statistics
 import time
 from datetime import timedelta
 
+import httpx
 import pyotp
 from sqlalchemy import select
 
@@ -228,3 +229,31 @@ async def test_the_sweep_removes_sessions_past_their_time_and_keeps_live_ones(we
         ended = await websessions.expire(web.server.db, web.clock.now(), web.server.settings.web)
         assert ended == 1
         assert (await fresh.get("/konto")).status_code == 200
+
+
+async def test_an_oversized_form_is_refused_before_it_is_read_whole(web: Web) -> None:
+    async with web.client() as client:
+        page = await client.get("/anmelden")
+        big = await client.post(
+            "/anmelden",
+            data={"csrf": csrf_of(page.text), "ik": LV_NW, "passwort": "x" * 300_000},
+        )
+    assert big.status_code == 413
+
+
+async def test_over_plain_http_the_cookie_is_not_secure_and_there_is_no_hsts(web: Web) -> None:
+    secret = await web.enrol(LV_NW)
+    transport = httpx.ASGITransport(app=web.app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client:
+        page = await client.get("/anmelden")
+        assert "strict-transport-security" not in page.headers
+        step = await client.post(
+            "/anmelden", data={"csrf": csrf_of(page.text), "ik": LV_NW, "passwort": PASSWORD}
+        )
+        cookie = step.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "Secure" not in cookie
+        code = await client.get("/anmelden/code")
+        done = await client.post(
+            "/anmelden/code", data={"csrf": csrf_of(code.text), "code": web.code(secret)}
+        )
+        assert done.status_code == 303
