@@ -6,6 +6,8 @@ self-signed certificate ``init`` makes):
 - **download**: one big file (1 GiB; quick 64 MiB) over HTTPS with ``curl``,
   against Debian's nginx serving the same file with the same certificate and key,
   alternating runs; target ratio ≤ 1.5.
+- **concurrent**: an SFTP ``get`` of the same file by another recipient, alone and
+  while 10 web downloads of it run; target: it keeps ≥ 80 % of its speed.
 - **posteingang**: one recipient with 100,000 deliveries (quick 5,000); the time of
   one page request over a kept-alive HTTPS connection on loopback (an upper bound
   of the server's time), for the first page and a page deep in the list, by date,
@@ -44,6 +46,9 @@ from qprserver.ik import check_digit
 RESULTS = Path(__file__).resolve().parent / "results" / "web-latest.json"
 DEPOSITOR = "190500027"
 RECIPIENT = "180500016"
+SFTP_RECIPIENT = "180900032"  # logs in with a key only, for the concurrent SFTP get
+WEB_DOWNLOADS_AT_ONCE = 10
+CONCURRENT_TARGET = 0.8
 SUBJECT = "51051234" + str(check_digit("51051234"))
 PASSWORD = "bench password, long enough"
 DOWNLOAD_TARGET = 1.5
@@ -146,6 +151,31 @@ def _curl(url: str, cookie: str | None) -> tuple[float, int]:
     return float(seconds), int(size)
 
 
+def _sftp_get(port: int, key: Path, name: str) -> float:
+    argv = [
+        "sftp",
+        "-q",
+        "-P",
+        str(port),
+        "-i",
+        str(key),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-b",
+        "-",
+        f"{SFTP_RECIPIENT}@127.0.0.1",
+    ]
+    start = time.perf_counter()
+    subprocess.run(
+        argv, input=f"get /inbox/{name} /dev/null\n", text=True, check=True, capture_output=True
+    )
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -170,6 +200,14 @@ def main() -> int:
         server.cli("init")
         server.cli_inprocess("account", "add", DEPOSITOR, "--name", "MD", "--role", "depositor")
         server.cli_inprocess("account", "add", RECIPIENT, "--name", "LV", "--role", "recipient")
+        server.cli_inprocess(
+            "account", "add", SFTP_RECIPIENT, "--name", "LV BY", "--role", "recipient"
+        )
+        ssh_key = root / "sftp_key"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_key)], check=True
+        )
+        server.cli_inprocess("account", "key", "add", SFTP_RECIPIENT, str(ssh_key) + ".pub")
         subprocess.run(
             [server.bin, "--config", str(server.config), "account", "password", RECIPIENT],
             input=PASSWORD + "\n",
@@ -190,8 +228,9 @@ def main() -> int:
         small = www / "klein.pdf"
         small_sha = _write(small, 4096)
         specs = [FileSpec(f"{SUBJECT}_gross.pdf", www / "gross.pdf", big_sha, big)]
+        sftp_spec = FileSpec(f"{SUBJECT}_gross_sftp.pdf", www / "gross.pdf", big_sha, big)
         specs += [FileSpec(f"{SUBJECT}_{i:06d}.pdf", small, small_sha, 4096) for i in range(count)]
-        populate(server.config, DEPOSITOR, SUBJECT, {RECIPIENT: specs})
+        populate(server.config, DEPOSITOR, SUBJECT, {RECIPIENT: specs, SFTP_RECIPIENT: [sftp_spec]})
         server.start()
         base = f"https://127.0.0.1:{web_port}"
         results: dict[str, object] = {"sizes": {"download": big, "deliveries": count}}
@@ -246,6 +285,29 @@ def main() -> int:
                     raise BenchError(f"nginx sent {size} of {big} bytes")
                 ngx.append(seconds)
                 log(f"download: qprserver {qpr[-1]:.2f} s, nginx {ngx[-1]:.2f} s")
+            alone, together = [], []
+            for _ in range(runs):
+                alone.append(_sftp_get(server.port, ssh_key, sftp_spec.name))
+                curls = [
+                    subprocess.Popen(
+                        [
+                            "curl",
+                            "-k",
+                            "-s",
+                            "-o",
+                            "/dev/null",
+                            "-b",
+                            f"qpr_session={cookie}",
+                            f"{base}/dokumente/{big_id}",
+                        ]
+                    )
+                    for _ in range(WEB_DOWNLOADS_AT_ONCE)
+                ]
+                time.sleep(0.5)  # the web downloads are under way
+                together.append(_sftp_get(server.port, ssh_key, sftp_spec.name))
+                for proc in curls:
+                    proc.wait()
+                log(f"sftp get: alone {alone[-1]:.2f} s, beside web downloads {together[-1]:.2f} s")
         ratio = median(qpr) / median(ngx)
         results["download"] = {
             "qprserver_s": round(median(qpr), 3),
@@ -255,6 +317,14 @@ def main() -> int:
             "ratio": round(ratio, 2),
             "target": DOWNLOAD_TARGET,
             "met": ratio <= DOWNLOAD_TARGET,
+        }
+        kept = median(alone) / median(together)
+        results["concurrent"] = {
+            "sftp_alone_s": round(median(alone), 3),
+            "sftp_beside_web_s": round(median(together), 3),
+            "speed_kept": round(kept, 2),
+            "target": CONCURRENT_TARGET,
+            "met": kept >= CONCURRENT_TARGET,
         }
         worst = max(t["median_ms"] for t in timings.values())
         results["posteingang_met"] = worst <= PAGE_TARGET_MS
@@ -267,6 +337,13 @@ def main() -> int:
             f"{'download ' + str(big // MiB) + ' MiB over HTTPS (curl)':<34} "
             f"{d['qprserver_s']:>9.2f}s {d['nginx_s']:>9.2f}s {d['ratio']:>6.2f} "
             f"{'≤ 1.5':>8}"
+        )
+        c = results["concurrent"]
+        assert isinstance(c, dict)
+        print(
+            f"{'sftp get beside 10 web downloads':<34} {c['sftp_beside_web_s']:>9.2f}s "
+            f"{'alone ' + format(c['sftp_alone_s'], '.2f') + 's':>10} {c['speed_kept']:>6.2f} "
+            f"{'≥ 0.80':>8}"
         )
         for label, t in timings.items():
             print(
