@@ -73,7 +73,7 @@ class _LoginSessions:
         return await login_sessions.count_open(reads, account_id, now)
 
 
-async def _score(portal: Portal, where: str, account: Account | None) -> None:
+async def score_failure(portal: Portal, where: str, account: Account | None) -> None:
     """A failed attempt: against the address, and a guessed secret against the account."""
     if bans.allowlisted(where, portal.settings.security):
         return
@@ -162,7 +162,7 @@ async def login(request: Request) -> Response:
             log.info("web login of %s from %s refused: %s", account.ik, where, decision.refusal)
         else:
             log.info("web login from %s failed", where)
-        await _score(portal, where, account)
+        await score_failure(portal, where, account)
         return _login_page(request, FAILED)
     stage = WebStage.ENROL if enrol else WebStage.CODE
     pending = None
@@ -218,7 +218,7 @@ async def _full_login(call: Call, now: datetime, enrolled: list[str] | None = No
 
 async def _wrong_code(call: Call, template: str, context: dict[str, object]) -> Response:
     portal, visit = call.portal, call.visit
-    await _score(portal, address(call.request), visit.account)
+    await score_failure(portal, address(call.request), visit.account)
     failures = await sessions.count_failure(portal.db, visit.session.id)
     if failures >= portal.settings.security.max_auth_attempts:
         await sessions.end(portal.db, visit.session.id)
