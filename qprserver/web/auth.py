@@ -287,7 +287,8 @@ async def confirm_enrolment(call: Call, action: str) -> tuple[list[str] | None, 
         return None, see_other("/")
     now = portal.clock.now()
     secret = key.decrypt(pending.encode()).decode()
-    if not totp.code_matches(secret, str(call.form.get("code", ""))[:64], now):
+    given = str(call.form.get("code", ""))[:64]
+    if not totp.code_matches(secret, given, now):
         context = {**enrolment_context(portal, visit.account.ik, pending), "action": action}
         return None, await _wrong_code(call, "einrichten.html", context)
     async with portal.db.session() as session:
@@ -300,6 +301,8 @@ async def confirm_enrolment(call: Call, action: str) -> tuple[list[str] | None, 
             portal.settings.security.totp_issuer,
             secret=secret,
         )
+        # The confirming code is used up like any other: it cannot log in again.
+        await totp.verify(session, visit.account.id, given, key, now)
     await sessions.set_pending_totp(portal.db, visit.session.id, None)
     return enrolment.recovery_codes, None
 

@@ -147,6 +147,11 @@ async def test_an_account_without_a_second_factor_must_enrol_before_it_sees_anyt
         recovery = done.text.split('<ul class="codes">')[1].split("<code>")[1].split("<")[0]
         inbox = await client.get("/posteingang")
         assert inbox.status_code == 200
+    async with web.client() as client:
+        await web.password_step(client, FACILITY_NW)
+        page = await client.get("/anmelden/code")
+        again = await client.post("/anmelden/code", data={"csrf": csrf_of(page.text), "code": code})
+        assert "nicht angenommen" in again.text  # the confirming code is used up
     web.clock.advance(timedelta(seconds=60))
     async with web.client() as client:
         await web.password_step(client, FACILITY_NW)
