@@ -69,6 +69,9 @@ async def test_range_requests_serve_parts_and_the_parts_together_make_one_receip
         assert rest.status_code == 206 and first.content + rest.content == data
         beyond = await client.get(f"/dokumente/{ident}", headers={"Range": "bytes=200000-"})
         assert beyond.status_code == 416
+        head = await client.head(f"/dokumente/{ident}")
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+        assert head.content == b""
     assert len(await _receipts(web)) == 1
 
 
