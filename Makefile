@@ -28,6 +28,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
+	$(BIN)/python bench/web.py $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -94,6 +94,7 @@ async def _populate(
                                 "recipient_id": ids[recipient_ik],
                                 "name": s.name,
                                 "folder": "inbox",
+                                "kind": "pruefbericht",
                                 "created_at": now,
                                 "notified_at": now,
                             }

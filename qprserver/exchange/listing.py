@@ -7,7 +7,8 @@ the page before), never an offset, so page 2,000 costs what page 1 costs:
 
 - by date: ``deliveries (recipient_id, folder, id)``; ids grow with delivery time;
 - by name: ``deliveries (recipient_id, folder, name)``, then id;
-- by kind: the document's kind, then id (sorted per page of the account's rows).
+- by kind: ``deliveries (recipient_id, folder, kind, id)`` (the delivery keeps its
+  document's kind for this).
 
 Every query is scoped to the acting account: an id of another account's delivery,
 bundle or document is "not found", the same as one that does not exist.
@@ -90,7 +91,7 @@ def _sort_columns(sort: Sort) -> tuple[object, ...]:
     if sort is Sort.NAME:
         return (Delivery.name, Delivery.id)
     if sort is Sort.KIND:
-        return (Document.kind, Delivery.id)
+        return (Delivery.kind, Delivery.id)
     return (Delivery.id,)
 
 
@@ -110,7 +111,7 @@ def _after(stmt: S, sort: Sort, key: str, descending: bool) -> S:
     last = int(ident)
     if sort is Sort.DATE:
         return stmt.where(Delivery.id < last if descending else Delivery.id > last)
-    column = Delivery.name if sort is Sort.NAME else Document.kind
+    column = Delivery.name if sort is Sort.NAME else Delivery.kind
     here, there = tuple_(column, Delivery.id), tuple_(value, last)
     return stmt.where(here < there if descending else here > there)
 

@@ -249,6 +249,7 @@ class UploadService:
                     recipient_id=recipient.id,
                     name=shown_name,
                     folder=Folder.INBOX,
+                    kind=kind,
                     created_at=now,
                 )
                 session.add(delivery)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from qprserver.accounts import websessions
 from qprserver.audit import seal as audit_seal
 from qprserver.clock import Clock, SystemClock
 from qprserver.config import Settings, parse_schedule
@@ -148,7 +149,15 @@ async def _sweep(ctx: JobContext, at: datetime) -> dict[str, Any]:
     # An upload untouched for longer than a session may stay idle is abandoned.
     stale = ctx.settings.server.idle_timeout + 3600
     removed = ctx.blobs.sweep_temp(older_than_seconds=stale, now=time.time(), spare=kept)
-    return {"temp_files_removed": removed, "partial_uploads_expired": len(expired)}
+    result: dict[str, Any] = {
+        "temp_files_removed": removed,
+        "partial_uploads_expired": len(expired),
+    }
+    # Web sessions past their time (the portal refuses them anyway) leave the table.
+    ended = await websessions.expire(ctx.db, at, ctx.settings.web)
+    if ended:
+        result["web_sessions_ended"] = ended
+    return result
 
 
 def job_specs(settings: Settings) -> dict[str, JobSpec]:

@@ -12,13 +12,13 @@ import asyncio
 from starlette.responses import Response
 
 from qprserver.accounts import service as accounts
+from qprserver.accounts import websessions as sessions
 from qprserver.audit.chain import Actor
 from qprserver.db.models import WebSession, WebStage
 from qprserver.errors import AlreadyExists, InvalidInput
 from qprserver.security import totp
 from qprserver.security.passwords import verify_password
-from qprserver.web import sessions
-from qprserver.web.auth import _score, confirm_enrolment, enrolment_context
+from qprserver.web.auth import confirm_enrolment, enrolment_context, score_failure
 from qprserver.web.pages import (
     Call,
     address,
@@ -79,7 +79,7 @@ async def change_password(call: Call) -> Response:
     async with portal.password_checks:
         ok = await asyncio.to_thread(verify_password, stored, old)
     if not ok:
-        await _score(portal, address(call.request), visit.account)
+        await score_failure(portal, address(call.request), visit.account)
         return await _page(call, "Das bisherige Passwort stimmt nicht.", 400)
     if new != again:
         return await _page(call, "Die beiden neuen Passwörter stimmen nicht überein.", 400)

@@ -26,6 +26,7 @@ from qprserver.web.pages import current, not_found, page, see_other
 
 CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 HSTS = "max-age=31536000; includeSubDomains"

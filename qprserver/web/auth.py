@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from qprserver.accounts import access, activation, registration
 from qprserver.accounts import sessions as login_sessions
+from qprserver.accounts import websessions as sessions
 from qprserver.accounts.enums import AccountStatus, Channel
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
@@ -33,23 +34,26 @@ from qprserver.db.models import Account, WebStage
 from qprserver.errors import InvalidInput
 from qprserver.security import bans, totp
 from qprserver.security.passwords import verify_password
-from qprserver.web import sessions
 from qprserver.web.context import Portal
 from qprserver.web.pages import (
     CSRF_FIELD,
+    PRE_COOKIE,
     STEP_URL,
     Call,
+    FormTooLarge,
     address,
     clear_session_cookie,
     current,
     forbidden,
     login_token,
     portal_of,
+    read_form,
     render,
     see_other,
     set_login_cookie,
     set_session_cookie,
     token_ok,
+    too_large,
 )
 
 log = logging.getLogger(__name__)
@@ -75,7 +79,7 @@ class _LoginSessions:
         return await login_sessions.count_open(reads, account_id, now)
 
 
-async def _score(portal: Portal, where: str, account: Account | None) -> None:
+async def score_failure(portal: Portal, where: str, account: Account | None) -> None:
     """A failed attempt: against the address, and a guessed secret against the account."""
     if bans.allowlisted(where, portal.settings.security):
         return
@@ -121,8 +125,11 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """The first factor: IK and password."""
     portal = portal_of(request)
-    form = await request.form()
-    if not token_ok(request.cookies.get("qpr_login", ""), form.get(CSRF_FIELD)):
+    try:
+        form = await read_form(request)
+    except FormTooLarge:
+        return too_large(request)
+    if not token_ok(request.cookies.get(PRE_COOKIE, ""), form.get(CSRF_FIELD)):
         return forbidden(request)
     ik = str(form.get("ik", "")).strip()[:20]
     password = str(form.get("passwort", ""))[:1024]
@@ -174,7 +181,7 @@ async def login(request: Request) -> Response:
             log.info("web login of %s from %s refused: %s", account.ik, where, decision.refusal)
         else:
             log.info("web login from %s failed", where)
-        await _score(portal, where, account)
+        await score_failure(portal, where, account)
         return _login_page(request, FAILED)
     stage = WebStage.ENROL if enrol else WebStage.CODE
     pending = None
@@ -230,7 +237,7 @@ async def _full_login(call: Call, now: datetime, enrolled: list[str] | None = No
 
 async def _wrong_code(call: Call, template: str, context: dict[str, object]) -> Response:
     portal, visit = call.portal, call.visit
-    await _score(portal, address(call.request), visit.account)
+    await score_failure(portal, address(call.request), visit.account)
     failures = await sessions.count_failure(portal.db, visit.session.id)
     if failures >= portal.settings.security.max_auth_attempts:
         await sessions.end(portal.db, visit.session.id)
@@ -315,7 +322,8 @@ async def confirm_enrolment(call: Call, action: str) -> tuple[list[str] | None, 
         return None, see_other("/")
     now = portal.clock.now()
     secret = key.decrypt(pending.encode()).decode()
-    if not totp.code_matches(secret, str(call.form.get("code", ""))[:64], now):
+    given = str(call.form.get("code", ""))[:64]
+    if not totp.code_matches(secret, given, now):
         context = {**enrolment_context(portal, visit.account.ik, pending), "action": action}
         return None, await _wrong_code(call, "einrichten.html", context)
     async with portal.db.session() as session:
@@ -328,6 +336,8 @@ async def confirm_enrolment(call: Call, action: str) -> tuple[list[str] | None, 
             portal.settings.security.totp_issuer,
             secret=secret,
         )
+        # The confirming code is used up like any other: it cannot log in again.
+        await totp.verify(session, visit.account.id, given, key, now)
     await sessions.set_pending_totp(portal.db, visit.session.id, None)
     return enrolment.recovery_codes, None
 
@@ -358,7 +368,10 @@ async def logout(request: Request) -> Response:
     """End this browser's session (any stage)."""
     portal = portal_of(request)
     visit = await current(request)
-    form = await request.form()
+    try:
+        form = await read_form(request)
+    except FormTooLarge:
+        return too_large(request)
     if visit is not None:
         if not token_ok(visit.session.csrf, form.get(CSRF_FIELD)):
             return forbidden(request)

@@ -111,6 +111,11 @@ def file_response(
     headers = _headers(name, end - start)
     if isinstance(wanted, tuple):
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    status = 206 if isinstance(wanted, tuple) else 200
+    if request.method == "HEAD":
+        # Headers only: no byte is read, and no receipt.
+        reader.close()
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -129,7 +134,7 @@ def file_response(
 
     return StreamingResponse(
         body(),
-        status_code=206 if isinstance(wanted, tuple) else 200,
+        status_code=status,
         headers=headers,
         media_type="application/octet-stream",
     )

@@ -16,19 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from qprserver.accounts import websessions as sessions
 from qprserver.accounts.enums import Role
+from qprserver.accounts.websessions import Visit
 from qprserver.db.models import WebStage
 from qprserver.errors import NotFound
-from qprserver.web import sessions
 from qprserver.web.context import Portal
-from qprserver.web.sessions import Visit
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,34 @@ COOKIE = "qpr_session"
 # The login form's token before there is a session (double submit: cookie and field).
 PRE_COOKIE = "qpr_login"
 CSRF_FIELD = "csrf"
+# The largest form body read (files go through ``uploads.py``, which streams them):
+# 500 ticked documents and a key line fit many times over.
+MAX_FORM_BYTES = 256 * 1024
+
+
+class FormTooLarge(Exception):
+    """A form body over ``MAX_FORM_BYTES``."""
+
+
+async def read_form(request: Request) -> FormData:
+    """An urlencoded form, read up to ``MAX_FORM_BYTES`` (FormTooLarge beyond); any
+    other body reads as an empty form (its token is then missing: 403)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormTooLarge
+    if kind != "application/x-www-form-urlencoded":
+        return FormData()
+    text = body.decode("utf-8", "replace")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=2000)
+    except ValueError:  # too many fields
+        raise FormTooLarge from None
+    fields: list[tuple[str, str | UploadFile]] = list(pairs)
+    return FormData(fields)
+
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 _BERLIN = ZoneInfo("Europe/Berlin")
@@ -46,11 +75,15 @@ def _local(value: datetime | None) -> str:
 
 
 def _size(value: int) -> str:
-    for unit in ("Bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value} {unit}" if unit == "Bytes" else f"{value:.1f} {unit}".replace(".", ",")
-        value /= 1024  # type: ignore[assignment]
-    return str(value)
+    """A size as people read it: bytes below 1 KiB, else KiB, MiB or GiB with a comma."""
+    if value < 1024:
+        return f"{value} Bytes"
+    amount = float(value)
+    for unit in ("KiB", "MiB", "GiB"):
+        amount /= 1024
+        if amount < 1024 or unit == "GiB":
+            break
+    return f"{amount:.1f} {unit}".replace(".", ",")
 
 
 templates.env.filters["local"] = _local
@@ -132,6 +165,10 @@ def forbidden(request: Request) -> HTMLResponse:
     return render(request, "fehler.html", {"title": "Anfrage abgelehnt", "code": 403}, status=403)
 
 
+def too_large(request: Request) -> HTMLResponse:
+    return render(request, "fehler.html", {"title": "Anfrage zu groß", "code": 413}, status=413)
+
+
 def not_found(request: Request, visit: Visit | None = None) -> HTMLResponse:
     return render(
         request, "fehler.html", {"title": "Nicht gefunden", "code": 404}, visit=visit, status=404
@@ -192,7 +229,10 @@ def page(
             return not_found(request, visit)
         form = None
         if request.method == "POST" and not streamed:
-            form = await request.form()
+            try:
+                form = await read_form(request)
+            except FormTooLarge:
+                return too_large(request)
             if not token_ok(visit.session.csrf, form.get(CSRF_FIELD)):
                 log.warning("POST %s without a valid CSRF token refused", request.url.path)
                 return forbidden(request)

@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from qprserver.accounts import recovery, registration
+from qprserver.accounts import websessions as sessions
 from qprserver.accounts.registration import RegistrationForm
 from qprserver.db.models import WebStage
 from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.security import totp
-from qprserver.web import sessions
 from qprserver.web.pages import (
     CSRF_FIELD,
     STEP_URL,

@@ -8,10 +8,12 @@ import statistics
 import time
 from datetime import timedelta
 
+import httpx
 import pyotp
 from sqlalchemy import select
 
 from qprserver.accounts import service as accounts
+from qprserver.accounts import websessions
 from qprserver.accounts.enums import AccountStatus
 from qprserver.audit import chain as audit
 from qprserver.db.models import AuthScore
@@ -145,6 +147,11 @@ async def test_an_account_without_a_second_factor_must_enrol_before_it_sees_anyt
         recovery = done.text.split('<ul class="codes">')[1].split("<code>")[1].split("<")[0]
         inbox = await client.get("/posteingang")
         assert inbox.status_code == 200
+    async with web.client() as client:
+        await web.password_step(client, FACILITY_NW)
+        page = await client.get("/anmelden/code")
+        again = await client.post("/anmelden/code", data={"csrf": csrf_of(page.text), "code": code})
+        assert "nicht angenommen" in again.text  # the confirming code is used up
     web.clock.advance(timedelta(seconds=60))
     async with web.client() as client:
         await web.password_step(client, FACILITY_NW)
@@ -215,3 +222,43 @@ async def test_a_depositor_sees_no_recipient_pages(web: Web) -> None:
         await web.login(client, MD_NW, secret)
         assert (await client.get("/posteingang")).status_code == 404
         assert (await client.get("/hochladen")).status_code == 200
+
+
+async def test_the_sweep_removes_sessions_past_their_time_and_keeps_live_ones(web: Web) -> None:
+    secret = await web.enrol(LV_NW)
+    async with web.client() as old:
+        await web.login(old, LV_NW, secret)
+    web.clock.advance(timedelta(seconds=web.server.settings.web.session_idle + 1))
+    async with web.client() as fresh:
+        await web.login(fresh, LV_NW, secret)
+        ended = await websessions.expire(web.server.db, web.clock.now(), web.server.settings.web)
+        assert ended == 1
+        assert (await fresh.get("/konto")).status_code == 200
+
+
+async def test_an_oversized_form_is_refused_before_it_is_read_whole(web: Web) -> None:
+    async with web.client() as client:
+        page = await client.get("/anmelden")
+        big = await client.post(
+            "/anmelden",
+            data={"csrf": csrf_of(page.text), "ik": LV_NW, "passwort": "x" * 300_000},
+        )
+    assert big.status_code == 413
+
+
+async def test_over_plain_http_the_cookie_is_not_secure_and_there_is_no_hsts(web: Web) -> None:
+    secret = await web.enrol(LV_NW)
+    transport = httpx.ASGITransport(app=web.app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client:
+        page = await client.get("/anmelden")
+        assert "strict-transport-security" not in page.headers
+        step = await client.post(
+            "/anmelden", data={"csrf": csrf_of(page.text), "ik": LV_NW, "passwort": PASSWORD}
+        )
+        cookie = step.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "Secure" not in cookie
+        code = await client.get("/anmelden/code")
+        done = await client.post(
+            "/anmelden/code", data={"csrf": csrf_of(code.text), "code": web.code(secret)}
+        )
+        assert done.status_code == 303

@@ -69,6 +69,9 @@ async def test_range_requests_serve_parts_and_the_parts_together_make_one_receip
         assert rest.status_code == 206 and first.content + rest.content == data
         beyond = await client.get(f"/dokumente/{ident}", headers={"Range": "bytes=200000-"})
         assert beyond.status_code == 416
+        head = await client.head(f"/dokumente/{ident}")
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+        assert head.content == b""
     assert len(await _receipts(web)) == 1
 
 
@@ -194,3 +197,25 @@ async def test_a_weekly_bundle_and_its_checksum_download_and_acknowledge(web: We
         done = await client.post(f"/buendel/{ident}/abrufen", data={"csrf": csrf_of(page)})
         assert done.status_code == 303
         assert (await client.get(f"/buendel/{ident}/datei")).status_code == 404
+
+
+async def test_posteingang_sorts_by_kind_and_pages_by_key_within_a_kind(web: Web) -> None:
+    settings = web.portal.settings
+    web.portal.settings = settings.model_copy(
+        update={"web": settings.web.model_copy(update={"page_size": 5})}
+    )
+    for i in range(3):
+        await deposit(web.server, MD_NW, f"{FACILITY_NW}_{i}.pdf", pdf_bytes(300, bytes([i])))
+    for i in range(4):
+        await deposit(web.server, MD_NW, f"{LV_NW}/anlage_{i}.pdf", pdf_bytes(300, bytes([9, i])))
+    secret = await web.enrol(LV_NW)
+    async with web.client() as client:
+        await web.login(client, LV_NW, secret)
+        first = (await client.get("/posteingang?sortierung=art&richtung=auf")).text
+        following = first.split("Nächste Seite")[0].rsplit('<a href="', 1)[1].split('"')[0]
+        second = (await client.get(following.replace("&amp;", "&"))).text
+    names = list(document_ids(first)) + list(document_ids(second))
+    # "direkt" (addressed to one recipient) before "pruefbericht"; by delivery within a kind.
+    assert names == [f"anlage_{i}.pdf" for i in range(4)] + [
+        f"{FACILITY_NW}_{i}.pdf" for i in range(3)
+    ]

@@ -86,6 +86,7 @@ class Delivery(Base):
         UniqueConstraint("document_id", "recipient_id"),
         Index("ix_deliveries_recipient_id_folder_id", "recipient_id", "folder", "id"),
         Index("ix_deliveries_recipient_id_folder_name", "recipient_id", "folder", "name"),
+        Index("ix_deliveries_recipient_id_folder_kind_id", "recipient_id", "folder", "kind", "id"),
         CheckConstraint("folder IN ('inbox', 'archive', 'superseded')", name="folder"),
     )
 
@@ -97,6 +98,9 @@ class Delivery(Base):
     # The name shown in the recipient's folders; unique per recipient and folder.
     name: Mapped[str] = mapped_column(String(300))
     folder: Mapped[str] = mapped_column(String(16), default="inbox")
+    # The document's kind, kept here too (it never changes) so a recipient's folder
+    # can be listed by kind from an index (``exchange/listing.py``).
+    kind: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[utc]
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Set when the recipient's digest mail listing this delivery was queued; the

@@ -1,4 +1,5 @@
-"""web sessions: the portal's logins, kept on the server; the channel of a receipt
+"""web sessions: the portal's logins, kept on the server; a receipt's channel; a
+delivery's kind (for listing by kind)
 
 Revision ID: 0009
 Revises: 0008
@@ -53,9 +54,23 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("channel", sa.String(length=8), server_default="sftp", nullable=False)
         )
+    op.add_column("deliveries", sa.Column("kind", sa.String(length=40), nullable=True))
+    op.execute(
+        "UPDATE deliveries SET kind = "
+        "(SELECT documents.kind FROM documents WHERE documents.id = deliveries.document_id)"
+    )
+    op.create_index(
+        "ix_deliveries_recipient_id_folder_kind_id",
+        "deliveries",
+        ["recipient_id", "folder", "kind", "id"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_recipient_id_folder_kind_id", table_name="deliveries")
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("kind")
     with op.batch_alter_table("download_receipts") as batch:
         batch.drop_column("channel")
     op.drop_index(op.f("ix_web_sessions_account_id"), table_name="web_sessions")

@@ -1,4 +1,7 @@
-"""The portal's login sessions, kept in the database (``web_sessions``).
+"""The web portal's login sessions, kept in the database (``web_sessions``).
+
+The portal (``web/``) makes and checks them; the sweep job removes those past their
+time (``expire``); nothing here knows HTTP.
 
 The browser holds a random id (32 bytes, URL-safe) in a cookie; the row holds only
 its SHA-256, so a copy of the database opens no session. Each step of a login (the
@@ -158,6 +161,20 @@ async def set_pending_totp(db: Database, session_id: int, encrypted: str | None)
         await session.execute(
             update(WebSession).where(WebSession.id == session_id).values(pending_totp=encrypted)
         )
+
+
+async def expire(db: Database, now: datetime, web: WebSettings) -> int:
+    """Remove sessions past ``web.session_max`` or idle past ``web.session_idle`` (the
+    sweep job; a request meeting one removes it too); how many went."""
+    oldest = now - timedelta(seconds=web.session_max)
+    idle = now - timedelta(seconds=web.session_idle)
+    async with db.session() as session:
+        result = await session.execute(
+            delete(WebSession).where(
+                (WebSession.created_at <= oldest) | (WebSession.last_seen_at <= idle)
+            )
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def list_for(
