@@ -88,9 +88,12 @@ class Observed:
         raise AssertionError(f"{event} was not logged {count} time(s)")
 
     async def until_ready(self) -> None:
-        for _ in range(400):
-            if (await self.get("/readyz"))[0] == 200:
-                return
+        """Until /readyz says ready; with workers another process may answer SSH first,
+        before the first one listens here."""
+        for _ in range(600):
+            with contextlib.suppress(urllib.error.URLError):
+                if (await self.get("/readyz"))[0] == 200:
+                    return
             await asyncio.sleep(0.05)
         raise AssertionError("never ready")
 
