@@ -316,3 +316,19 @@ async def test_serve_tells_systemd_ready_then_watchdog_and_status_then_stopping(
 
 def test_status_says_when_the_operations_listener_is_off(instance: Instance) -> None:
     assert "[metrics] enabled = true" in instance.fails("status")
+
+
+def test_jobs_run_by_hand_tells_a_refused_mail_on_stderr(instance: Instance) -> None:
+    closed = free_port()  # nothing listens there: the relay refuses
+    with instance.config.open("a", encoding="utf-8") as config:
+        config.write(f"[mail]\nsmtp_port = {closed}\nmax_attempts = 3\n")
+    instance.ok(
+        "account", "add", LV_NW, "--name", "LV NW", "--email", "lv@example.org",
+        "--role", "recipient",
+    )  # fmt: skip
+    done = instance.run("jobs", "run", "mail-send", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == {"sent": 0, "failed": 1, "dead": 0}
+    (told,) = [json.loads(line) for line in done.stderr.splitlines()]
+    assert (told["event"], told["level"], told["attempts"]) == ("mail.failed", "warning", 1)
+    assert str(closed) in told["error"]
