@@ -5,7 +5,7 @@ Relative paths resolve against the folder of the config file. This is also the
 only module that reads environment variables (``QPRSERVER_CONFIG``, and systemd's
 ``NOTIFY_SOCKET``, ``WATCHDOG_USEC`` and ``JOURNAL_STREAM`` in ``service_environment``).
 
-Its 500-odd lines are one model per section of the file, each setting declared once
+Its nearly 600 lines are one model per section of the file, each setting declared once
 with its default and its check, and the reader that validates them together: a
 setting's declaration, its cross-checks (schedules, zones, paths) and the loader that
 names an unknown key belong in one place.

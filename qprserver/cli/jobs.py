@@ -93,7 +93,14 @@ def _result_summary(row: Row) -> str:
 @pass_app
 def jobs_run(app: App, name: str, at_text: str | None, dry_run: bool, as_json: bool) -> None:
     """Run job NAME now (or as if at --at); a period already done is not redone."""
+    from qprserver.config import LoggingSettings, service_environment
+    from qprserver.observability import logs
     from qprserver.service import job_context
+
+    # What went wrong in the run (a mail the relay refused, a failed job) on stderr,
+    # in the format serve logs it; the outcome itself is printed below.
+    quiet = LoggingSettings(format=app.settings.logging.format, level="warning")
+    logs.setup(quiet, service_environment())
 
     if at_text is None:
         at = app.clock.now()

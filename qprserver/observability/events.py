@@ -102,7 +102,9 @@ def login(
         fields["reason"] = reason
     if session is not None:
         fields["session"] = session
-    emit(f"login.{result}", logging.INFO if reason is None else logging.WARNING, **fields)
+    # INFO either way: failed logins are the daily noise of a public port; what an
+    # operator must act on is a ban (``ban.set``, WARNING).
+    emit(f"login.{result}", **fields)
     if _metrics is not None:
         _metrics.logins.labels(channel, method, result).inc()
 

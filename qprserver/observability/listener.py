@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from qprserver.config import MetricsSettings
+from qprserver.errors import StartupError
 from qprserver.observability.health import Readiness
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,14 @@ class OpsListener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self.settings.host, self.settings.port
-        )
+        """Listen; StartupError with one line when the address cannot be bound."""
+        host, port = self.settings.host, self.settings.port
+        try:
+            self._server = await asyncio.start_server(self._serve, host, port)
+        except OSError as exc:
+            raise StartupError(
+                f"[metrics] {host}:{port} kann nicht geöffnet werden ({exc.strerror})"
+            ) from None
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -24,6 +24,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -173,6 +174,9 @@ class Exposition:
 def build(version: str, folder: Path | None = None) -> Exposition:
     """The instruments of this process and the registry ``/metrics`` renders;
     ``folder``: the run's folder of ``prepare_multiprocess`` (several processes)."""
+    # No ``*_created`` series beside every counter: they double the scrape for nothing
+    # an alert or a rate needs.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     gauges = DatabaseGauges()
     if folder is None:
         registry = CollectorRegistry()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import socket
 import urllib.error
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -22,6 +24,7 @@ from sqlalchemy import func, select
 from qprserver.config import DatabaseSettings, load_config
 from qprserver.db.engine import Database
 from qprserver.db.models import LoginSession
+from qprserver.observability import logs
 from tests.functional.conftest import Instance, write_config
 from tests.functional.harness import (
     EXAMPLE,
@@ -29,6 +32,7 @@ from tests.functional.harness import (
     LV_NW,
     MD_NW,
     Running,
+    Server,
     kill_group,
     pdf_bytes,
     provision,
@@ -88,9 +92,12 @@ class Observed:
         raise AssertionError(f"{event} was not logged {count} time(s)")
 
     async def until_ready(self) -> None:
-        for _ in range(400):
-            if (await self.get("/readyz"))[0] == 200:
-                return
+        """Until /readyz says ready; with workers another process may answer SSH first,
+        before the first one listens here."""
+        for _ in range(600):
+            with contextlib.suppress(urllib.error.URLError):
+                if (await self.get("/readyz"))[0] == 200:
+                    return
             await asyncio.sleep(0.05)
         raise AssertionError("never ready")
 
@@ -313,3 +320,56 @@ async def test_serve_tells_systemd_ready_then_watchdog_and_status_then_stopping(
 
 def test_status_says_when_the_operations_listener_is_off(instance: Instance) -> None:
     assert "[metrics] enabled = true" in instance.fails("status")
+
+
+def test_jobs_run_by_hand_tells_a_refused_mail_on_stderr(instance: Instance) -> None:
+    closed = free_port()  # nothing listens there: the relay refuses
+    with instance.config.open("a", encoding="utf-8") as config:
+        config.write(f"[mail]\nsmtp_port = {closed}\nmax_attempts = 3\n")
+    instance.ok(
+        "account", "add", LV_NW, "--name", "LV NW", "--email", "lv@example.org",
+        "--role", "recipient",
+    )  # fmt: skip
+    done = instance.run("jobs", "run", "mail-send", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == {"sent": 0, "failed": 1, "dead": 0}
+    (told,) = [json.loads(line) for line in done.stderr.splitlines()]
+    assert (told["event"], told["level"], told["attempts"]) == ("mail.failed", "warning", 1)
+    assert str(closed) in told["error"]
+
+
+async def test_refused_logins_bans_and_refused_connections_are_told_with_their_reason(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    local = ("127.0.0.3", 0)  # Linux answers all of 127.0.0.0/8 on loopback
+    threshold = server.settings.security.ban_threshold
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def login(user: str, **how: Any) -> None:
+        with pytest.raises((OSError, asyncssh.Error)):
+            await asyncssh.connect(
+                "127.0.0.1", server.port, username=user, known_hosts=None, agent_path=None, **how
+            )
+
+    with caplog.at_level(logging.INFO, logger="qprserver.events"):
+        await login(LV_NW, client_keys=[stranger])
+        await login("gast", client_keys=[stranger])
+        for _ in range(threshold):
+            await login(FACILITY_NW, password=WRONG_PASSWORD, client_keys=None, local_addr=local)
+        # The right key, but from the banned address: dropped before the SSH banner.
+        await login(LV_NW, client_keys=[server.keys[LV_NW]], local_addr=local)
+        await server.settled()
+    told = [(r.getMessage(), getattr(r, logs.FIELDS)) for r in caplog.records]
+    failed = [(f["account"], f["method"], f["reason"]) for e, f in told if e == "login.failed"]
+    assert failed == [
+        (LV_NW, "publickey", "wrong-key"),
+        (None, "publickey", "unknown"),
+        *[(FACILITY_NW, "password", "wrong-password")] * threshold,
+    ]
+    assert [f["key"] for e, f in told if e == "ban.set"] == [
+        f"addr:{local[0]}",
+        f"account:{FACILITY_NW}",
+    ]
+    refused = [(f["address"], f["reason"]) for e, f in told if e == "connection.refused"]
+    assert refused == [(local[0], "banned")]
+    assert WRONG_PASSWORD not in caplog.text

@@ -4,6 +4,7 @@ they are, and `serve` names every Qb-R file it cannot use when it starts."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import ssl
@@ -59,13 +60,18 @@ class Serving:
             self.log.append(line.decode(errors="replace"))
 
     def problems(self) -> list[str]:
-        """Log lines at WARNING or above, and traceback lines."""
-        return [
-            line
-            for line in self.log
-            if any(f" {level} " in line for level in ("WARNING", "ERROR", "CRITICAL"))
-            or line.startswith("Traceback")
-        ]
+        """Log lines at warning or above or with a traceback (serve logs JSON to a
+        pipe), and any line that is no JSON at all (what a crash prints)."""
+        found = []
+        for line in filter(str.strip, self.log):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                found.append(line)
+                continue
+            if event.get("level") in ("warning", "error", "critical") or "exception" in event:
+                found.append(line)
+        return found
 
 
 @asynccontextmanager
@@ -203,7 +209,9 @@ async def test_serve_warns_at_start_about_each_qb_file_it_cannot_use(
     warnings = run.problems()
     assert len(warnings) == 3, "".join(run.log)
     schema, rules, windows = warnings
-    assert " WARNING " in schema and "qb.schemas.2024: " in schema and "fehlt/qb-2024.xsd" in schema
+    assert json.loads(schema)["event"] == "config.warning"
+    assert '"level": "warning"' in schema and "qb.schemas.2024: " in schema
+    assert "fehlt/qb-2024.xsd" in schema
     assert "qb.rules.2024: " in rules and "broken.sch" in rules
     assert "qb.windows.2025: no schema for report year 2025" in windows
     assert not any(line.startswith("Traceback") for line in run.log)

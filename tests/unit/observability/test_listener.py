@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from qprserver.config import MetricsSettings
+from qprserver.errors import StartupError
 from qprserver.observability.health import Readiness
 from qprserver.observability.listener import METRICS_TYPE, OpsListener
 
@@ -69,3 +72,17 @@ async def test_other_methods_paths_and_garbage_are_refused(listener: OpsListener
         "404 Not Found"
     )
     assert (await _ask(listener, b"\x00\x01 no request\n"))[0].endswith("400 Bad Request")
+
+
+async def test_a_taken_port_stops_the_start_with_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ops = OpsListener(MetricsSettings(enabled=True, port=port), _never, _never)
+        with pytest.raises(StartupError, match=rf"^\[metrics\] 127\.0\.0\.1:{port} kann nicht"):
+            await ops.start()
+
+
+async def _never() -> Any:
+    raise AssertionError("not asked")
