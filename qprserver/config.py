@@ -548,6 +548,8 @@ class Settings(_Section):
         metrics = self.metrics
         if metrics.enabled and metrics.port and metrics.port == self.server.port:
             raise ValueError("metrics.port must differ from server.port")
+        if metrics.enabled and self.web.enabled and metrics.port and metrics.port == self.web.port:
+            raise ValueError("metrics.port must differ from web.port")
         return self
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import selectinload
 from starlette.requests import Request
 from starlette.responses import Response
 
-from qprserver.accounts import access, activation, registration
+from qprserver.accounts import access
 from qprserver.accounts import sessions as login_sessions
 from qprserver.accounts import websessions as sessions
 from qprserver.accounts.enums import AccountStatus, Channel
@@ -31,9 +31,9 @@ from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account, WebStage
-from qprserver.errors import InvalidInput
 from qprserver.security import bans, totp
 from qprserver.security.passwords import verify_password
+from qprserver.web import registration as registration_pages
 from qprserver.web.context import Portal
 from qprserver.web.pages import (
     CSRF_FIELD,
@@ -65,11 +65,6 @@ BANNED = "Zu viele fehlgeschlagene Anmeldungen. Bitte später erneut versuchen."
 _ACCOUNT_AT_LOGIN = (
     select(Account).where(Account.ik == bindparam("ik")).options(selectinload(Account.password))
 )
-
-
-async def _awaits_letter(portal: Portal, account: Account) -> bool:
-    async with portal.db.read_session() as session:
-        return await activation.awaits_letter(session, account)
 
 
 class _LoginSessions:
@@ -170,17 +165,25 @@ async def login(request: Request) -> Response:
         and account is not None
         and decision.refusal is access.Refusal.PENDING
         and account.totp_secret is not None
-        and await _awaits_letter(portal, account)
+        and await registration_pages.awaits_letter(portal, account)
     )
     usable = decision is not None and (decision.allowed or enrol or letter)
     stored = account.password.password_hash if usable and account and account.password else None
     async with portal.password_checks:
         ok = await asyncio.to_thread(verify_password, stored, password)
     if not ok or account is None or banned:
-        if decision is not None and decision.refusal is not None and account is not None:
-            log.info("web login of %s from %s refused: %s", account.ik, where, decision.refusal)
-        else:
-            log.info("web login from %s failed", where)
+        reason: access.Refusal | access.Failure = access.Failure.WRONG_PASSWORD
+        if banned:
+            reason = access.Failure.BANNED
+        elif decision is not None and decision.refusal is not None and not usable:
+            reason = decision.refusal
+        access.report(
+            Channel.WEB,
+            "password",
+            account=ik if len(ik) == 9 and ik.isdigit() else None,
+            address=where,
+            reason=reason,
+        )
         await score_failure(portal, where, account)
         return _login_page(request, FAILED)
     stage = WebStage.ENROL if enrol else WebStage.CODE
@@ -225,7 +228,7 @@ async def _full_login(call: Call, now: datetime, enrolled: list[str] | None = No
             target=visit.account.ik,
             details={"channel": Channel.WEB.value},
         )
-    log.info("web login of %s from %s", visit.account.ik, address(request))
+    access.report(Channel.WEB, "password+totp", account=visit.account.ik, address=address(request))
     if enrolled is None:
         response: Response = see_other("/")
     else:
@@ -237,6 +240,13 @@ async def _full_login(call: Call, now: datetime, enrolled: list[str] | None = No
 
 async def _wrong_code(call: Call, template: str, context: dict[str, object]) -> Response:
     portal, visit = call.portal, call.visit
+    access.report(
+        Channel.WEB,
+        "password+totp",
+        account=visit.account.ik,
+        address=address(call.request),
+        reason=access.Failure.WRONG_CODE,
+    )
     await score_failure(portal, address(call.request), visit.account)
     failures = await sessions.count_failure(portal.db, visit.session.id)
     if failures >= portal.settings.security.max_auth_attempts:
@@ -266,22 +276,12 @@ async def code(call: Call) -> Response:
             ok = await totp.verify(session, visit.account.id, given, portal.totp_key, now)
     letter = visit.account.status is AccountStatus.PENDING
     if ok and letter:
-        ok = await _activate(call, str(call.form.get("aktivierungscode", ""))[:64])
+        ok = await registration_pages.activate(
+            call, str(call.form.get("aktivierungscode", ""))[:64]
+        )
     if not ok:
         return await _wrong_code(call, "code.html", {"letter": letter})
     return await _full_login(call, now)
-
-
-async def _activate(call: Call, code: str) -> bool:
-    """The letter's code of an approved registration: the account becomes usable."""
-    portal, visit = call.portal, call.visit
-    try:
-        async with portal.db.session() as session:
-            account = await activation.activate(session, portal.clock.now(), visit.account.id, code)
-            visit.account.status = account.status
-    except InvalidInput:
-        return False
-    return True
 
 
 def qr_data_uri(uri: str) -> str:
@@ -348,20 +348,8 @@ async def enrol(call: Call) -> Response:
         assert answer is not None
         return answer
     if call.visit.account.status is AccountStatus.PENDING:
-        return await _applied(call, codes)
+        return await registration_pages.applied(call, codes)
     return await _full_login(call, call.portal.clock.now(), enrolled=codes)
-
-
-async def _applied(call: Call, codes: list[str]) -> Response:
-    """A registrant's second factor is set: the application goes to the operator, and
-    the session ends (the account logs in once it is freigeschaltet)."""
-    portal, visit = call.portal, call.visit
-    async with portal.db.session() as session:
-        await registration.apply(session, portal.clock.now(), visit.account.id, portal.notifier)
-    await sessions.end(portal.db, visit.session.id)
-    response = render(call.request, "antrag.html", {"codes": codes})
-    clear_session_cookie(call.request, response)
-    return response
 
 
 async def logout(request: Request) -> Response:

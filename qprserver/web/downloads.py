@@ -18,8 +18,10 @@ ships with Python. Each member written completely records its receipt.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import time
 import zipfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -118,6 +120,7 @@ def file_response(
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
 
     async def body() -> AsyncIterator[bytes]:
+        began = time.monotonic()
         try:
             async for piece in _pieces(reader, start, end):
                 yield piece
@@ -125,10 +128,9 @@ def file_response(
             reader.close()
         # Only here when the server took the last piece: the client has it all.
         if receipt is not None:
+            done = dataclasses.replace(receipt, seconds=time.monotonic() - began)
             item: receipts.Item = (
-                receipt
-                if (start, end) == (0, size)
-                else PartialRead(receipt, size, ((start, end),))
+                done if (start, end) == (0, size) else PartialRead(done, size, ((start, end),))
             )
             await receipts.record(db, receipts.Batch.of([item]))
 

@@ -118,6 +118,7 @@ def _receipt(call: Call, row: listing.Row) -> receipts.Download:
         call.portal.clock.now(),
         address(call.request),
         Channel.WEB,
+        size=row.size,
     )
 
 

@@ -17,16 +17,19 @@ from collections.abc import Mapping
 from starlette.requests import Request
 from starlette.responses import Response
 
-from qprserver.accounts import recovery, registration
+from qprserver.accounts import activation, recovery, registration
 from qprserver.accounts import websessions as sessions
 from qprserver.accounts.registration import RegistrationForm
-from qprserver.db.models import WebStage
+from qprserver.db.models import Account, WebStage
 from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.security import totp
+from qprserver.web.context import Portal
 from qprserver.web.pages import (
     CSRF_FIELD,
     STEP_URL,
+    Call,
     address,
+    clear_session_cookie,
     forbidden,
     login_token,
     portal_of,
@@ -276,3 +279,36 @@ ROUTES = [
     ("/passwort/neu/{token}", reset_form, ["GET"]),
     ("/passwort/neu/{token}", reset, ["POST"]),
 ]
+
+
+# -- steps of the login for registrants (called by ``auth``) ----------------------
+
+
+async def awaits_letter(portal: Portal, account: Account) -> bool:
+    """True when the account was approved and waits for the code of its letter."""
+    async with portal.db.read_session() as session:
+        return await activation.awaits_letter(session, account)
+
+
+async def activate(call: Call, code: str) -> bool:
+    """The letter's code of an approved registration: the account becomes usable."""
+    portal, visit = call.portal, call.visit
+    try:
+        async with portal.db.session() as session:
+            account = await activation.activate(session, portal.clock.now(), visit.account.id, code)
+            visit.account.status = account.status
+    except InvalidInput:
+        return False
+    return True
+
+
+async def applied(call: Call, codes: list[str]) -> Response:
+    """A registrant's second factor is set: the application goes to the operator, and
+    the session ends (the account logs in once it is freigeschaltet)."""
+    portal, visit = call.portal, call.visit
+    async with portal.db.session() as session:
+        await registration.apply(session, portal.clock.now(), visit.account.id, portal.notifier)
+    await sessions.end(portal.db, visit.session.id)
+    response = render(call.request, "antrag.html", {"codes": codes})
+    clear_session_cookie(call.request, response)
+    return response
