@@ -102,8 +102,9 @@ class Server:
             )
 
     def connect(self, ik: str, **kw: Any) -> Any:
-        options: dict[str, Any] = {"client_keys": [self.keys[ik]], "known_hosts": None}
-        options.update(kw)
+        options: dict[str, Any] = {"known_hosts": None, **kw}
+        if "client_keys" not in options:
+            options["client_keys"] = [self.keys[ik]]
         return asyncssh.connect("127.0.0.1", self.port, username=ik, **options)
 
     def key_path(self, ik: str) -> Path:

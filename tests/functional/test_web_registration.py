@@ -5,8 +5,12 @@ input refused with nothing half-made left behind."""
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Sequence
 
+import asyncssh
 import httpx
+import pyotp
 from sqlalchemy import func, select
 
 from qprserver.accounts import activation, review
@@ -61,9 +65,9 @@ async def _count(web: Web) -> int:
         return await session.scalar(select(func.count()).select_from(Registration)) or 0
 
 
-async def _apply_in_browser(web: Web, client: httpx.AsyncClient) -> str:
+async def _apply_in_browser(web: Web, client: httpx.AsyncClient, **changes: str) -> str:
     """From the form to the application; the TOTP secret enrolled on the way."""
-    sent = await _submit(client)
+    sent = await _submit(client, **changes)
     assert sent.status_code == 200 and "Registrierung eingegangen" in sent.text
     confirm_path = _path(await _mail(web, "registration_confirm"))
     page = await client.get(confirm_path)
@@ -228,3 +232,66 @@ async def test_a_forgotten_password_is_reset_by_the_mailed_link_for_a_known_addr
         assert (await client.get("/posteingang")).headers["location"] == "/anmelden"
     async with web.client() as client:
         assert (await web.password_step(client, LV_NW, new)).status_code == 303
+
+
+class _CodeClient(asyncssh.SSHClient):
+    """Answers the second factor's keyboard-interactive prompt with one code."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def kbdint_auth_requested(self) -> str:
+        return ""
+
+    def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str]:
+        return [self.code] if prompts else []
+
+
+async def test_a_registrant_approved_for_sftp_with_its_key_collects_by_sftp_and_not_by_web(
+    web: Web,
+) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    public = key.export_public_key().decode().strip()
+    settings = web.portal.settings.registration.model_copy(update={"postal_activation": False})
+    web.portal.settings = web.portal.settings.model_copy(update={"registration": settings})
+    async with web.client() as client:
+        secret = await _apply_in_browser(web, client, verfahren="QPR_0_SFTP", ssh_key=public)
+    async with web.server.db.session() as session:
+        reg = await session.scalar(select(Registration))
+        assert reg is not None
+        await review.approve(
+            session,
+            ADMIN,
+            web.clock.now(),
+            reg.id,
+            procedures=None,
+            land=None,
+            settings=settings,
+            notifier=web.portal.notifier,
+        )
+    approved = await _mail(web, "registration_approved")
+    assert "Benutzername 510512361" in approved.body_text and "ab sofort" in approved.body_text
+    name = f"{FACILITY}_Prüfbericht 2026.pdf"
+    data = pdf_bytes(7_000, b"sftp")
+    await deposit(web.server, MD_NW, name, data)
+    # The SFTP server reads the real clock, which the portal's test clock ran ahead of
+    # when the enrolment's code was used: the next step's code is new to both.
+    code = pyotp.TOTP(secret).at(time.time() + 30)
+    async with (
+        web.server.connect(
+            FACILITY,
+            client_keys=[key],
+            client_factory=lambda: _CodeClient(code),
+            kbdint_auth=True,
+            password=None,
+        ) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(f"/inbox/{name}", "rb") as handle,
+    ):
+        assert await handle.read() == data
+    # Approved for QPR_0_SFTP only: the portal refuses the password.
+    async with web.client() as client:
+        refused = await web.password_step(client, FACILITY)
+        assert refused.status_code == 200 and "fehlgeschlagen" in refused.text
