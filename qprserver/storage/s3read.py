@@ -3,7 +3,7 @@
 The object is read in chunks of ``CHUNK`` bytes, each one ranged GET. Opening asks
 for the first chunk at once (its answer also tells the size, or that the blob is
 missing); every read asks for the ``AHEAD`` chunks after the one it reads and lets
-go of those before the one it reads. A client reading front to back, as SFTP clients
+go of those before it. A client reading front to back, as SFTP clients
 do, so finds its bytes already here: ``await reader.ready(...)`` returns at once and
 ``pread`` slices bytes in memory, never waiting on the network in the SFTP request
 path (DESIGN.md §5). A read elsewhere starts the window there. Memory per open
@@ -22,8 +22,11 @@ import contextlib
 from qprserver.storage.base import BlobNotFound
 from qprserver.storage.s3client import S3Connection, as_os_error, error_code, is_not_found
 
-CHUNK = 1024 * 1024
-AHEAD = 4
+# Measured with one OpenSSH ``sftp get`` of 64 MiB from SeaweedFS on this 2-core
+# machine: 1 MiB × 4 ahead 60–71 MB/s, 2 MiB × 3 93 MB/s, 4 MiB × 2 107–120 MB/s (the
+# local backend: 157 MB/s). 2 MiB × 3 keeps a reader under 10 MiB.
+CHUNK = 2 * 1024 * 1024
+AHEAD = 3
 
 Chunk = concurrent.futures.Future[tuple[bytes, int]]  # (bytes, size of the whole object)
 
@@ -111,11 +114,11 @@ class S3BlobReader:
         return offset // CHUNK, (end - 1) // CHUNK
 
     def _place(self, first: int, last: int) -> None:
-        """Ask for the chunks first..last and AHEAD more; let go of those before first - 1."""
+        """Ask for the chunks first..last and AHEAD more; let go of those before first."""
         if first == self._at and last in self._chunks:
             return
         self._at = first
-        for index in [i for i in self._chunks if i < first - 1 or i > last + AHEAD]:
+        for index in [i for i in self._chunks if i < first or i > last + AHEAD]:
             self._chunks.pop(index).cancel()
         final = (self.size - 1) // CHUNK
         for index in range(first, min(last + AHEAD, final) + 1):

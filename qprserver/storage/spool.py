@@ -122,7 +122,11 @@ class Spool:
         if older_than_seconds > 0:
             removed += self._sweep(self.legacy, "", older_than_seconds, now, spare)
             for entry in scan(self.folder.parent):
-                if entry.name != self.node_id and NODE_ID.fullmatch(entry.name):
+                if (
+                    entry.name != self.node_id
+                    and NODE_ID.fullmatch(entry.name)
+                    and entry.is_dir(follow_symlinks=False)
+                ):
                     folder = Path(entry.path)
                     removed += self._sweep(folder, entry.name + "/", older_than_seconds, now, spare)
         return removed

@@ -84,7 +84,10 @@ def _headers(name: str, length: int) -> dict[str, str]:
 async def _pieces(reader: BlobReader, start: int, end: int) -> AsyncIterator[bytes]:
     offset = start
     while offset < end:
-        data = reader.pread(offset, min(CHUNK, end - offset))
+        wanted = min(CHUNK, end - offset)
+        if reader.fileno() is None:
+            await reader.ready(offset, wanted)  # an object store's range, fetched ahead
+        data = reader.pread(offset, wanted)
         if not data:
             raise OSError(f"stored file ends at {offset}, {end} expected")
         offset += len(data)

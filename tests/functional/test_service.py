@@ -10,6 +10,7 @@ import asyncssh
 import pytest
 
 from qprserver.config import DatabaseSettings, load_config
+from tests.conftest import BACKEND
 from tests.functional.conftest import Instance, write_config
 from tests.functional.harness import (
     FACILITY_NW,
@@ -82,6 +83,9 @@ async def test_an_upload_cut_by_shutdown_is_kept_across_a_restart_and_resumed_th
         await asyncio.wait_for(second.proc.wait(), 30)
 
 
+@pytest.mark.skipif(
+    BACKEND == "sqlite", reason="SQLite refuses a second node (tests/functional/test_cluster.py)"
+)
 async def test_another_node_starting_on_the_same_data_folder_leaves_uploads_in_progress_alone(
     running: Running, tmp_path: Path
 ) -> None:

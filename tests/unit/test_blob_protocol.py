@@ -327,3 +327,11 @@ def test_hashes_that_are_no_sha256_are_refused(store: BlobStore, bad: str) -> No
     ):
         with pytest.raises(ValueError, match="SHA-256"):
             call(bad)
+
+
+def test_the_store_checks_itself_writable_and_leaves_nothing_behind(store: BlobStore) -> None:
+    found = {check.name: check for check in store.check()}
+    assert found["writable"].status == "ok"
+    assert all(check.status in ("ok", "hint") for check in found.values())
+    assert list(store.iter_blobs()) == []
+    assert store.sweep_temp(0, time.time() + 10) == 0

@@ -158,6 +158,17 @@ def test_only_the_web_edge_imports_starlette_uvicorn_and_multipart() -> None:
     assert not found, offenders("Starlette, uvicorn or python-multipart outside web/", found)
 
 
+def test_only_the_s3_client_module_imports_aiobotocore_and_botocore() -> None:
+    found = sorted(
+        f"{m.name} imports {name}"
+        for m in modules()
+        if m.name != "qprserver.storage.s3client"
+        for name in imports(m)
+        if within(name, "aiobotocore") or within(name, "botocore")
+    )
+    assert not found, offenders("aiobotocore outside storage/s3client.py", found)
+
+
 def test_no_module_is_over_400_lines_unless_its_docstring_says_why() -> None:
     found = sorted(
         f"{m.path.relative_to(PACKAGE.parent)}: {m.lines} lines"

@@ -142,6 +142,7 @@ def test_the_periodic_sweep_clears_what_a_dead_node_abandoned_but_spares_its_kep
     kept.write(0, b"cut off and kept")
     kept_name = kept.detach()
     live = FileBlobStore(data, node_id="node-live")
+    (data / "spool" / "stray-file").write_bytes(b"not a node's folder")
     in_progress = live.begin_write()
     in_progress.write(0, b"being written")
     later = time.time() + 7200
