@@ -89,6 +89,21 @@ def _link_token(request: Request) -> str | None:
     return token if 20 <= len(token) <= 100 and set(token) <= TOKEN_CHARS else None
 
 
+def _broken_link(request: Request) -> Response:
+    return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+
+
+async def _posted_link(request: Request) -> tuple[str, dict[str, str]] | Response:
+    """The token of a mailed link and the form posted to it, or the answer to a bad one."""
+    token = _link_token(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    if token is None:
+        return _broken_link(request)
+    return token, values
+
+
 async def register_form(request: Request) -> Response:
     return _page(request, "registrieren.html", {"values": {}})
 
@@ -143,20 +158,17 @@ async def resend(request: Request) -> Response:
 
 
 async def confirm_form(request: Request) -> Response:
-    token = _link_token(request)
-    if token is None:
-        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    if _link_token(request) is None:
+        return _broken_link(request)
     return _page(request, "bestaetigen.html", {"action": request.url.path})
 
 
 async def confirm(request: Request) -> Response:
     portal = portal_of(request)
-    token = _link_token(request)
-    values = await _form(request)
-    if values is None:
-        return forbidden(request)
-    if token is None:
-        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    posted = await _posted_link(request)
+    if isinstance(posted, Response):
+        return posted
+    token, _ = posted
     try:
         async with portal.db.session() as session:
             password_token = await registration.confirm(
@@ -173,7 +185,7 @@ async def confirm(request: Request) -> Response:
 
 async def password_form(request: Request) -> Response:
     if _link_token(request) is None:
-        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+        return _broken_link(request)
     return _page(request, "passwort_festlegen.html", {"action": request.url.path})
 
 
@@ -187,12 +199,10 @@ def _new_password(values: dict[str, str]) -> str:
 async def set_password(request: Request) -> Response:
     """The first password: then a session that can only enrol the second factor."""
     portal = portal_of(request)
-    token = _link_token(request)
-    values = await _form(request)
-    if values is None:
-        return forbidden(request)
-    if token is None:
-        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    posted = await _posted_link(request)
+    if isinstance(posted, Response):
+        return posted
+    token, values = posted
     now = portal.clock.now()
     try:
         password = _new_password(values)
@@ -241,19 +251,17 @@ async def forgot(request: Request) -> Response:
 
 async def reset_form(request: Request) -> Response:
     if _link_token(request) is None:
-        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+        return _broken_link(request)
     return _page(request, "passwort_festlegen.html", {"action": request.url.path, "reset": True})
 
 
 async def reset(request: Request) -> Response:
     """A new password by a reset link: every open web session of the account ends."""
     portal = portal_of(request)
-    token = _link_token(request)
-    values = await _form(request)
-    if values is None:
-        return forbidden(request)
-    if token is None:
-        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    posted = await _posted_link(request)
+    if isinstance(posted, Response):
+        return posted
+    token, values = posted
     try:
         password = _new_password(values)
         async with portal.db.session() as session:

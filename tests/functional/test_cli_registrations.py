@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pyotp
@@ -21,19 +22,9 @@ from qprserver.notify.outbox import Notifier
 from qprserver.security import totp
 from tests.functional.conftest import Instance
 from tests.functional.smtp import SmtpServer
+from tests.registrations import PFLEGEKASSE_NW
 
-FORM = RegistrationForm(
-    ik="180500016",
-    institution="Pflegekasse Muster",
-    contact="Erika Muster",
-    email="erika@pk.example.org",
-    phone="0211 1234-56",
-    street="Musterweg 5",
-    postcode="40210",
-    city="Düsseldorf",
-    roles=("recipient",),
-    procedures=("QPR_0_WEB",),
-)
+FORM = replace(PFLEGEKASSE_NW, procedures=("QPR_0_WEB",))
 
 
 def _apply(instance: Instance, form: RegistrationForm = FORM) -> int:

@@ -13,11 +13,18 @@ import httpx
 import pyotp
 from sqlalchemy import func, select
 
-from qprserver.accounts import activation, review
+from qprserver.accounts import activation
 from qprserver.accounts.enums import AccountStatus, RegistrationState
 from qprserver.db.models import Account, MailMessage, Registration
 from tests.functional.harness import ADMIN, LV_NW, MD_NW, pdf_bytes
-from tests.functional.web import PASSWORD, Web, csrf_of, deposit, document_ids
+from tests.functional.web import (
+    PASSWORD,
+    Web,
+    approve_registration,
+    csrf_of,
+    deposit,
+    document_ids,
+)
 
 # A nursing home in NW: the documents about it reach it once it has an account.
 FACILITY = "510512361"
@@ -113,22 +120,13 @@ async def test_a_registrant_comes_in_by_form_mail_letter_and_then_collects_a_doc
         # Applied, not yet decided: no way in.
         refused = await web.password_step(client, FACILITY)
         assert refused.status_code == 200 and "fehlgeschlagen" in refused.text
-    async with web.server.db.session() as session:
-        reg = await session.scalar(select(Registration))
-        assert reg is not None and reg.state is RegistrationState.BEANTRAGT
-        await review.approve(
-            session,
-            ADMIN,
-            web.clock.now(),
-            reg.id,
-            procedures=None,
-            land=None,
-            settings=web.portal.settings.registration,
-            notifier=web.portal.notifier,
-        )
+    async with web.server.db.read_session() as session:
+        state = await session.scalar(select(Registration.state))
+    assert state is RegistrationState.BEANTRAGT
+    registration_id = await approve_registration(web)
     async with web.server.db.session() as session:
         letter = await activation.issue_letter(
-            session, ADMIN, web.clock.now(), reg.id, web.portal.settings.registration
+            session, ADMIN, web.clock.now(), registration_id, web.portal.settings.registration
         )
     async with web.client() as client:
         first = await web.password_step(client, FACILITY)
@@ -258,19 +256,7 @@ async def test_a_registrant_approved_for_sftp_with_its_key_collects_by_sftp_and_
     web.portal.settings = web.portal.settings.model_copy(update={"registration": settings})
     async with web.client() as client:
         secret = await _apply_in_browser(web, client, verfahren="QPR_0_SFTP", ssh_key=public)
-    async with web.server.db.session() as session:
-        reg = await session.scalar(select(Registration))
-        assert reg is not None
-        await review.approve(
-            session,
-            ADMIN,
-            web.clock.now(),
-            reg.id,
-            procedures=None,
-            land=None,
-            settings=settings,
-            notifier=web.portal.notifier,
-        )
+    await approve_registration(web)
     approved = await _mail(web, "registration_approved")
     assert "Benutzername 510512361" in approved.body_text and "ab sofort" in approved.body_text
     name = f"{FACILITY}_Prüfbericht 2026.pdf"

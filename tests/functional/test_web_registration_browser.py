@@ -10,10 +10,8 @@ from email.message import EmailMessage
 from urllib.parse import urlparse
 
 from playwright.async_api import async_playwright
-from sqlalchemy import select
 
-from qprserver.accounts import activation, review
-from qprserver.db.models import Registration
+from qprserver.accounts import activation
 from qprserver.ik import check_digit
 from qprserver.notify import outbox
 from qprserver.notify.smtp import SmtpMailer
@@ -27,7 +25,7 @@ from tests.functional.test_web_browser import (
     pytestmark,
     site,
 )
-from tests.functional.web import PASSWORD, deposit
+from tests.functional.web import PASSWORD, approve_registration, deposit
 
 __all__ = ["pytestmark", "site"]  # the browser marks and the portal fixture, shared
 
@@ -98,21 +96,10 @@ async def test_a_participant_registers_is_approved_and_collects_in_a_real_browse
         await page.screenshot(path=SCREENSHOTS / "antrag.png", full_page=True)
 
         # The operator approves (``registration approve``); the status mail arrives.
+        registration_id = await approve_registration(web)
         async with web.server.db.session() as session:
-            reg = await session.scalar(select(Registration))
-            assert reg is not None
-            await review.approve(
-                session,
-                ADMIN,
-                web.clock.now(),
-                reg.id,
-                procedures=None,
-                land=None,
-                settings=web.portal.settings.registration,
-                notifier=web.portal.notifier,
-            )
             letter = await activation.issue_letter(
-                session, ADMIN, web.clock.now(), reg.id, web.portal.settings.registration
+                session, ADMIN, web.clock.now(), registration_id, web.portal.settings.registration
             )
         subjects = [m["Subject"] for m in await _mails(site, smtp)]
         assert subjects[-1] == f"QPR-Portal: Zugang freigeschaltet (IK {FACILITY})"

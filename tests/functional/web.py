@@ -114,3 +114,27 @@ async def deposit(server: Server, depositor: str, name: str, data: bytes) -> Non
         sftp.open(f"/outbox/{name}", "wb") as handle,
     ):
         await handle.write(data)
+
+
+async def approve_registration(web: Web) -> int:
+    """The operator approves the one registration there is (``registration approve``), as
+    asked for; its id."""
+    from sqlalchemy import select
+
+    from qprserver.accounts import review
+    from qprserver.db.models import Registration
+
+    async with web.server.db.session() as session:
+        reg = await session.scalar(select(Registration))
+        assert reg is not None
+        await review.approve(
+            session,
+            ADMIN,
+            web.clock.now(),
+            reg.id,
+            procedures=None,
+            land=None,
+            settings=web.portal.settings.registration,
+            notifier=web.portal.notifier,
+        )
+        return reg.id

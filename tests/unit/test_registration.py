@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts import access, activation, recovery, registration, review
 from qprserver.accounts.enums import AccountStatus, Channel, Procedure, RegistrationState
@@ -26,6 +27,7 @@ from qprserver.db.models import Account, MailMessage, Registration, SSHKey
 from qprserver.errors import InvalidIK, InvalidInput, InvalidKey, TooManyRequests
 from qprserver.notify.outbox import Notifier
 from qprserver.security import totp
+from tests.registrations import PFLEGEKASSE_NW
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 MAIL = Notifier(MailSettings(portal_url="https://portal.example.org"))
@@ -34,18 +36,7 @@ OPERATOR = Actor("cli", "test")
 ADDRESS = "198.51.100.4"
 KEY = Fernet(Fernet.generate_key())
 # A Pflegekasse (class 18) in NW, and a hospital (class 26).
-FORM = RegistrationForm(
-    ik="180500016",
-    institution="Pflegekasse Muster",
-    contact="Erika Muster",
-    email="erika@pk.example.org",
-    phone="0211 1234-56",
-    street="Musterweg 5",
-    postcode="40210",
-    city="Düsseldorf",
-    roles=("recipient",),
-    procedures=("QPR_0_WEB", "QPR_0_SFTP"),
-)
+FORM = PFLEGEKASSE_NW
 ED25519 = (
     Ed25519PrivateKey.generate()
     .public_key()
@@ -101,6 +92,27 @@ async def _applied(db: Database, form: RegistrationForm = FORM) -> tuple[int, st
     return reg.id, secret
 
 
+async def _approve(
+    session: AsyncSession,
+    registration_id: int,
+    *,
+    procedures: list[str] | None = None,
+    land: str | None = None,
+    postal: bool = True,
+) -> Registration:
+    settings = SETTINGS.model_copy(update={"postal_activation": postal})
+    return await review.approve(
+        session,
+        OPERATOR,
+        NOW,
+        registration_id,
+        procedures=procedures,
+        land=land,
+        settings=settings,
+        notifier=MAIL,
+    )
+
+
 async def _decide(db: Database, ik: str, channel: Channel) -> access.Decision:
     async def work(reads: Reads) -> access.Decision:
         account = await reads.scalar(select(Account).where(Account.ik == ik))
@@ -127,16 +139,7 @@ async def test_the_whole_way_in_ends_in_an_account_usable_after_the_letters_code
     for channel in Channel:
         assert (await _decide(db, FORM.ik, channel)).refusal is access.Refusal.PENDING
     async with db.session() as session:
-        reg = await review.approve(
-            session,
-            OPERATOR,
-            NOW,
-            registration_id,
-            procedures=["QPR_0_WEB"],
-            land=None,
-            settings=SETTINGS,
-            notifier=MAIL,
-        )
+        reg = await _approve(session, registration_id, procedures=["QPR_0_WEB"])
         assert reg.state is RegistrationState.FREIGESCHALTET
     [approved] = await _mails(db, "registration_approved")
     assert "Aktivierungscode" in approved.body_text
@@ -168,16 +171,7 @@ async def test_without_postal_activation_approval_opens_the_account_and_attaches
 ) -> None:
     registration_id, _ = await _applied(db, replace(FORM, ssh_key=ED25519))
     async with db.session() as session:
-        await review.approve(
-            session,
-            OPERATOR,
-            NOW,
-            registration_id,
-            procedures=None,
-            land="NW",
-            settings=SETTINGS.model_copy(update={"postal_activation": False}),
-            notifier=MAIL,
-        )
+        await _approve(session, registration_id, land="NW", postal=False)
     assert (await _decide(db, FORM.ik, Channel.SFTP)).allowed
     async with db.read_session() as session:
         keys = (await session.scalars(select(SSHKey.comment))).all()
@@ -201,16 +195,7 @@ async def test_a_rejected_registrant_logs_in_nowhere_and_reads_the_reason(db: Da
         assert (await _decide(db, FORM.ik, channel)).refusal is access.Refusal.DISABLED
     async with db.session() as session:
         with pytest.raises(InvalidInput, match="abgelehnt"):
-            await review.approve(
-                session,
-                OPERATOR,
-                NOW,
-                registration_id,
-                procedures=None,
-                land=None,
-                settings=SETTINGS,
-                notifier=MAIL,
-            )
+            await _approve(session, registration_id)
 
 
 async def test_only_an_application_with_both_factors_can_be_approved(db: Database) -> None:
@@ -220,16 +205,7 @@ async def test_only_an_application_with_both_factors_can_be_approved(db: Databas
     assert reg_id is not None
     async with db.session() as session:
         with pytest.raises(InvalidInput, match="registriert"):
-            await review.approve(
-                session,
-                OPERATOR,
-                NOW,
-                reg_id,
-                procedures=None,
-                land=None,
-                settings=SETTINGS,
-                notifier=MAIL,
-            )
+            await _approve(session, reg_id)
 
 
 @pytest.mark.parametrize(
@@ -381,16 +357,7 @@ async def test_a_password_reset_is_mailed_only_to_a_known_active_address(db: Dat
             )
     assert await _mails(db, "password_reset") == []  # pending accounts get no reset
     async with db.session() as session:
-        await review.approve(
-            session,
-            OPERATOR,
-            NOW,
-            registration_id,
-            procedures=None,
-            land=None,
-            settings=SETTINGS.model_copy(update={"postal_activation": False}),
-            notifier=MAIL,
-        )
+        await _approve(session, registration_id, postal=False)
         await recovery.request_password_reset(
             session, NOW, FORM.email.upper(), settings=SETTINGS, notifier=MAIL
         )
