@@ -441,7 +441,13 @@ async def test_a_session_limit_of_one_holds_across_two_worker_processes(
     running: Running, tmp_path: Path
 ) -> None:
     Instance(tmp_path, running.config).ok("account", "update", LV_NW, "--max-sessions", "1")
-    assert await _nodes(running) == 2  # each worker is a node with its own heartbeat
+    # Each worker is a node with its own heartbeat; the second may still be starting
+    # when the first answers SSH.
+    for _ in range(200):
+        if await _nodes(running) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert await _nodes(running) == 2
     async with running.connect(LV_NW) as first:
         # The kernel spreads connections over both workers by source port: eight
         # tries reach the one that did not take the first login all but once in 256.
