@@ -26,6 +26,7 @@ from qprserver.jobs import claims
 from qprserver.notify import outbox
 from qprserver.notify.smtp import Mailer
 from qprserver.observability import events
+from qprserver.qb.calendar import final_bundle_year
 from qprserver.storage.base import BlobStore
 
 
@@ -73,6 +74,16 @@ def yearly(tz: ZoneInfo) -> Period:
 def once(key: str) -> Period:
     """One period for every moment: a job that runs once per ``key``."""
     return lambda at: key
+
+
+def final_year(settings: Settings) -> Period:
+    """Periods of the final bundle: the latest report year past its replacement window."""
+
+    def period(at: datetime) -> str:
+        year = final_bundle_year(settings.qb, at)
+        return "none" if year is None else str(year)
+
+    return period
 
 
 @dataclass(frozen=True)
@@ -183,8 +194,8 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
             "Abschlusspaket nach der letzten Frist",
             _final,
             ("cron", jobs.bundles),
-            # Once per configured deadline: a new date makes a new final bundle.
-            once(jobs.final_bundle_after or "off"),
+            # Once per report year, from the day after its replacement window.
+            final_year(settings),
         ),
         JobSpec(
             "retention",

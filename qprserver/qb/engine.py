@@ -312,7 +312,7 @@ async def validate_upload(
 
 def configuration_problems(settings: QbSettings) -> list[str]:
     """One line for every configured schema or rules file that cannot be used, and
-    every year with delivery windows but no schema; ``serve`` logs them at start."""
+    every configured report year without a schema; ``serve`` logs them at start."""
     problems: list[str] = []
     for year, path in sorted(settings.schemas.items()):
         try:
@@ -324,10 +324,10 @@ def configuration_problems(settings: QbSettings) -> list[str]:
             load_rules(path, f"qb.rules.{year}")
         except ConfigError as exc:
             problems.append(f"{exc} (reports of {year}: Prüfung derzeit nicht möglich)")
-    for year in sorted(settings.windows):
+    for year in sorted(settings.years):
         if year not in settings.schemas:
             problems.append(
-                f"qb.windows.{year}: no schema for report year {year} (qb.schemas.{year}); "
+                f"qb.years.{year}: no schema for report year {year} (qb.schemas.{year}); "
                 "its reports are refused"
             )
     return problems

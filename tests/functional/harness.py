@@ -374,15 +374,15 @@ async def start_qb_server(
     tmp_path: Path, db: Database, schema: Path, **qb_settings: object
 ) -> Server:
     """A server that checks 2019 quality reports (schema, windows), its clock inside the
-    main window, with a hospital depositor and the Land's recipient routed."""
+    hospital window, with a hospital depositor and the Land's recipient routed."""
     settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
     qb = settings.qb.model_validate(
         {
             **qb_settings,
             "schemas": {"2019": str(schema)},
-            "windows": {
+            "years": {
                 "2019": {
-                    "main": {"start": "2020-10-15", "end": "2020-11-15"},
+                    "hospital": {"start": "2020-10-15", "end": "2020-11-15"},
                     "replacement": {"start": "2020-11-23", "end": "2020-12-15"},
                 }
             },
