@@ -108,3 +108,5 @@ class TokenPurpose(StrEnum):
     PASSWORD = "password"
     RESET = "reset"
     LETTER = "letter"
+    # The address of a report's registration for a Qb-R year (``qb/registrations.py``).
+    QB_CONFIRM = "qb-confirm"

@@ -39,7 +39,9 @@ from qprserver.notify import emails
 from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
 from qprserver.observability import events
+from qprserver.qb import registrations as qb_registrations
 from qprserver.qb.engine import QbResult, validate_upload
+from qprserver.qb.filename import parse_report_name
 from qprserver.storage.base import BlobWriter
 
 MAX_NAME = 255
@@ -419,8 +421,15 @@ class UploadService:
         """The acceptance checks of a hospital quality report; ReportRejected on ``hart``."""
         if classification is None or classification.kind != QUALITY_REPORT:
             return None
+        report = parse_report_name(name)
+        registered = None
+        if report is not None:
+            async with self.db.read_session() as session:
+                registered = await qb_registrations.confirmed(
+                    session, report.year, report.ik, report.site
+                )
         result = await validate_upload(
-            written, name, depositor.ik, self.settings.qb, now, tree=tree
+            written, name, depositor.ik, self.settings.qb, now, tree=tree, registered=registered
         )
         if not result.accepted:
             raise ReportRejected(result)

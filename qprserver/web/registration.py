@@ -21,6 +21,8 @@ from qprserver.accounts import recovery, registration
 from qprserver.accounts.registration import RegistrationForm
 from qprserver.db.models import WebStage
 from qprserver.errors import InvalidInput, TooManyRequests
+from qprserver.notify.qb_mails import QB_CONFIRM_PATH
+from qprserver.qb import registrations as qb_registrations
 from qprserver.security import totp
 from qprserver.web import sessions
 from qprserver.web.pages import (
@@ -263,6 +265,37 @@ async def reset(request: Request) -> Response:
     return see_other("/anmelden?neu")
 
 
+REPORT_NEXT = "Danach nimmt die Annahmestelle den Qualitätsbericht für diese Registrierung an."
+
+
+async def report_confirm_form(request: Request) -> Response:
+    """The link of a report registration's mail (Qb-R): a button, not an action."""
+    if _link_token(request) is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    context = {"action": request.url.path, "next_step": REPORT_NEXT}
+    return _page(request, "bestaetigen.html", context)
+
+
+async def report_confirm(request: Request) -> Response:
+    portal = portal_of(request)
+    token = _link_token(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    if token is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    try:
+        async with portal.db.session() as session:
+            reg = await qb_registrations.confirm(session, portal.clock.now(), token)
+            done = (
+                f"Die Registrierung des Qualitätsberichts {reg.year} für IK {reg.ik}, "
+                f"Standort {reg.site} ist bestätigt."
+            )
+    except InvalidInput as exc:
+        return _note(request, "Bestätigung nicht möglich", str(exc), status=400)
+    return _note(request, "Registrierung bestätigt", done)
+
+
 ROUTES = [
     ("/registrieren", register_form, ["GET"]),
     ("/registrieren", register, ["POST"]),
@@ -275,4 +308,6 @@ ROUTES = [
     ("/passwort/vergessen", forgot, ["POST"]),
     ("/passwort/neu/{token}", reset_form, ["GET"]),
     ("/passwort/neu/{token}", reset, ["POST"]),
+    (QB_CONFIRM_PATH + "{token}", report_confirm_form, ["GET"]),
+    (QB_CONFIRM_PATH + "{token}", report_confirm, ["POST"]),
 ]

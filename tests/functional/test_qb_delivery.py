@@ -13,12 +13,12 @@ from pathlib import Path
 import asyncssh
 import pytest
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from qprserver.accounts import service as accounts
 from qprserver.clock import FixedClock
 from qprserver.db.engine import Database
-from qprserver.db.models import Bundle, MailMessage
+from qprserver.db.models import Bundle, MailMessage, QbRegistration
 from qprserver.jobs.registry import run_job
 from qprserver.service import job_context
 from tests.conftest import QB_DATA
@@ -253,3 +253,17 @@ async def test_the_final_bundle_follows_the_replacement_window_with_the_latest_v
         (bundle,) = (await session.scalars(select(Bundle))).all()
     with zipfile.ZipFile(qb_server.listener.ctx.blobs.path_for(bundle.sha256)) as archive:
         assert archive.read(REPORT) == latest
+
+
+async def test_a_report_without_a_confirmed_registration_is_rejected_with_that_reason(
+    qb_server: Server,
+) -> None:
+    async with qb_server.db.session() as session:
+        await session.execute(delete(QbRegistration))
+    reason, protocol = await _refusal(qb_server, (QB_DATA / REPORT).read_bytes())
+    assert "REG-01" in reason
+    (finding,) = [f for f in protocol["pruefung"]["befunde"] if f["regel"] == "REG-01"]
+    assert finding["meldung"] == (
+        f"Für IK {HOSPITAL}, Standort 01 ist für das Berichtsjahr 2019 keine bestätigte "
+        "Registrierung vorhanden."
+    )

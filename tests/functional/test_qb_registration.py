@@ -1,0 +1,149 @@
+"""A hospital registers each report (IK + Standort) of a report year in the windows of
+its calendar, confirms the address by the mailed link's button, and only then may it
+deliver that report."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from qprserver.accounts.enums import RegistrationState
+from qprserver.audit.chain import Actor
+from qprserver.db.models import MailMessage, QbRegistration
+from qprserver.errors import InvalidInput
+from qprserver.qb import registrations as qb_registrations
+from qprserver.qb.registrations import ReportRegistrationForm
+from tests.functional.harness import REGISTERED_AT, Server
+from tests.functional.web import Web, csrf_of
+
+HOSPITAL_IK = "260100023"
+WEB = Actor("web", "127.0.0.1")
+
+
+def _form(site: str = "01", **changes: str) -> ReportRegistrationForm:
+    values: dict[str, str] = {
+        "ik": HOSPITAL_IK,
+        "site": site,
+        "hospital": "Klinikum Nord",
+        "contact": "Frau Muster",
+        "email": "qb@klinikum-nord.example",
+        "phone": "0431 1234-56",
+        "basis": "Plankrankenhaus",
+        **changes,
+    }
+    return ReportRegistrationForm(year=2019, **values)
+
+
+async def _register(server: Server, at: datetime, form: ReportRegistrationForm) -> None:
+    async with server.db.session() as session:
+        await qb_registrations.register(
+            session,
+            at,
+            form,
+            qb=server.settings.qb,
+            settings=server.settings.registration,
+            notifier=server.notifier,
+            actor=WEB,
+        )
+
+
+async def _registrations(server: Server) -> list[QbRegistration]:
+    async with server.db.read_session() as session:
+        query = select(QbRegistration).order_by(QbRegistration.id)
+        return list((await session.scalars(query)).all())
+
+
+async def _mails(server: Server, template: str) -> list[MailMessage]:
+    async with server.db.read_session() as session:
+        query = select(MailMessage).where(MailMessage.template == template)
+        return list((await session.scalars(query.order_by(MailMessage.id))).all())
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2020, 7, 11, 12, 0, tzinfo=UTC),  # the day before the window opens
+        datetime(2020, 9, 1, 12, 0, tzinfo=UTC),  # closed 12 weeks before the deadline
+        datetime(2020, 12, 16, 12, 0, tzinfo=UTC),  # after the replacement window
+    ],
+)
+async def test_a_registration_outside_its_windows_is_refused_naming_them(
+    server: Server, at: datetime
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        await _register(server, at, _form())
+    assert str(refused.value) == (
+        "Registrierung für das Berichtsjahr 2019 nur vom 12.07.2020 bis 23.08.2020, "
+        "nachträglich vom 23.11.2020 bis 15.12.2020."
+    )
+    assert await _registrations(server) == []
+
+
+async def test_reports_register_in_the_window_and_late_in_the_replacement_window(
+    server: Server,
+) -> None:
+    await _register(server, REGISTERED_AT, _form("01"))
+    await _register(server, datetime(2020, 11, 30, 9, 0, tzinfo=UTC), _form("99"))
+    sites = [(r.site, r.late, r.state) for r in await _registrations(server)]
+    assert sites == [
+        ("01", False, RegistrationState.REGISTRIERT),
+        ("99", True, RegistrationState.REGISTRIERT),
+    ]
+    assert len(await _mails(server, "qb_registration_confirm")) == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ik": "510512361"}, "IK 510512361: kein Krankenhaus-IK (Klasse 26…)"),
+        ({"site": "1"}, "Standortnummer: zwei Ziffern"),
+        ({"basis": "Belegklinik"}, "Zulassung: Hochschulklinik, Plankrankenhaus"),
+        ({"email": ""}, "E-Mail-Adresse: bitte angeben"),
+    ],
+)
+async def test_a_bad_field_is_named_and_nothing_is_stored(
+    server: Server, changes: dict[str, str], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        await _register(server, REGISTERED_AT, _form(**changes))
+    assert await _registrations(server) == []
+    assert await _mails(server, "qb_registration_confirm") == []
+
+
+async def test_a_second_registration_of_a_report_mails_the_registered_address_only(
+    server: Server,
+) -> None:
+    await _register(server, REGISTERED_AT, _form())
+    await _register(server, REGISTERED_AT, _form(email="jemand@anders.example"))
+    assert len(await _registrations(server)) == 1
+    (known,) = await _mails(server, "qb_registration_known")
+    assert known.to_addr == "qb@klinikum-nord.example"
+
+
+async def test_the_mailed_link_confirms_the_report_by_its_button_once(web: Web) -> None:
+    server = web.server
+    web.clock.advance(REGISTERED_AT - web.clock.now())
+    await _register(server, REGISTERED_AT, _form())
+    (mail,) = await _mails(server, "qb_registration_confirm")
+    found = re.search(r"https?://[^/\s]+(/berichtsjahr/bestaetigen/\S+)", mail.body_text)
+    assert found is not None, mail.body_text
+    path = found.group(1)
+    async with web.client() as client:
+        for _ in range(3):  # a mail scanner following the link confirms nothing
+            page = await client.get(path)
+            assert page.status_code == 200
+        (still,) = await _registrations(server)
+        assert still.state is RegistrationState.REGISTRIERT
+        done = await client.post(path, data={"csrf": csrf_of(page.text)})
+        assert done.status_code == 200 and "Standort 01 ist bestätigt" in done.text
+        again = await client.post(path, data={"csrf": csrf_of(page.text)})
+        assert again.status_code == 400
+    (reg,) = await _registrations(server)
+    assert reg.state is RegistrationState.BESTAETIGT and reg.confirmed_at == REGISTERED_AT
+    async with server.db.read_session() as session:
+        assert await qb_registrations.confirmed(session, 2019, HOSPITAL_IK, "01")
+        assert not await qb_registrations.confirmed(session, 2019, HOSPITAL_IK, "02")
+        assert await session.scalar(select(func.count(QbRegistration.id))) == 1
