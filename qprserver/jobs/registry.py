@@ -150,6 +150,14 @@ async def _registrations(ctx: JobContext, at: datetime) -> dict[str, Any]:
     return {"reminded": reminded, "purged": purged}
 
 
+async def _qb_reminders(ctx: JobContext, at: datetime) -> dict[str, Any]:
+    from qprserver.qb import reminders
+
+    async with ctx.db.session() as session:
+        queued = await reminders.remind(session, at, ctx.settings.qb, ctx.notifier)
+    return {"years": reminders.reminder_years(ctx.settings.qb, at), "reminded": queued}
+
+
 async def _sweep(ctx: JobContext, at: datetime) -> dict[str, Any]:
     # Partial uploads kept past their time go; the rest of those kept stay.
     expired = await partials.expire(ctx.db, at, ctx.settings.storage.partial_keep)
@@ -209,6 +217,13 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
             "registrations",
             "Erinnerungen an hängende und Löschen unbestätigter Registrierungen",
             _registrations,
+            ("cron", jobs.retention),
+            daily(tz),
+        ),
+        JobSpec(
+            "qb-reminders",
+            "Erinnerung registrierter Krankenhäuser ohne angenommenen Bericht vor der Frist",
+            _qb_reminders,
             ("cron", jobs.retention),
             daily(tz),
         ),
