@@ -47,3 +47,18 @@ class QbRegistration(Base):
     # Set by the one reminder before the hospital deadline.
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[utc]
+
+
+class QbPositiveListEntry(Base):
+    """One row of the G-BA's positive list of a report year: a report that is owed."""
+
+    __tablename__ = "qb_positive_list"
+    __table_args__ = (UniqueConstraint("year", "ik", "site"),)
+
+    id: Mapped[intpk]
+    year: Mapped[int]
+    ik: Mapped[ik_str]
+    site: Mapped[str] = mapped_column(String(2))
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(300))
+    imported_at: Mapped[utc]

@@ -1,4 +1,5 @@
-"""qb_registrations: one registration per report and year; their confirmation tokens
+"""qb_registrations: one registration per report and year; their confirmation tokens;
+qb_positive_list: the G-BA's positive list per report year
 
 Revision ID: 0012
 Revises: 0011
@@ -64,6 +65,18 @@ def upgrade() -> None:
     op.create_index(
         "ix_qb_registrations_year_state", "qb_registrations", ["year", "state"], unique=False
     )
+    op.create_table(
+        "qb_positive_list",
+        sa.Column("id", _ID, nullable=False),
+        sa.Column("year", sa.Integer(), nullable=False),
+        sa.Column("ik", sa.String(length=9), nullable=False),
+        sa.Column("site", sa.String(length=2), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("address", sa.String(length=300), nullable=False),
+        sa.Column("imported_at", _UTC, nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_qb_positive_list")),
+        sa.UniqueConstraint("year", "ik", "site", name=op.f("uq_qb_positive_list_year_ik_site")),
+    )
     with op.batch_alter_table("one_time_tokens") as batch:
         batch.add_column(sa.Column("qb_registration_id", _ID, nullable=True))
         batch.create_foreign_key(
@@ -94,6 +107,7 @@ def downgrade() -> None:
             op.f("fk_one_time_tokens_qb_registration_id_qb_registrations"), type_="foreignkey"
         )
         batch.drop_column("qb_registration_id")
+    op.drop_table("qb_positive_list")
     op.drop_index("ix_qb_registrations_year_state", table_name="qb_registrations")
     op.drop_index(op.f("ix_qb_registrations_account_id"), table_name="qb_registrations")
     op.drop_table("qb_registrations")
