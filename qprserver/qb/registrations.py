@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts.enums import RegistrationState, TokenPurpose
@@ -28,7 +28,7 @@ from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.config import QbSettings, RegistrationSettings
 from qprserver.db.models import Account, QbRegistration
-from qprserver.errors import InvalidInput
+from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.ik import IK
 from qprserver.notify import qb_mails as mails
 from qprserver.notify.outbox import Notifier
@@ -125,14 +125,26 @@ async def register(
     qb: QbSettings,
     settings: RegistrationSettings,
     notifier: Notifier,
-    actor: Actor,
+    address: str,
 ) -> None:
     """Register a report: a new registration and its confirmation mail, or, when the
     report is registered already, a mail to the registered address instead.
 
-    InvalidInput for a bad field or outside the registration windows (naming them).
+    InvalidInput for a bad field or outside the registration windows (naming them),
+    TooManyRequests past ``registration.per_address_hour`` forms from one address.
     """
     reg = _validated(form)
+    recent = await session.scalar(
+        select(func.count(QbRegistration.id)).where(
+            QbRegistration.address == address[:64],
+            QbRegistration.created_at > now - timedelta(hours=1),
+        )
+    )
+    if (recent or 0) >= settings.per_address_hour:
+        raise TooManyRequests(
+            "Von Ihrer Adresse kamen in der letzten Stunde zu viele Registrierungen. "
+            "Bitte versuchen Sie es später erneut."
+        )
     calendar = calendar_for(qb, reg.year)
     late = registration_window(calendar, local_day(qb, now))
     if late is None:
@@ -159,13 +171,14 @@ async def register(
         )
         return
     reg.state = RegistrationState.REGISTRIERT
+    reg.address = address[:64]
     reg.late = late
     reg.created_at = reg.updated_at = now
     session.add(reg)
     await session.flush()
     await audit.record(
         session,
-        actor,
+        Actor("web", address),
         "qb.registration.submit",
         at=now,
         target=reg.ik,

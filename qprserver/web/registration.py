@@ -1,5 +1,6 @@
 """A participant's way in, in the browser: the registration form, the link of the
-confirmation mail, the first password, and a forgotten password.
+confirmation mail, the first password, and a forgotten password; and a hospital's
+registration of a report for a Qb-R report year with the link that confirms it.
 
 The forms before any login carry the same double-submit token as the login form
 (cookie and field). Links from mails open a page with a button rather than acting on
@@ -265,6 +266,53 @@ async def reset(request: Request) -> Response:
     return see_other("/anmelden?neu")
 
 
+REPORT_FIELDS = ("ik", "site", "hospital", "contact", "email", "phone", "basis")
+REPORT_SENT = (
+    "Vielen Dank. Sie erhalten in wenigen Minuten eine E-Mail mit einem Link zur Bestätigung "
+    "der Registrierung. Der Link gilt {hours} Stunden."
+)
+
+
+async def report_register_form(request: Request) -> Response:
+    return _page(request, "berichtsjahr_registrieren.html", {"values": {}})
+
+
+async def report_register(request: Request) -> Response:
+    """A report's registration (Qb-R): IK + Standort of a report year."""
+    portal = portal_of(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    settings = portal.settings.registration
+    try:
+        year = values.get("year", "").strip()
+        if not (year.isdigit() and len(year) == 4):
+            raise InvalidInput("Berichtsjahr: vier Ziffern, z. B. 2025")
+        form = qb_registrations.ReportRegistrationForm(
+            year=int(year),
+            **{key: values.get(key, "") for key in REPORT_FIELDS},
+            further_iks=tuple(values.get("further_iks", "").replace(",", " ").split()),
+        )
+        async with portal.db.session() as session:
+            await qb_registrations.register(
+                session,
+                portal.clock.now(),
+                form,
+                qb=portal.settings.qb,
+                settings=settings,
+                notifier=portal.notifier,
+                address=address(request),
+            )
+    except InvalidInput as exc:
+        context = {"values": values, "message": str(exc)}
+        return _page(request, "berichtsjahr_registrieren.html", context, status=400)
+    except TooManyRequests as exc:
+        return _note(request, "Bitte später erneut versuchen", str(exc), status=429)
+    return _note(
+        request, "Registrierung eingegangen", REPORT_SENT.format(hours=settings.confirm_hours)
+    )
+
+
 REPORT_NEXT = "Danach nimmt die Annahmestelle den Qualitätsbericht für diese Registrierung an."
 
 
@@ -308,6 +356,8 @@ ROUTES = [
     ("/passwort/vergessen", forgot, ["POST"]),
     ("/passwort/neu/{token}", reset_form, ["GET"]),
     ("/passwort/neu/{token}", reset, ["POST"]),
+    ("/berichtsjahr/registrieren", report_register_form, ["GET"]),
+    ("/berichtsjahr/registrieren", report_register, ["POST"]),
     (QB_CONFIRM_PATH + "{token}", report_confirm_form, ["GET"]),
     (QB_CONFIRM_PATH + "{token}", report_confirm, ["POST"]),
 ]

@@ -425,7 +425,7 @@ async def register_report(
             qb=server.settings.qb,
             settings=server.settings.registration,
             notifier=server.notifier,
-            actor=Actor("web", "127.0.0.1"),
+            address="127.0.0.1",
         )
     token = await mailed_token(server.db, f"{ik}, Standort {site}", QB_CONFIRM_PATH)
     async with server.db.session() as session:

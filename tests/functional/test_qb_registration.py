@@ -11,16 +11,14 @@ import pytest
 from sqlalchemy import func, select
 
 from qprserver.accounts.enums import RegistrationState
-from qprserver.audit.chain import Actor
 from qprserver.db.models import MailMessage, QbRegistration
-from qprserver.errors import InvalidInput
+from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.qb import registrations as qb_registrations
 from qprserver.qb.registrations import ReportRegistrationForm
 from tests.functional.harness import REGISTERED_AT, Server
 from tests.functional.web import Web, csrf_of
 
 HOSPITAL_IK = "260100023"
-WEB = Actor("web", "127.0.0.1")
 
 
 def _form(site: str = "01", **changes: str) -> ReportRegistrationForm:
@@ -46,7 +44,7 @@ async def _register(server: Server, at: datetime, form: ReportRegistrationForm) 
             qb=server.settings.qb,
             settings=server.settings.registration,
             notifier=server.notifier,
-            actor=WEB,
+            address="127.0.0.1",
         )
 
 
@@ -123,10 +121,49 @@ async def test_a_second_registration_of_a_report_mails_the_registered_address_on
     assert known.to_addr == "qb@klinikum-nord.example"
 
 
-async def test_the_mailed_link_confirms_the_report_by_its_button_once(web: Web) -> None:
+PORTAL_FORM = {
+    "year": "2019",
+    "ik": HOSPITAL_IK,
+    "site": "01",
+    "hospital": "Klinikum Nord",
+    "contact": "Frau Muster",
+    "email": "qb@klinikum-nord.example",
+    "phone": "0431 1234-56",
+    "basis": "plankrankenhaus",
+    "further_iks": "260100034",
+}
+
+
+async def test_a_bad_field_on_the_portal_form_is_named_and_nothing_is_stored(web: Web) -> None:
+    web.clock.advance(REGISTERED_AT - web.clock.now())
+    async with web.client() as client:
+        page = await client.get("/berichtsjahr/registrieren")
+        data = {"csrf": csrf_of(page.text), **PORTAL_FORM, "site": "1"}
+        refused = await client.post("/berichtsjahr/registrieren", data=data)
+        assert refused.status_code == 400 and "Standortnummer: zwei Ziffern" in refused.text
+        assert 'value="Klinikum Nord"' in refused.text  # the form keeps what was typed
+        unsigned = await client.post("/berichtsjahr/registrieren", data=PORTAL_FORM)
+        assert unsigned.status_code == 403
+    assert await _registrations(web.server) == []
+
+
+async def test_too_many_registrations_from_one_address_are_refused(server: Server) -> None:
+    limit = server.settings.registration.per_address_hour
+    for site in range(limit):
+        await _register(server, REGISTERED_AT, _form(f"{site:02d}"))
+    with pytest.raises(TooManyRequests):
+        await _register(server, REGISTERED_AT, _form(f"{limit:02d}"))
+    assert len(await _registrations(server)) == limit
+
+
+async def test_the_portal_form_registers_and_its_mailed_button_confirms_once(web: Web) -> None:
     server = web.server
     web.clock.advance(REGISTERED_AT - web.clock.now())
-    await _register(server, REGISTERED_AT, _form())
+    async with web.client() as client:
+        page = await client.get("/berichtsjahr/registrieren")
+        data = {"csrf": csrf_of(page.text), **PORTAL_FORM}
+        sent = await client.post("/berichtsjahr/registrieren", data=data)
+        assert sent.status_code == 200 and "Registrierung eingegangen" in sent.text
     (mail,) = await _mails(server, "qb_registration_confirm")
     found = re.search(r"https?://[^/\s]+(/berichtsjahr/bestaetigen/\S+)", mail.body_text)
     assert found is not None, mail.body_text
@@ -143,6 +180,7 @@ async def test_the_mailed_link_confirms_the_report_by_its_button_once(web: Web) 
         assert again.status_code == 400
     (reg,) = await _registrations(server)
     assert reg.state is RegistrationState.BESTAETIGT and reg.confirmed_at == REGISTERED_AT
+    assert (reg.further_iks, reg.basis, reg.late) == ("260100034", "plankrankenhaus", False)
     async with server.db.read_session() as session:
         assert await qb_registrations.confirmed(session, 2019, HOSPITAL_IK, "01")
         assert not await qb_registrations.confirmed(session, 2019, HOSPITAL_IK, "02")

@@ -90,6 +90,7 @@ def _confirmed(site: str) -> QbRegistration:
         phone="0431 1234-56",
         basis="plankrankenhaus",
         further_iks="",
+        address="127.0.0.1",
         state=RegistrationState.BESTAETIGT,
         late=False,
         created_at=REGISTERED_AT,

@@ -22,6 +22,7 @@ class QbRegistration(Base):
             "basis IN ('hochschulklinik', 'plankrankenhaus', 'versorgungsvertrag')", name="basis"
         ),
         Index("ix_qb_registrations_year_state", "year", "state"),
+        Index("ix_qb_registrations_address_created_at", "address", "created_at"),
     )
 
     id: Mapped[intpk]
@@ -37,6 +38,8 @@ class QbRegistration(Base):
     # Further IKs used for quality assurance, comma-separated.
     further_iks: Mapped[str] = mapped_column(String(200), default="")
     state: Mapped[RegistrationState] = mapped_column(EnumString(RegistrationState, 16))
+    # The source address of the form, for the per-address limit (and the operator).
+    address: Mapped[str] = mapped_column(String(64))
     # Registered in the replacement window (late registration).
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     account_id: Mapped[int | None] = mapped_column(

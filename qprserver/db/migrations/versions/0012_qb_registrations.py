@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("basis", sa.String(length=24), nullable=False),
         sa.Column("further_iks", sa.String(length=200), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("address", sa.String(length=64), nullable=False),
         sa.Column("late", sa.Boolean(), nullable=False),
         sa.Column("account_id", _ID, nullable=True),
         sa.Column("created_at", _UTC, nullable=False),
@@ -64,6 +65,12 @@ def upgrade() -> None:
     )
     op.create_index(
         "ix_qb_registrations_year_state", "qb_registrations", ["year", "state"], unique=False
+    )
+    op.create_index(
+        "ix_qb_registrations_address_created_at",
+        "qb_registrations",
+        ["address", "created_at"],
+        unique=False,
     )
     op.create_table(
         "qb_positive_list",
@@ -108,6 +115,7 @@ def downgrade() -> None:
         )
         batch.drop_column("qb_registration_id")
     op.drop_table("qb_positive_list")
+    op.drop_index("ix_qb_registrations_address_created_at", table_name="qb_registrations")
     op.drop_index("ix_qb_registrations_year_state", table_name="qb_registrations")
     op.drop_index(op.f("ix_qb_registrations_account_id"), table_name="qb_registrations")
     op.drop_table("qb_registrations")
