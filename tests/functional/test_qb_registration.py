@@ -15,7 +15,7 @@ from qprserver.db.models import MailMessage, QbRegistration
 from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.qb import registrations as qb_registrations
 from qprserver.qb.registrations import ReportRegistrationForm
-from tests.functional.harness import REGISTERED_AT, Server
+from tests.functional.harness import LV_NW, REGISTERED_AT, Server
 from tests.functional.web import Web, csrf_of
 
 HOSPITAL_IK = "260100023"
@@ -185,3 +185,20 @@ async def test_the_portal_form_registers_and_its_mailed_button_confirms_once(web
         assert await qb_registrations.confirmed(session, 2019, HOSPITAL_IK, "01")
         assert not await qb_registrations.confirmed(session, 2019, HOSPITAL_IK, "02")
         assert await session.scalar(select(func.count(QbRegistration.id))) == 1
+
+
+async def test_operators_read_the_year_in_the_portal_and_nobody_else_sees_it(web: Web) -> None:
+    operator = "100000011"  # an operator account (role admin)
+    await web.server.add_account(operator, ["admin"])
+    await _register(web.server, REGISTERED_AT, _form())
+    for ik, status in ((operator, 200), (LV_NW, 404)):
+        secret = await web.enrol(ik)
+        async with web.client() as client:
+            await web.login(client, ik, secret)
+            shown = await client.get("/berichtsjahr/2019")
+            assert shown.status_code == status
+            if status == 200:
+                text = re.sub(r"\s+", " ", shown.text)
+                assert "<td>Registrierung</td><td>2020-07-12</td><td>2020-08-23</td>" in text
+                assert "<td>registriert</td><td>1</td>" in text
+                assert (await client.get("/berichtsjahr/20x9")).status_code == 404
