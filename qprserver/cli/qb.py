@@ -31,7 +31,8 @@ FORMAT = click.option(
 
 @click.group("qb")
 def qb_group() -> None:
-    """The Qb-R reporting year: calendar, positive list, delivery list, missing, status."""
+    """The Qb-R reporting year: calendar, registrations, positive list, delivery list,
+    missing, status."""
 
 
 def _print(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
@@ -99,6 +100,36 @@ def positive_list_import(app: App, year: int, file: Path) -> None:
             return await positive_list.replace(session, app.actor(), app.clock.now(), year, entries)
 
     click.echo(f"positive list {year}: {app.run(work)} reports imported")
+
+
+@qb_group.group("registrations")
+def registrations_group() -> None:
+    """The report registrations of a year."""
+
+
+@registrations_group.command("export")
+@click.argument("year", type=YEAR)
+@FORMAT
+@pass_app
+def registrations_export(app: App, year: int, fmt: str) -> None:
+    """Every registration of report YEAR, for the QS-Stellen to compare with theirs."""
+    from qprserver.qb import lists
+
+    rows = _read(app, lambda session: lists.registrations(session, year))
+    columns = (
+        "ik",
+        "standort",
+        "name",
+        "kontakt",
+        "email",
+        "telefon",
+        "zulassung",
+        "weitere_iks",
+        "status",
+        "nachregistriert",
+        "registriert",
+    )
+    _print(rows, fmt, columns if fmt != "table" else ("ik", "standort", "name", "status"))
 
 
 @qb_group.command("delivery-list")

@@ -1,8 +1,8 @@
-"""The lists of a report year for the G-BA and the operator (Qb-R § 8, Anlage 3):
-the final delivery list (reports accepted, in their latest version), who is missing
-(on the positive list without an accepted report; registered but not on the list),
-and the year at a glance. Rows are plain dicts, as the CLI prints them.
-"""
+"""The lists of a report year for the G-BA, the QS-Stellen and the operator (Qb-R § 8,
+Anlage 2 and 3): the registrations, the final delivery list (reports accepted, in their
+latest version), who is missing (on the positive list without an accepted report;
+registered but not on the list), and the year at a glance. Rows are plain dicts, as
+the CLI prints them."""
 
 from __future__ import annotations
 
@@ -35,6 +35,26 @@ async def _registered(session: AsyncSession, year: int) -> dict[tuple[str, str],
         .order_by(QbRegistration.ik, QbRegistration.site)
     )
     return {(r.ik, r.site): r for r in rows}
+
+
+async def registrations(session: AsyncSession, year: int) -> list[dict[str, object]]:
+    """Every registration of ``year``, for the QS-Stellen to compare with their lists."""
+    return [
+        {
+            "ik": reg.ik,
+            "standort": reg.site,
+            "name": reg.hospital,
+            "kontakt": reg.contact,
+            "email": reg.email,
+            "telefon": reg.phone,
+            "zulassung": reg.basis,
+            "weitere_iks": reg.further_iks.replace(",", " "),
+            "status": reg.state.label,
+            "nachregistriert": reg.late,
+            "registriert": reg.created_at.isoformat(),
+        }
+        for reg in (await _registered(session, year)).values()
+    ]
 
 
 async def delivery_list(session: AsyncSession, year: int) -> list[dict[str, object]]:

@@ -79,3 +79,13 @@ def test_the_lists_of_a_year_print_as_table_csv_and_json(
     assert status["berichtsjahr"] == 2019 and status["fehlend"] == 2
     table = instance.ok("qb", "status", "2019")
     assert "positivliste" in table and "fehlend" in table
+
+
+def test_the_registrations_of_a_year_export_for_the_qs_stellen(instance: Instance) -> None:
+    assert instance.ok("qb", "registrations", "export", "2019", "--format", "csv").splitlines() == [
+        "ik;standort;name;kontakt;email;telefon;zulassung;weitere_iks;status;nachregistriert;"
+        "registriert"
+    ]
+    assert (
+        json.loads(instance.ok("qb", "registrations", "export", "2019", "--format", "json")) == []
+    )

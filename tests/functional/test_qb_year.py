@@ -149,6 +149,12 @@ async def test_a_report_year_from_registration_to_the_list_of_who_is_missing(
         delivered = await lists.delivery_list(session, 2019)
         missing = await lists.missing(session, 2019)
         status = await lists.status(session, 2019)
+        registered = await lists.registrations(session, 2019)
+    assert [(r["standort"], r["status"], r["nachregistriert"]) for r in registered] == [
+        ("01", "bestätigt", False),
+        ("02", "bestätigt", False),
+        ("03", "bestätigt", True),
+    ]
     assert [(r["standort"], r["version"]) for r in delivered] == [("01", 2), ("03", 1)]
     assert [(r["ik"], r["standort"], r["grund"]) for r in missing] == [
         (HOSPITAL, "02", "kein angenommener Bericht"),
