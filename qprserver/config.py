@@ -458,6 +458,11 @@ STANDARD_KINDS: dict[str, KindSettings] = {
         content="xml",
         description="Strukturierter Qualitätsbericht der Krankenhäuser",
     ),
+    "qb_c1": KindSettings(
+        pattern=r"^(?P<ik>\d{9})-(?P<standort>\d{2})-(?P<jahr>\d{4})-(?P<teil>Land|bund)\.xml$",
+        content="xml",
+        description="Teil C-1 des Qualitätsberichts (QS-Stellen Land und Bund)",
+    ),
 }
 
 

@@ -39,6 +39,7 @@ from qprserver.notify import emails
 from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
 from qprserver.observability import events
+from qprserver.qb import c1
 from qprserver.qb import registrations as qb_registrations
 from qprserver.qb.engine import QbResult, validate_upload
 from qprserver.qb.filename import parse_report_name
@@ -418,7 +419,16 @@ class UploadService:
         now: datetime,
         tree: XmlTree | None,
     ) -> QbResult | None:
-        """The acceptance checks of a hospital quality report; ReportRejected on ``hart``."""
+        """The acceptance checks of a hospital quality report (ReportRejected on ``hart``)
+        and of part C-1 from a QS-Stelle (Rejected with the reason)."""
+        if classification is not None and classification.kind == c1.C1_KIND:
+            async with self.db.read_session() as session:
+                reason = await c1.refusal(
+                    session, self.settings.qb, depositor.roles, name, tree, now
+                )
+            if reason is not None:
+                raise Rejected(reason)
+            return None
         if classification is None or classification.kind != QUALITY_REPORT:
             return None
         report = parse_report_name(name)

@@ -6,7 +6,7 @@ the CLI prints them."""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -18,6 +18,7 @@ from qprserver.db.models import (
     QbRegistration,
     UploadProtocol,
 )
+from qprserver.qb.c1 import C1_KIND
 from qprserver.qb.filename import parse_report_name
 
 QUALITY_REPORT = "qualitaetsbericht"
@@ -137,6 +138,13 @@ async def status(session: AsyncSession, year: int) -> dict[str, int]:
     listed = await session.scalar(
         select(func.count(QbPositiveListEntry.id)).where(QbPositiveListEntry.year == year)
     )
+    c1_received = await session.scalar(
+        select(func.count(Document.id)).where(
+            Document.kind == C1_KIND,
+            Document.current.is_(True),
+            or_(Document.name.like(f"%-{year}-Land.xml"), Document.name.like(f"%-{year}-bund.xml")),
+        )
+    )
     return {
         "registriert": len(registrations),
         "bestaetigt": sum(r.state is RegistrationState.BESTAETIGT for r in registrations),
@@ -146,6 +154,7 @@ async def status(session: AsyncSession, year: int) -> dict[str, int]:
         "abgelehnt": outcomes.get(Outcome.REJECTED, 0),
         "ersetzt": replaced or 0,
         "erinnert": sum(r.reminded_at is not None for r in registrations),
+        "c1_erhalten": c1_received or 0,
         "positivliste": listed or 0,
         "fehlend": len(await missing(session, year)),
     }

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from qprserver.accounts import service as accounts
 from qprserver.clock import FixedClock
 from qprserver.db.engine import Database
-from qprserver.db.models import Bundle, MailMessage
+from qprserver.db.models import Bundle, MailMessage, UploadProtocol
 from qprserver.errors import InvalidInput
 from qprserver.jobs.registry import run_job
 from qprserver.qb import lists, positive_list
@@ -45,6 +45,7 @@ REMINDER_DAY = datetime(2020, 11, 1, 3, 0, tzinfo=UTC)
 REPLACEMENTS = datetime(2020, 11, 25, 10, 0, tzinfo=UTC)
 FINAL_DAY = datetime(2020, 12, 16, 1, 0, tzinfo=UTC)
 OTHER = "260100034"  # on the positive list, never registers
+QS_STELLE = "100000011"  # the QS-Stelle of the Land
 
 
 @pytest.fixture
@@ -70,12 +71,14 @@ def _report(site: str, *, comment: bytes = b"", broken: bool = False) -> tuple[s
     return f"{HOSPITAL}-{site}-2019-xml.xml", data
 
 
-async def _deliver(server: Server, at: datetime, name: str, data: bytes) -> bool:
-    """Upload as the hospital at ``at``; True when accepted."""
+async def _deliver(
+    server: Server, at: datetime, name: str, data: bytes, *, account: str = HOSPITAL
+) -> bool:
+    """Upload as the hospital (or ``account``) at ``at``; True when accepted."""
     server.listener.ctx.clock = FixedClock(at)
     try:
         async with (
-            server.connect(HOSPITAL) as conn,
+            server.connect(account) as conn,
             conn.start_sftp_client() as sftp,
             sftp.open(f"/outbox/{name}", "wb") as f,
         ):
@@ -131,6 +134,33 @@ async def test_a_report_year_from_registration_to_the_list_of_who_is_missing(
     latest_01 = _report("01", comment=b"\n<!-- Ersatzlieferung -->\n")
     assert await _deliver(server, REPLACEMENTS, *latest_01)
 
+    # Part C-1 from the QS-Stelle: data for 01, a Null-Meldung for 02; refused for the
+    # late registration 03, from the hospital itself, and as a Null-Meldung that names
+    # another report.
+    await server.add_account(QS_STELLE, ["depositor", "qs-stelle"])
+    await server.add_route("qb_c1", "SH", LV_SH)
+    c1_day = REPLACEMENTS + timedelta(hours=1)
+    land = f"{HOSPITAL}-01-2019-Land.xml"
+    data = b"<TeilC1><Modul>HEP</Modul></TeilC1>"
+    assert await _deliver(server, c1_day, land, data, account=QS_STELLE)
+    null = f'<NullMeldung IK="{HOSPITAL}" Standort="02" Berichtsjahr="2019" Teil="Bund"/>'
+    bund = f"{HOSPITAL}-02-2019-bund.xml"
+    assert await _deliver(server, c1_day, bund, null.encode(), account=QS_STELLE)
+    late = f"{HOSPITAL}-03-2019-Land.xml"
+    assert not await _deliver(server, c1_day, late, data, account=QS_STELLE)
+    assert not await _deliver(server, c1_day, f"{HOSPITAL}-02-2019-Land.xml", data)
+    wrong = null.replace('Standort="02"', 'Standort="01"').encode()
+    assert not await _deliver(server, c1_day, bund, wrong, account=QS_STELLE)
+    async with db.read_session() as session:
+        reasons = (
+            await session.scalars(
+                select(UploadProtocol.body).where(UploadProtocol.outcome == "rejected")
+            )
+        ).all()
+    assert any("nicht bis zum 23.08.2020 registriert" in body for body in reasons)
+    assert any("nur QS-Stellen (Konten mit der Rolle qs-stelle)" in body for body in reasons)
+    assert any("Null-Meldung: erwartet wird <NullMeldung" in body for body in reasons)
+
     # The final bundle once, with the latest versions.
     async with db.session() as session:
         await accounts.update_account(session, ADMIN, REPLACEMENTS, LV_SH, bundles=True)
@@ -170,6 +200,7 @@ async def test_a_report_year_from_registration_to_the_list_of_who_is_missing(
         "abgelehnt": 2,
         "ersetzt": 1,
         "erinnert": 1,
+        "c1_erhalten": 2,
         "positivliste": 3,
         "fehlend": 3,
     }
