@@ -153,9 +153,16 @@ async def _registrations(ctx: JobContext, at: datetime) -> dict[str, Any]:
 async def _qb_reminders(ctx: JobContext, at: datetime) -> dict[str, Any]:
     from qprserver.qb import reminders
 
+    qb = ctx.settings.qb
     async with ctx.db.session() as session:
-        queued = await reminders.remind(session, at, ctx.settings.qb, ctx.notifier)
-    return {"years": reminders.reminder_years(ctx.settings.qb, at), "reminded": queued}
+        queued = await reminders.remind(session, at, qb, ctx.notifier)
+        c1 = await reminders.remind_qs_stellen(session, at, qb, ctx.notifier)
+    return {
+        "years": reminders.reminder_years(qb, at),
+        "reminded": queued,
+        "c1_years": reminders.c1_reminder_years(qb, at),
+        "qs_stellen_reminded": c1,
+    }
 
 
 async def _sweep(ctx: JobContext, at: datetime) -> dict[str, Any]:
@@ -222,7 +229,7 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
         ),
         JobSpec(
             "qb-reminders",
-            "Erinnerung registrierter Krankenhäuser ohne angenommenen Bericht vor der Frist",
+            "Erinnerungen vor den Fristen: Krankenhäuser ohne Bericht, QS-Stellen ohne C-1",
             _qb_reminders,
             ("cron", jobs.retention),
             daily(tz),

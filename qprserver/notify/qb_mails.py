@@ -28,6 +28,14 @@ class Reminder(Report):
     deadline: str
 
 
+class C1Reminder(TypedDict):
+    year: int
+    ik: str
+    name: str
+    deadline: str
+    lacking: list[str]
+
+
 def _report(year: int, ik: str, site: str, hospital: str) -> Report:
     return {"year": year, "ik": ik, "site": site, "hospital": hospital}
 
@@ -58,3 +66,15 @@ def qb_reminder(year: int, ik: str, site: str, hospital: str, contact: str, dead
         "deadline": deadline,
     }
     return Email("qb_reminder", context)
+
+
+def qb_c1_reminder(year: int, ik: str, name: str, deadline: str, lacking: list[str]) -> Email:
+    """To a QS-Stelle: the registered reports that still lack its C-1 data."""
+    context: C1Reminder = {
+        "year": year,
+        "ik": ik,
+        "name": name,
+        "deadline": deadline,
+        "lacking": lacking,
+    }
+    return Email("qb_c1_reminder", context)

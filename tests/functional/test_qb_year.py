@@ -45,7 +45,7 @@ REMINDER_DAY = datetime(2020, 11, 1, 3, 0, tzinfo=UTC)
 REPLACEMENTS = datetime(2020, 11, 25, 10, 0, tzinfo=UTC)
 FINAL_DAY = datetime(2020, 12, 16, 1, 0, tzinfo=UTC)
 OTHER = "260100034"  # on the positive list, never registers
-QS_STELLE = "100000011"  # the QS-Stelle of the Land
+QS_STELLE = "100100012"  # the QS-Stelle of the Land (region 01: SH)
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ async def test_a_report_year_from_registration_to_the_list_of_who_is_missing(
     # Part C-1 from the QS-Stelle: data for 01, a Null-Meldung for 02; refused for the
     # late registration 03, from the hospital itself, and as a Null-Meldung that names
     # another report.
-    await server.add_account(QS_STELLE, ["depositor", "qs-stelle"])
+    await server.add_account(QS_STELLE, ["depositor", "qs-stelle"], email="qs@qs-stelle.example")
     await server.add_route("qb_c1", "SH", LV_SH)
     c1_day = REPLACEMENTS + timedelta(hours=1)
     land = f"{HOSPITAL}-01-2019-Land.xml"
@@ -160,6 +160,20 @@ async def test_a_report_year_from_registration_to_the_list_of_who_is_missing(
     assert any("nicht bis zum 23.08.2020 registriert" in body for body in reasons)
     assert any("nur QS-Stellen (Konten mit der Rolle qs-stelle)" in body for body in reasons)
     assert any("Null-Meldung: erwartet wird <NullMeldung" in body for body in reasons)
+
+    # 1 Dec, 14 days before the C-1 deadline: the QS-Stelle of the Land is told, once,
+    # which reports registered in time still lack its Land data (02 has only Bund).
+    for day in range(3):
+        await run_job(ctx, "qb-reminders", datetime(2020, 12, 1 + day, 3, tzinfo=UTC))
+    async with db.read_session() as session:
+        (c1_mail,) = (
+            await session.scalars(
+                select(MailMessage).where(MailMessage.template == "qb_c1_reminder")
+            )
+        ).all()
+    assert c1_mail.to_addr == "qs@qs-stelle.example"
+    assert f"IK {HOSPITAL}, Standort 02" in c1_mail.body_text
+    assert "Standort 01" not in c1_mail.body_text and "Standort 03" not in c1_mail.body_text
 
     # The final bundle once, with the latest versions.
     async with db.session() as session:

@@ -103,6 +103,9 @@ SAMPLES: dict[str, Callable[[], Email]] = {
     "qb_registration_known": lambda: qb_mails.qb_registration_known(
         2025, "260100023", "01", "Klinik <Nord>"
     ),
+    "qb_c1_reminder": lambda: qb_mails.qb_c1_reminder(
+        2025, "100000011", "QS-Stelle <SH>", "15.12.2026", ["IK 260100023, Standort 01: Klinik"]
+    ),
     "qb_reminder": lambda: qb_mails.qb_reminder(
         2025, "260100023", "01", "Klinik <Nord>", "Frau Muster", "15.11.2026"
     ),
