@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts.enums import RegistrationState, TokenPurpose
-from qprserver.accounts.fields import normalise_email
+from qprserver.accounts.fields import normalise_email, normalise_phone, normalise_text
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.config import QbSettings, RegistrationSettings
@@ -36,7 +36,6 @@ from qprserver.qb.calendar import YearCalendar, calendar_for, local_day
 from qprserver.security import tokens
 
 _SITE = re.compile(r"[0-9]{2}")
-_PHONE = re.compile(r"\+?[0-9][0-9 ()/\-]{3,48}")
 HOSPITAL_CLASS = "26"
 
 
@@ -63,15 +62,6 @@ class ReportRegistrationForm:
     further_iks: tuple[str, ...] = ()
 
 
-def _text(value: str, field: str, limit: int = 200) -> str:
-    clean = " ".join(value.split())
-    if not clean:
-        raise InvalidInput(f"{field}: bitte angeben")
-    if len(clean) > limit:
-        raise InvalidInput(f"{field}: höchstens {limit} Zeichen")
-    return clean
-
-
 def _validated(form: ReportRegistrationForm) -> QbRegistration:
     """The form as an unsaved registration, or InvalidInput naming the first bad field."""
     ik = IK.parse(form.ik)
@@ -85,9 +75,7 @@ def _validated(form: ReportRegistrationForm) -> QbRegistration:
     email = normalise_email(form.email)
     if email is None:
         raise InvalidInput("E-Mail-Adresse: bitte angeben")
-    phone = form.phone.strip()
-    if not _PHONE.fullmatch(phone):
-        raise InvalidInput("Telefon: bitte eine Telefonnummer aus Ziffern angeben")
+    phone = normalise_phone(form.phone)
     try:
         basis = Basis(form.basis.strip().lower())
     except ValueError:
@@ -99,8 +87,8 @@ def _validated(form: ReportRegistrationForm) -> QbRegistration:
         year=form.year,
         ik=ik.value,
         site=site,
-        hospital=_text(form.hospital, "Name des Krankenhauses"),
-        contact=_text(form.contact, "Ansprechperson"),
+        hospital=normalise_text(form.hospital, "Name des Krankenhauses"),
+        contact=normalise_text(form.contact, "Ansprechperson"),
         email=email,
         phone=phone,
         basis=basis.value,
