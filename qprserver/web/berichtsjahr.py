@@ -13,10 +13,9 @@ from qprserver.web.pages import Call, not_found, page, render
 
 
 async def year_page(call: Call) -> Response:
-    text = str(call.request.path_params.get("year", ""))
-    if not (text.isdigit() and len(text) == 4):
+    year = call.request.path_params.get("year")
+    if not (isinstance(year, int) and 1990 <= year <= 2099):
         return not_found(call.request, call.visit)
-    year = int(text)
     async with call.portal.db.read_session() as session:
         counts = await lists.status(session, year)
         missing = await lists.missing(session, year)
@@ -29,4 +28,5 @@ async def year_page(call: Call) -> Response:
     return render(call.request, "berichtsjahr.html", context, visit=call.visit)
 
 
-ROUTES = [("/berichtsjahr/{year}", page(year_page, role=Role.ADMIN), ["GET"])]
+# Digits only, so the report registration's paths under /berichtsjahr/ stay apart.
+ROUTES = [("/berichtsjahr/{year:int}", page(year_page, role=Role.ADMIN), ["GET"])]

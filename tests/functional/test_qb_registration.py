@@ -202,3 +202,4 @@ async def test_operators_read_the_year_in_the_portal_and_nobody_else_sees_it(web
                 assert "<td>Registrierung</td><td>2020-07-12</td><td>2020-08-23</td>" in text
                 assert "<td>registriert</td><td>1</td>" in text
                 assert (await client.get("/berichtsjahr/20x9")).status_code == 404
+                assert (await client.get("/berichtsjahr/12019")).status_code == 404
