@@ -73,7 +73,7 @@ COMMANDS: dict[str, Entry] = {
     "qb": Entry(
         "qprserver.cli.qb",
         "qb_group",
-        "The Qb-R reporting year: calendar, positive list, delivery list, missing, status.",
+        "The Qb-R reporting year: calendar, registrations, positive list, lists, status.",
     ),
     "check": Entry(
         "qprserver.cli.check",

@@ -31,8 +31,7 @@ FORMAT = click.option(
 
 @click.group("qb")
 def qb_group() -> None:
-    """The Qb-R reporting year: calendar, registrations, positive list, delivery list,
-    missing, status."""
+    """The Qb-R reporting year: calendar, registrations, positive list, lists, status."""
 
 
 def _print(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
