@@ -282,7 +282,6 @@ class JobsSettings(_Section):
     inbox_days: int = Field(default=42, ge=1)
     bundle_days: int = Field(default=42, ge=1)
     final_bundle_kind: str = "qualitaetsbericht"
-    final_bundle_after: str = ""
 
     @field_validator("bundles", "retention")
     @classmethod
@@ -294,18 +293,6 @@ class JobsSettings(_Section):
     @classmethod
     def _zone(cls, value: str) -> str:
         return check_zone(value)
-
-    @field_validator("final_bundle_after")
-    @classmethod
-    def _date(cls, value: str) -> str:
-        from datetime import date
-
-        if value:
-            try:
-                date.fromisoformat(value)
-            except ValueError:
-                raise ValueError("must be an ISO date (YYYY-MM-DD) or empty") from None
-        return value
 
 
 class RegistrationSettings(_Section):
@@ -471,6 +458,11 @@ STANDARD_KINDS: dict[str, KindSettings] = {
         content="xml",
         description="Strukturierter Qualitätsbericht der Krankenhäuser",
     ),
+    "qb_c1": KindSettings(
+        pattern=r"^(?P<ik>\d{9})-(?P<standort>\d{2})-(?P<jahr>\d{4})-(?P<teil>Land|bund)\.xml$",
+        content="xml",
+        description="Teil C-1 des Qualitätsberichts (QS-Stellen Land und Bund)",
+    ),
 }
 
 
@@ -487,10 +479,11 @@ class DateRange(_Section):
         return self
 
 
-class QbWindows(_Section):
-    """Delivery windows of one report year; a missing window is closed."""
+class QbYear(_Section):
+    """The deadline windows of one report year; a window left out gets the Qb-R's dates
+    (``qb/calendar.py``), and every other date of the year is computed from them."""
 
-    main: DateRange | None = None
+    hospital: DateRange | None = None
     c1: DateRange | None = None
     replacement: DateRange | None = None
 
@@ -500,11 +493,11 @@ class QbSettings(_Section):
 
     schemas: dict[str, FilePath] = Field(default_factory=dict)
     rules: dict[str, FilePath] = Field(default_factory=dict)
-    windows: dict[str, QbWindows] = Field(default_factory=dict)
+    years: dict[str, QbYear] = Field(default_factory=dict)
     timezone: str = "Europe/Berlin"
     max_xml_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 
-    @field_validator("schemas", "rules", "windows")
+    @field_validator("schemas", "rules", "years")
     @classmethod
     def _years(cls, value: dict[str, Any]) -> dict[str, Any]:
         for year in value:
@@ -613,8 +606,30 @@ def _resolve_sqlite_url(base: Path, url: str) -> str:
     return prefix + str((base / path_part).resolve()) + sep + query
 
 
+# Settings that were replaced, with what the operator writes instead.
+_REPLACED = {
+    ("qb", "windows"): (
+        "replaced by [qb.years.<Y>] with hospital, c1 and "
+        "replacement = { start = ..., end = ... } (main is now hospital; a year left out "
+        "gets the Qb-R's dates)"
+    ),
+    ("jobs", "final_bundle_after"): (
+        "replaced by [qb.years.<Y>]: the final bundle of a "
+        "report year is built after its replacement window (qb.years.<Y>.replacement.end)"
+    ),
+}
+
+
+def _replaced_settings(data: dict[str, Any], path: Path) -> None:
+    for (section, key), instead in _REPLACED.items():
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ConfigError(f"{path}: {section}.{key}: {instead}")
+
+
 def parse_config(data: dict[str, Any], path: Path) -> Settings:
     """Validate raw TOML data read from ``path`` into settings with resolved paths."""
+    _replaced_settings(data, path)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

@@ -27,6 +27,9 @@ class Role(StrEnum):
     DEPOSITOR = "depositor"
     RECIPIENT = "recipient"
     ADMIN = "admin"
+    # An office for external quality assurance (Land or Bund): delivers part C-1 of
+    # the quality reports (Qb-R § 6), besides depositing.
+    QS_STELLE = "qs-stelle"
 
 
 def parse_roles(text: str) -> frozenset[Role]:
@@ -108,3 +111,5 @@ class TokenPurpose(StrEnum):
     PASSWORD = "password"
     RESET = "reset"
     LETTER = "letter"
+    # The address of a report's registration for a Qb-R year (``qb/registrations.py``).
+    QB_CONFIRM = "qb-confirm"

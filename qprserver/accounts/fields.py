@@ -7,6 +7,7 @@ naming what is wrong; the CLI, the registration form and the portal use the same
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from qprserver.accounts.enums import ALL_PROCEDURES, Procedure, Role
@@ -52,6 +53,29 @@ def normalise_email(email: str | None) -> str | None:
         return validate_email(email.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise InvalidInput(f"ungültige E-Mail-Adresse {email!r}: {exc}") from None
+
+
+_PHONE = re.compile(r"\+?[0-9][0-9 ()/\-]{3,48}")
+
+
+def normalise_text(value: str, field: str, limit: int = 200) -> str:
+    """A required line of text with its blanks collapsed, at most ``limit`` characters."""
+    clean = " ".join(value.split())
+    if not clean:
+        raise InvalidInput(f"{field}: bitte angeben")
+    if len(clean) > limit:
+        raise InvalidInput(f"{field}: höchstens {limit} Zeichen")
+    return clean
+
+
+def normalise_phone(phone: str) -> str:
+    """A telephone number of digits (with +, blanks, brackets, / and -)."""
+    clean = phone.strip()
+    if not _PHONE.fullmatch(clean):
+        raise InvalidInput(
+            "Telefon: bitte eine Telefonnummer aus Ziffern angeben, z. B. 0211 1234-56"
+        )
+    return clean
 
 
 def normalise_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:

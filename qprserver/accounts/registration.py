@@ -29,7 +29,12 @@ from qprserver.accounts.enums import (
     Role,
     TokenPurpose,
 )
-from qprserver.accounts.fields import normalise_email, normalise_procedures
+from qprserver.accounts.fields import (
+    normalise_email,
+    normalise_phone,
+    normalise_procedures,
+    normalise_text,
+)
 from qprserver.accounts.service import store_password
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
@@ -49,7 +54,6 @@ OPEN_STATES = (
     RegistrationState.BESTAETIGT,
     RegistrationState.BEANTRAGT,
 )
-_PHONE = re.compile(r"\+?[0-9][0-9 ()/\-]{3,48}")
 _POSTCODE = re.compile(r"[0-9]{5}")
 
 
@@ -70,26 +74,13 @@ class RegistrationForm:
     ssh_key: str = ""
 
 
-def _text(value: str, field: str, limit: int = 200) -> str:
-    clean = " ".join(value.split())
-    if not clean:
-        raise InvalidInput(f"{field}: bitte angeben")
-    if len(clean) > limit:
-        raise InvalidInput(f"{field}: höchstens {limit} Zeichen")
-    return clean
-
-
 def _validated(form: RegistrationForm) -> Registration:
     """The form as an unsaved registration, or InvalidInput naming the first bad field."""
     ik = IK.parse(form.ik)
     email = normalise_email(form.email)
     if email is None:
         raise InvalidInput("E-Mail-Adresse: bitte angeben")
-    phone = form.phone.strip()
-    if not _PHONE.fullmatch(phone):
-        raise InvalidInput(
-            "Telefon: bitte eine Telefonnummer aus Ziffern angeben, z. B. 0211 1234-56"
-        )
+    phone = normalise_phone(form.phone)
     postcode = form.postcode.strip()
     if not _POSTCODE.fullmatch(postcode):
         raise InvalidInput("Postleitzahl: fünf Ziffern erwartet")
@@ -114,13 +105,13 @@ def _validated(form: RegistrationForm) -> Registration:
         parse_public_key(key)  # refuses a malformed, weak or unknown key
     return Registration(
         ik=ik.value,
-        institution=_text(form.institution, "Name der Einrichtung"),
-        contact=_text(form.contact, "Ansprechperson"),
+        institution=normalise_text(form.institution, "Name der Einrichtung"),
+        contact=normalise_text(form.contact, "Ansprechperson"),
         email=email,
         phone=phone,
-        street=_text(form.street, "Straße und Hausnummer"),
+        street=normalise_text(form.street, "Straße und Hausnummer"),
         postcode=postcode,
-        city=_text(form.city, "Ort", 100),
+        city=normalise_text(form.city, "Ort", 100),
         roles=frozenset(Role(r) for r in roles),
         procedures=procedures,
         ssh_key=key,

@@ -70,6 +70,11 @@ COMMANDS: dict[str, Entry] = {
     "storage": Entry(
         "qprserver.cli.storage", "storage_group", "The blob store: check it, migrate it to S3."
     ),
+    "qb": Entry(
+        "qprserver.cli.qb",
+        "qb_group",
+        "The Qb-R reporting year: calendar, registrations, positive list, lists, status.",
+    ),
     "check": Entry(
         "qprserver.cli.check",
         "check",

@@ -29,6 +29,8 @@ from qprserver.exchange.folders import DELIVERY_FOLDERS
 from qprserver.notify import emails
 from qprserver.notify.outbox import Notifier
 from qprserver.observability import events
+from qprserver.qb.calendar import final_bundle_year
+from qprserver.qb.filename import parse_report_name
 from qprserver.storage.base import BlobInfo, BlobStore
 from qprserver.storage.streams import StreamFile, chunks
 
@@ -134,7 +136,12 @@ def write_zip(blobs: BlobStore, members: list[Member], tz: ZoneInfo) -> BlobInfo
 
 
 async def _members(
-    db: Database, recipient: Account, start: datetime | None, end: datetime | None, kind: str | None
+    db: Database,
+    recipient: Account,
+    start: datetime | None,
+    end: datetime | None,
+    kind: str | None,
+    year: int | None = None,
 ) -> list[Member]:
     depositor = Account.__table__.alias("depositor")
     query = (
@@ -163,7 +170,14 @@ async def _members(
         query = query.where(Document.kind == kind)
     async with db.read_session() as session:
         rows = (await session.execute(query)).all()
+    if year is not None:
+        rows = [row for row in rows if _report_year(row[0]) == year]
     return _unique_arcnames([Member(*row) for row in rows])
+
+
+def _report_year(filename: str) -> int | None:
+    name = parse_report_name(filename)
+    return None if name is None else name.year
 
 
 async def _store_bundle(
@@ -273,20 +287,19 @@ async def build_weekly(
 async def build_final(
     db: Database, blobs: BlobStore, notifier: Notifier, settings: Settings, now: datetime
 ) -> dict[str, object]:
-    """After the configured date, every current document of the kind, once per recipient."""
+    """After the replacement window of a report year (its calendar), every current
+    document of the kind for that year, once per recipient (Qb-R § 6 Abs. 5)."""
     jobs = settings.jobs
-    if not jobs.final_bundle_after:
-        return {"skipped": "final_bundle_after not set"}
-    after = datetime.fromisoformat(jobs.final_bundle_after).replace(tzinfo=ZoneInfo(jobs.timezone))
-    if now < after:
-        return {"skipped": f"not before {jobs.final_bundle_after}"}
+    year = final_bundle_year(settings.qb, now)
+    if year is None:
+        return {"skipped": "no report year past its replacement window"}
     kind = f"final:{jobs.final_bundle_kind}"
-    period = jobs.final_bundle_after
+    period = str(year)
     built: list[str] = []
     for recipient in await _bundle_recipients(db):
         if await _exists(db, recipient, kind, period):
             continue
-        members = await _members(db, recipient, None, None, jobs.final_bundle_kind)
+        members = await _members(db, recipient, None, None, jobs.final_bundle_kind, year)
         if not members:
             continue
         name = f"qpr-{recipient.ik}-{jobs.final_bundle_kind}-final-{period}.zip"

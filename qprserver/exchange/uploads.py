@@ -39,7 +39,10 @@ from qprserver.notify import emails
 from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
 from qprserver.observability import events
+from qprserver.qb import c1
+from qprserver.qb import registrations as qb_registrations
 from qprserver.qb.engine import QbResult, validate_upload
+from qprserver.qb.filename import parse_report_name
 from qprserver.storage.base import BlobWriter
 
 MAX_NAME = 255
@@ -417,11 +420,27 @@ class UploadService:
         now: datetime,
         tree: XmlTree | None,
     ) -> QbResult | None:
-        """The acceptance checks of a hospital quality report; ReportRejected on ``hart``."""
+        """The acceptance checks of a hospital quality report (ReportRejected on ``hart``)
+        and of part C-1 from a QS-Stelle (Rejected with the reason)."""
+        if classification is not None and classification.kind == c1.C1_KIND:
+            async with self.db.read_session() as session:
+                reason = await c1.refusal(
+                    session, self.settings.qb, depositor.roles, name, tree, now
+                )
+            if reason is not None:
+                raise Rejected(reason)
+            return None
         if classification is None or classification.kind != QUALITY_REPORT:
             return None
+        report = parse_report_name(name)
+        registered = None
+        if report is not None:
+            async with self.db.read_session() as session:
+                registered = await qb_registrations.confirmed(
+                    session, report.year, report.ik, report.site
+                )
         result = await validate_upload(
-            written, name, depositor.ik, self.settings.qb, now, tree=tree
+            written, name, depositor.ik, self.settings.qb, now, tree=tree, registered=registered
         )
         if not result.accepted:
             raise ReportRejected(result)

@@ -27,6 +27,7 @@ from qprserver.jobs import claims
 from qprserver.notify import outbox
 from qprserver.notify.smtp import Mailer
 from qprserver.observability import events
+from qprserver.qb.calendar import final_bundle_year
 from qprserver.storage.base import BlobStore
 
 
@@ -74,6 +75,16 @@ def yearly(tz: ZoneInfo) -> Period:
 def once(key: str) -> Period:
     """One period for every moment: a job that runs once per ``key``."""
     return lambda at: key
+
+
+def final_year(settings: Settings) -> Period:
+    """Periods of the final bundle: the latest report year past its replacement window."""
+
+    def period(at: datetime) -> str:
+        year = final_bundle_year(settings.qb, at)
+        return "none" if year is None else str(year)
+
+    return period
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,21 @@ async def _registrations(ctx: JobContext, at: datetime) -> dict[str, Any]:
     return {"reminded": reminded, "purged": purged}
 
 
+async def _qb_reminders(ctx: JobContext, at: datetime) -> dict[str, Any]:
+    from qprserver.qb import reminders
+
+    qb = ctx.settings.qb
+    async with ctx.db.session() as session:
+        queued = await reminders.remind(session, at, qb, ctx.notifier)
+        c1 = await reminders.remind_qs_stellen(session, at, qb, ctx.notifier)
+    return {
+        "years": reminders.reminder_years(qb, at),
+        "reminded": queued,
+        "c1_years": reminders.c1_reminder_years(qb, at),
+        "qs_stellen_reminded": c1,
+    }
+
+
 async def _sweep(ctx: JobContext, at: datetime) -> dict[str, Any]:
     # Partial uploads kept past their time go; the rest of those kept stay.
     expired = await partials.expire(ctx.db, at, ctx.settings.storage.partial_keep)
@@ -192,8 +218,8 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
             "Abschlusspaket nach der letzten Frist",
             _final,
             ("cron", jobs.bundles),
-            # Once per configured deadline: a new date makes a new final bundle.
-            once(jobs.final_bundle_after or "off"),
+            # Once per report year, from the day after its replacement window.
+            final_year(settings),
         ),
         JobSpec(
             "retention",
@@ -207,6 +233,13 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
             "registrations",
             "Erinnerungen an hängende und Löschen unbestätigter Registrierungen",
             _registrations,
+            ("cron", jobs.retention),
+            daily(tz),
+        ),
+        JobSpec(
+            "qb-reminders",
+            "Erinnerungen vor den Fristen: Krankenhäuser ohne Bericht, QS-Stellen ohne C-1",
+            _qb_reminders,
             ("cron", jobs.retention),
             daily(tz),
         ),

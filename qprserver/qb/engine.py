@@ -133,13 +133,15 @@ def check_report(
     at: datetime | None = None,
     unavailable_ok: bool = False,
     tree: XmlTree | None = None,
+    registered: bool | None = None,
 ) -> Protocol:
     """Check the report at path (named filename) and return its protocol.
 
     year overrides the report year of the file name; uploader_ik (and delivers_for)
     are the IKs the sender may deliver for; at enables the delivery window check;
     tree is the report as the upload's content check parsed it (without it, the file
-    at path is parsed here).
+    at path is parsed here); registered: whether the report (IK, Standort, year) has a
+    confirmed registration (None: not asked, as for ``check``).
     Raises ConfigError when the year's configured schema or rules cannot be used,
     unless unavailable_ok: then the protocol says the check could not run (or
     rejects for the findings so far, when they already reject the report).
@@ -172,6 +174,18 @@ def check_report(
                 windows_message(settings, effective),
                 "Den Bericht innerhalb einer Lieferfrist liefern.",
                 "Lieferfrist",
+                "Datei",
+            )
+        )
+    if registered is False and name is not None:
+        findings.append(
+            _finding(
+                "REG-01",
+                f"Für IK {name.ik}, Standort {name.site} ist für das Berichtsjahr {effective} "
+                "keine bestätigte Registrierung vorhanden.",
+                "Den Bericht in der Registrierungsfrist registrieren und die Adresse "
+                "bestätigen (nachträglich in der Ersatzlieferungsfrist).",
+                "Registrierung",
                 "Datei",
             )
         )
@@ -286,9 +300,10 @@ async def validate_upload(
     *,
     delivers_for: Collection[str] = (),
     tree: XmlTree | None = None,
+    registered: bool | None = None,
 ) -> QbResult:
     """Check an uploaded report (in a thread), including the delivery windows at now;
-    tree: the report as the content check parsed it."""
+    tree: the report as the content check parsed it; registered: see ``check_report``."""
     protocol = await asyncio.to_thread(
         check_report,
         path,
@@ -299,6 +314,7 @@ async def validate_upload(
         at=now,
         unavailable_ok=True,
         tree=tree,
+        registered=registered,
     )
     if protocol.unavailable:
         log.warning(
@@ -312,7 +328,7 @@ async def validate_upload(
 
 def configuration_problems(settings: QbSettings) -> list[str]:
     """One line for every configured schema or rules file that cannot be used, and
-    every year with delivery windows but no schema; ``serve`` logs them at start."""
+    every configured report year without a schema; ``serve`` logs them at start."""
     problems: list[str] = []
     for year, path in sorted(settings.schemas.items()):
         try:
@@ -324,10 +340,10 @@ def configuration_problems(settings: QbSettings) -> list[str]:
             load_rules(path, f"qb.rules.{year}")
         except ConfigError as exc:
             problems.append(f"{exc} (reports of {year}: Prüfung derzeit nicht möglich)")
-    for year in sorted(settings.windows):
+    for year in sorted(settings.years):
         if year not in settings.schemas:
             problems.append(
-                f"qb.windows.{year}: no schema for report year {year} (qb.schemas.{year}); "
+                f"qb.years.{year}: no schema for report year {year} (qb.schemas.{year}); "
                 "its reports are refused"
             )
     return problems

@@ -32,6 +32,8 @@ INVALID = {
     TokenPurpose.RESET: "Der Link zum Zurücksetzen des Passworts ist ungültig, abgelaufen oder "
     "wurde schon benutzt. Fordern Sie einen neuen an.",
     TokenPurpose.LETTER: "Der Aktivierungscode ist falsch, abgelaufen oder wurde schon benutzt.",
+    TokenPurpose.QB_CONFIRM: "Der Bestätigungslink der Berichtsregistrierung ist ungültig, "
+    "abgelaufen oder wurde schon benutzt.",
 }
 
 
@@ -58,16 +60,18 @@ async def issue(
     *,
     registration_id: int | None = None,
     account_id: int | None = None,
+    qb_registration_id: int | None = None,
 ) -> str:
     """A new token in clear (for the mail or letter); earlier unused ones of the same
     purpose and owner stop working."""
-    if registration_id is None and account_id is None:
+    if registration_id is not None:
+        owner = OneTimeToken.registration_id == registration_id
+    elif account_id is not None:
+        owner = OneTimeToken.account_id == account_id
+    elif qb_registration_id is not None:
+        owner = OneTimeToken.qb_registration_id == qb_registration_id
+    else:
         raise ValueError("a token needs an owner")
-    owner = (
-        OneTimeToken.registration_id == registration_id
-        if registration_id is not None
-        else OneTimeToken.account_id == account_id
-    )
     await session.execute(
         update(OneTimeToken)
         .where(OneTimeToken.purpose == purpose, owner, OneTimeToken.used_at.is_(None))
@@ -85,6 +89,7 @@ async def issue(
             token_hash=stored,
             registration_id=registration_id,
             account_id=account_id,
+            qb_registration_id=qb_registration_id,
             expires_at=now + lifetime,
             created_at=now,
         )

@@ -4,7 +4,8 @@ Every response carries the security headers (``SecurityHeaders``): a
 Content-Security-Policy that allows only the portal's own stylesheet and script and
 ``data:`` images (the enrolment QR code) — no inline script or style — and
 ``frame-ancestors 'none'``; ``nosniff``; no referrer; HSTS on HTTPS. There is no
-administration here: provisioning stays in the CLI.
+administration here: provisioning stays in the CLI (operators only read the report
+year's status, ``berichtsjahr.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qprserver.accounts.enums import Role
 from qprserver.db.models import WebStage
-from qprserver.web import account, auth, mailbox, registration, uploads
+from qprserver.web import account, auth, berichtsjahr, mailbox, registration, uploads
 from qprserver.web.context import Portal
 from qprserver.web.pages import current, not_found, page, see_other
 
@@ -93,6 +94,10 @@ def create_app(portal: Portal) -> Starlette:
         *(Route(path, endpoint, methods=methods) for path, endpoint, methods in mailbox.ROUTES),
         *(Route(path, endpoint, methods=methods) for path, endpoint, methods in uploads.ROUTES),
         *(Route(path, endpoint, methods=methods) for path, endpoint, methods in account.ROUTES),
+        *(
+            Route(path, endpoint, methods=methods)
+            for path, endpoint, methods in berichtsjahr.ROUTES
+        ),
         *(
             Route(path, endpoint, methods=methods)
             for path, endpoint, methods in registration.ROUTES

@@ -1,5 +1,6 @@
 """A participant's way in, in the browser: the registration form, the link of the
-confirmation mail, the first password, and a forgotten password.
+confirmation mail, the first password, and a forgotten password; and a hospital's
+registration of a report for a Qb-R report year with the link that confirms it.
 
 The forms before any login carry the same double-submit token as the login form
 (cookie and field). Links from mails open a page with a button rather than acting on
@@ -22,6 +23,8 @@ from qprserver.accounts import websessions as sessions
 from qprserver.accounts.registration import RegistrationForm
 from qprserver.db.models import Account, WebStage
 from qprserver.errors import InvalidInput, TooManyRequests
+from qprserver.notify.qb_mails import QB_CONFIRM_PATH
+from qprserver.qb import registrations as qb_registrations
 from qprserver.security import totp
 from qprserver.web.context import Portal
 from qprserver.web.pages import (
@@ -274,6 +277,84 @@ async def reset(request: Request) -> Response:
     return see_other("/anmelden?neu")
 
 
+REPORT_FIELDS = ("ik", "site", "hospital", "contact", "email", "phone", "basis")
+REPORT_SENT = (
+    "Vielen Dank. Sie erhalten in wenigen Minuten eine E-Mail mit einem Link zur Bestätigung "
+    "der Registrierung. Der Link gilt {hours} Stunden."
+)
+
+
+async def report_register_form(request: Request) -> Response:
+    return _page(request, "berichtsjahr_registrieren.html", {"values": {}})
+
+
+async def report_register(request: Request) -> Response:
+    """A report's registration (Qb-R): IK + Standort of a report year."""
+    portal = portal_of(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    settings = portal.settings.registration
+    try:
+        year = values.get("year", "").strip()
+        if not (year.isdigit() and len(year) == 4):
+            raise InvalidInput("Berichtsjahr: vier Ziffern, z. B. 2025")
+        form = qb_registrations.ReportRegistrationForm(
+            year=int(year),
+            **{key: values.get(key, "") for key in REPORT_FIELDS},
+            further_iks=tuple(values.get("further_iks", "").replace(",", " ").split()),
+        )
+        async with portal.db.session() as session:
+            await qb_registrations.register(
+                session,
+                portal.clock.now(),
+                form,
+                qb=portal.settings.qb,
+                settings=settings,
+                notifier=portal.notifier,
+                address=address(request),
+            )
+    except InvalidInput as exc:
+        context = {"values": values, "message": str(exc)}
+        return _page(request, "berichtsjahr_registrieren.html", context, status=400)
+    except TooManyRequests as exc:
+        return _note(request, "Bitte später erneut versuchen", str(exc), status=429)
+    return _note(
+        request, "Registrierung eingegangen", REPORT_SENT.format(hours=settings.confirm_hours)
+    )
+
+
+REPORT_NEXT = "Danach nimmt die Annahmestelle den Qualitätsbericht für diese Registrierung an."
+
+
+async def report_confirm_form(request: Request) -> Response:
+    """The link of a report registration's mail (Qb-R): a button, not an action."""
+    if _link_token(request) is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    context = {"action": request.url.path, "next_step": REPORT_NEXT}
+    return _page(request, "bestaetigen.html", context)
+
+
+async def report_confirm(request: Request) -> Response:
+    portal = portal_of(request)
+    token = _link_token(request)
+    values = await _form(request)
+    if values is None:
+        return forbidden(request)
+    if token is None:
+        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    try:
+        async with portal.db.session() as session:
+            reg = await qb_registrations.confirm(session, portal.clock.now(), token)
+            done = (
+                f"Die Registrierung des Qualitätsberichts {reg.year} für IK {reg.ik}, "
+                f"Standort {reg.site} ist bestätigt."
+            )
+    except InvalidInput as exc:
+        return _note(request, "Bestätigung nicht möglich", str(exc), status=400)
+    return _note(request, "Registrierung bestätigt", done)
+
+
 ROUTES = [
     ("/registrieren", register_form, ["GET"]),
     ("/registrieren", register, ["POST"]),
@@ -286,6 +367,10 @@ ROUTES = [
     ("/passwort/vergessen", forgot, ["POST"]),
     ("/passwort/neu/{token}", reset_form, ["GET"]),
     ("/passwort/neu/{token}", reset, ["POST"]),
+    ("/berichtsjahr/registrieren", report_register_form, ["GET"]),
+    ("/berichtsjahr/registrieren", report_register, ["POST"]),
+    (QB_CONFIRM_PATH + "{token}", report_confirm_form, ["GET"]),
+    (QB_CONFIRM_PATH + "{token}", report_confirm, ["POST"]),
 ]
 
 

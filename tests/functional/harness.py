@@ -24,10 +24,12 @@ from qprserver.audit.chain import Actor
 from qprserver.clock import FixedClock, SystemClock
 from qprserver.config import Settings, load_config, parse_config
 from qprserver.db.engine import Database
-from qprserver.db.models import Document
+from qprserver.db.models import Document, MailMessage
 from qprserver.exchange import routing
 from qprserver.ik import check_digit
 from qprserver.notify.outbox import Notifier
+from qprserver.notify.qb_mails import QB_CONFIRM_PATH
+from qprserver.qb import registrations as qb_registrations
 from qprserver.security.hostkeys import ensure_host_key
 from qprserver.security.totp import ensure_key
 from qprserver.service import build_context
@@ -369,21 +371,23 @@ HOSPITAL = "260100023"  # the IK of the real 2019 report, region 01 (SH)
 REPORT = "260100023-01-2019-xml.xml"
 LV_SH = "10010000" + str(check_digit("10010000"))
 IN_WINDOW = datetime(2020, 10, 20, 10, 0, tzinfo=UTC)
+# Inside the registration window of report year 2019 (12 Jul – 23 Aug 2020).
+REGISTERED_AT = datetime(2020, 7, 20, 10, 0, tzinfo=UTC)
 
 
 async def start_qb_server(
     tmp_path: Path, db: Database, schema: Path, **qb_settings: object
 ) -> Server:
     """A server that checks 2019 quality reports (schema, windows), its clock inside the
-    main window, with a hospital depositor and the Land's recipient routed."""
+    hospital window, with a hospital depositor and the Land's recipient routed."""
     settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
     qb = settings.qb.model_validate(
         {
             **qb_settings,
             "schemas": {"2019": str(schema)},
-            "windows": {
+            "years": {
                 "2019": {
-                    "main": {"start": "2020-10-15", "end": "2020-11-15"},
+                    "hospital": {"start": "2020-10-15", "end": "2020-11-15"},
                     "replacement": {"start": "2020-11-23", "end": "2020-12-15"},
                 }
             },
@@ -395,4 +399,45 @@ async def start_qb_server(
     await srv.add_account(HOSPITAL, ["depositor"], email="qb@klinik.example")
     await srv.add_account(LV_SH, ["recipient"], email="lv-sh@example.org")
     await srv.add_route("qualitaetsbericht", "SH", LV_SH)
+    await register_report(srv, 2019, HOSPITAL, "01", REGISTERED_AT)
     return srv
+
+
+async def register_report(
+    server: Server, year: int, ik: str, site: str, at: datetime, *, email: str = ""
+) -> int:
+    """Register a report as a hospital does and confirm it by the link of its mail;
+    the registration's id."""
+    form = qb_registrations.ReportRegistrationForm(
+        year=year,
+        ik=ik,
+        site=site,
+        hospital=f"Klinik {ik}-{site}",
+        contact="Frau Muster",
+        email=email or f"qb-{ik}-{site}@klinik.example",
+        phone="0431 1234-56",
+        basis="plankrankenhaus",
+    )
+    async with server.db.session() as session:
+        await qb_registrations.register(
+            session,
+            at,
+            form,
+            qb=server.settings.qb,
+            settings=server.settings.registration,
+            notifier=server.notifier,
+            address="127.0.0.1",
+        )
+    token = await mailed_token(server.db, f"{ik}, Standort {site}", QB_CONFIRM_PATH)
+    async with server.db.session() as session:
+        return (await qb_registrations.confirm(session, at, token)).id
+
+
+async def mailed_token(db: Database, about: str, path: str) -> str:
+    """The token of the newest queued mail whose text names ``about`` and links ``path``."""
+    async with db.read_session() as session:
+        bodies = (
+            await session.scalars(select(MailMessage.body_text).order_by(MailMessage.id.desc()))
+        ).all()
+    body = next(b for b in bodies if about in b and path in b)
+    return body.split(path, 1)[1].split()[0]

@@ -53,7 +53,7 @@ def test_routes_added_are_listed_with_the_recipients_name_and_removed_again(
 def test_route_refusals_are_one_line_each_and_change_nothing(accounts: Instance) -> None:
     add = ("route", "add", "--kind")
     assert accounts.fails(*add, "gutachten", "--land", "NW", "--recipient", LV_NW) == (
-        "Error: unknown kind 'gutachten'; configured: pruefbericht, qualitaetsbericht"
+        "Error: unknown kind 'gutachten'; configured: pruefbericht, qb_c1, qualitaetsbericht"
     )
     assert accounts.fails(*add, "pruefbericht", "--land", "NW", "--recipient", MD_NW) == (
         f"Error: Konto {MD_NW} hat die Rolle recipient nicht"

@@ -5,21 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import zipfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncssh
 import pytest
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from qprserver.accounts import service as accounts
 from qprserver.clock import FixedClock
 from qprserver.db.engine import Database
-from qprserver.db.models import MailMessage
+from qprserver.db.models import Bundle, MailMessage, QbRegistration
+from qprserver.jobs.registry import run_job
+from qprserver.service import job_context
 from tests.conftest import QB_DATA
 from tests.functional.harness import (
+    ADMIN,
     HOSPITAL,
+    IN_WINDOW,
     LV_SH,
     REPORT,
     Server,
@@ -218,3 +224,46 @@ async def test_a_report_that_cannot_be_checked_gets_a_protocol_and_mail_and_may_
     shutil.copy(QB_DATA / "qb-2019-schema.xsd", schema)
     await _put(server, data)
     assert await _ls(server, LV_SH, "/inbox") == [REPORT]
+
+
+async def test_the_final_bundle_follows_the_replacement_window_with_the_latest_versions_once(
+    qb_server: Server,
+) -> None:
+    first = (QB_DATA / REPORT).read_bytes()
+    await _put(qb_server, first)
+    latest = first + b"\n<!-- korrigierte Fassung -->\n"
+    await _put(qb_server, latest)
+    async with qb_server.db.session() as session:
+        await accounts.update_account(session, ADMIN, IN_WINDOW, LV_SH, bundles=True)
+    ctx = job_context(
+        qb_server.settings, qb_server.db, qb_server.notifier, qb_server.listener.ctx.blobs
+    )
+    # 15 Dec 2020, 23:59 in Berlin: the replacement window of 2019 is still open.
+    early = await run_job(ctx, "final-bundle", datetime(2020, 12, 15, 22, 59, tzinfo=UTC))
+    assert early.period == "2018" and early.result["bundles"] == []
+    due = datetime(2020, 12, 16, 1, 0, tzinfo=UTC)
+    built = await run_job(ctx, "final-bundle", due)
+    assert (built.period, built.result["bundles"]) == (
+        "2019",
+        [f"qpr-{LV_SH}-qualitaetsbericht-final-2019.zip"],
+    )
+    again = await run_job(ctx, "final-bundle", due + timedelta(days=1))
+    assert not again.ran
+    async with qb_server.db.read_session() as session:
+        (bundle,) = (await session.scalars(select(Bundle))).all()
+    with zipfile.ZipFile(qb_server.listener.ctx.blobs.path_for(bundle.sha256)) as archive:
+        assert archive.read(REPORT) == latest
+
+
+async def test_a_report_without_a_confirmed_registration_is_rejected_with_that_reason(
+    qb_server: Server,
+) -> None:
+    async with qb_server.db.session() as session:
+        await session.execute(delete(QbRegistration))
+    reason, protocol = await _refusal(qb_server, (QB_DATA / REPORT).read_bytes())
+    assert "REG-01" in reason
+    (finding,) = [f for f in protocol["pruefung"]["befunde"] if f["regel"] == "REG-01"]
+    assert finding["meldung"] == (
+        f"Für IK {HOSPITAL}, Standort 01 ist für das Berichtsjahr 2019 keine bestätigte "
+        "Registrierung vorhanden."
+    )

@@ -190,7 +190,7 @@ async def test_revoked_names_accounts_disabled_expired_or_removed_since_login(
 
 def test_the_database_keeps_the_values_it_had_before_the_enums() -> None:
     assert [s.value for s in AccountStatus] == ["active", "disabled", "pending"]
-    assert [r.value for r in Role] == ["depositor", "recipient", "admin"]
+    assert [r.value for r in Role] == ["depositor", "recipient", "admin", "qs-stelle"]
     assert [c.value for c in Channel] == ["sftp", "web"]
     assert [p.value for p in Procedure] == ["QPR_0_WEB", "QPR_0_SFTP"]
 

@@ -44,7 +44,7 @@ def test_example_config_loads_and_resolves_paths_against_its_folder() -> None:
     assert settings.storage.data_dir == root / "var" / "data"
     assert settings.server.host_keys[0] == root / "keys" / "ssh_host_ed25519_key"
     assert settings.database.url == f"sqlite+aiosqlite:///{root / 'var' / 'qprserver.db'}"
-    assert set(settings.kinds) == {"pruefbericht", "qualitaetsbericht"}
+    assert set(settings.kinds) == {"pruefbericht", "qb_c1", "qualitaetsbericht"}
 
 
 def test_example_defaults_match_the_code_defaults() -> None:
@@ -110,7 +110,7 @@ def test_without_a_kinds_section_the_standard_kinds_apply_as_the_example_lists_t
 ) -> None:
     minimal = load_config(_write(tmp_path, "[server]\nport = 2222\n"))
     assert minimal.kinds == load_config(EXAMPLE).kinds
-    assert set(minimal.kinds) == {"pruefbericht", "qualitaetsbericht"}
+    assert set(minimal.kinds) == {"pruefbericht", "qb_c1", "qualitaetsbericht"}
 
 
 def test_a_kinds_section_replaces_the_standard_kinds(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from qprserver.config import MailSettings
 from qprserver.db.models import Account, UploadProtocol
-from qprserver.notify import emails
+from qprserver.notify import emails, qb_mails
 from qprserver.notify import registration_mails as reg_mails
 from qprserver.notify.emails import TEMPLATES, Email
 
@@ -97,6 +97,18 @@ SAMPLES: dict[str, Callable[[], Email]] = {
     ),
     "password_reset": lambda: reg_mails.password_reset(IK, INST, "t0k", 2),
     "totp_reset": lambda: reg_mails.totp_reset(IK, INST),
+    "qb_registration_confirm": lambda: qb_mails.qb_registration_confirm(
+        2025, "260100023", "01", "Klinik <Nord>", "Frau Muster", "t0k", 72
+    ),
+    "qb_registration_known": lambda: qb_mails.qb_registration_known(
+        2025, "260100023", "01", "Klinik <Nord>"
+    ),
+    "qb_c1_reminder": lambda: qb_mails.qb_c1_reminder(
+        2025, "100000011", "QS-Stelle <SH>", "15.12.2026", ["IK 260100023, Standort 01: Klinik"]
+    ),
+    "qb_reminder": lambda: qb_mails.qb_reminder(
+        2025, "260100023", "01", "Klinik <Nord>", "Frau Muster", "15.11.2026"
+    ),
 }
 
 
@@ -114,7 +126,7 @@ def test_every_template_folder_has_its_function_and_a_sample_here() -> None:
     folders = sorted(p.name for p in TEMPLATES.iterdir() if p.is_dir())
     assert folders == sorted({name.partition(":")[0] for name in SAMPLES})
     for folder in folders:
-        module = reg_mails if hasattr(reg_mails, folder) else emails
+        module = next(m for m in (reg_mails, qb_mails, emails) if hasattr(m, folder))
         assert callable(getattr(module, folder)), folder
         assert sorted(p.name for p in (TEMPLATES / folder).iterdir()) == sorted(PARTS)
 

@@ -59,12 +59,13 @@ def test_a_once_period_is_the_same_key_at_every_moment() -> None:
 
 
 def test_each_job_of_the_registry_uses_the_period_of_its_schedule(tmp_path: Path) -> None:
-    settings = parse_config({"jobs": {"final_bundle_after": "2026-12-15"}}, tmp_path / "q.toml")
+    settings = parse_config({}, tmp_path / "q.toml")
     specs = job_specs(settings)
     monday = datetime(2026, 11, 9, 1, 0, tzinfo=UTC)  # 02:00 in Berlin
     assert specs["bundles"].period(monday) == "2026-W45"
     assert specs["retention"].period(monday) == "2026-11-09"
-    assert specs["final-bundle"].period(monday) == "2026-12-15"
+    # The latest report year past its replacement window (2024's ended 15 Dec 2025).
+    assert specs["final-bundle"].period(monday) == "2024"
     step = settings.jobs.send_interval
     assert specs["mail-send"].period(monday) == str(int(monday.timestamp()) // step)
 

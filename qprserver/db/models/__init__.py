@@ -37,6 +37,7 @@ from qprserver.db.models.operations import (
     JobRun,
     MailMessage,
 )
+from qprserver.db.models.qb import QbPositiveListEntry, QbRegistration
 from qprserver.db.models.registrations import (
     REGISTRATION_STATES,
     OneTimeToken,
@@ -70,6 +71,8 @@ __all__ = [
     "PartialUpload",
     "PasswordCredential",
     "ProcedureList",
+    "QbPositiveListEntry",
+    "QbRegistration",
     "RecoveryCode",
     "Registration",
     "RoleList",

@@ -72,7 +72,9 @@ class OneTimeToken(Base):
     __tablename__ = "one_time_tokens"
     __table_args__ = (
         UniqueConstraint("token_hash"),
-        CheckConstraint("purpose IN ('confirm', 'password', 'reset', 'letter')", name="purpose"),
+        CheckConstraint(
+            "purpose IN ('confirm', 'password', 'reset', 'letter', 'qb-confirm')", name="purpose"
+        ),
     )
 
     id: Mapped[intpk]
@@ -83,6 +85,9 @@ class OneTimeToken(Base):
     )
     account_id: Mapped[int | None] = mapped_column(
         BigIntPK, ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    qb_registration_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("qb_registrations.id", ondelete="CASCADE"), index=True
     )
     expires_at: Mapped[utc]
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

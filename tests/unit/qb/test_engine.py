@@ -325,9 +325,9 @@ async def test_upload_inside_a_window_is_accepted_with_its_notes(
 ) -> None:
     settings = qb_settings.model_copy(
         update={
-            "windows": QbSettings.model_validate(
-                {"windows": {"2019": {"main": {"start": "2020-10-15", "end": "2020-11-15"}}}}
-            ).windows
+            "years": QbSettings.model_validate(
+                {"years": {"2019": {"hospital": {"start": "2020-10-15", "end": "2020-11-15"}}}}
+            ).years
         }
     )
     inside = datetime(2020, 11, 2, 9, 0, tzinfo=UTC)

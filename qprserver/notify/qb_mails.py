@@ -1,0 +1,80 @@
+"""The mails of the Qb-R reporting year: one function per template, context only."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from qprserver.notify.emails import Email
+
+# The portal's path that confirms a report's registration (``web/`` serves it).
+QB_CONFIRM_PATH = "/berichtsjahr/bestaetigen/"
+
+
+class Report(TypedDict):
+    year: int
+    ik: str
+    site: str
+    hospital: str
+
+
+class ConfirmLink(Report):
+    contact: str
+    path: str
+    hours: int
+
+
+class Reminder(Report):
+    contact: str
+    deadline: str
+
+
+class C1Reminder(TypedDict):
+    year: int
+    ik: str
+    name: str
+    deadline: str
+    lacking: list[str]
+
+
+def _report(year: int, ik: str, site: str, hospital: str) -> Report:
+    return {"year": year, "ik": ik, "site": site, "hospital": hospital}
+
+
+def qb_registration_confirm(
+    year: int, ik: str, site: str, hospital: str, contact: str, token: str, hours: int
+) -> Email:
+    """Please confirm the address of this report's registration (double opt-in)."""
+    context: ConfirmLink = {
+        **_report(year, ik, site, hospital),
+        "contact": contact,
+        "path": QB_CONFIRM_PATH + token,
+        "hours": hours,
+    }
+    return Email("qb_registration_confirm", context)
+
+
+def qb_registration_known(year: int, ik: str, site: str, hospital: str) -> Email:
+    """Somebody registered a report that is registered already."""
+    return Email("qb_registration_known", _report(year, ik, site, hospital))
+
+
+def qb_reminder(year: int, ik: str, site: str, hospital: str, contact: str, deadline: str) -> Email:
+    """The hospital deadline is 14 days away and no report is accepted yet."""
+    context: Reminder = {
+        **_report(year, ik, site, hospital),
+        "contact": contact,
+        "deadline": deadline,
+    }
+    return Email("qb_reminder", context)
+
+
+def qb_c1_reminder(year: int, ik: str, name: str, deadline: str, lacking: list[str]) -> Email:
+    """To a QS-Stelle: the registered reports that still lack its C-1 data."""
+    context: C1Reminder = {
+        "year": year,
+        "ik": ik,
+        "name": name,
+        "deadline": deadline,
+        "lacking": lacking,
+    }
+    return Email("qb_c1_reminder", context)
