@@ -28,7 +28,7 @@ from qprserver.qb.calendar import calendar_for, local_day
 
 C1_KIND = "qb_c1"
 NULL_REPORT = "NullMeldung"
-_NAME = re.compile(r"(?P<ik>\d{9})-(?P<site>\d{2})-(?P<year>\d{4})-(?P<part>Land|bund)\.xml")
+_NAME = re.compile(r"(?P<ik>\d{9})-(?P<site>\d{2}|\d{6})-(?P<year>\d{4})-(?P<part>Land|bund)\.xml")
 
 
 def _null_report_mismatch(root: etree._Element, ik: str, site: str, year: str, part: str) -> str:

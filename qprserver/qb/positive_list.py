@@ -24,7 +24,7 @@ from qprserver.errors import InvalidInput
 from qprserver.ik import IK
 
 COLUMNS = ("ik", "standort", "name", "adresse")
-_SITE = re.compile(r"[0-9]{2}")
+_SITE = re.compile(r"[0-9]{2}|[0-9]{6}")
 # Bad rows named in one error, at most; the count says how many more.
 _SHOWN = 20
 
@@ -70,7 +70,9 @@ def parse(data: bytes) -> list[Entry]:
             errors.append(f"line {line}: {exc}")
             continue
         if not _SITE.fullmatch(value["standort"]):
-            errors.append(f"line {line}: Standort {value['standort']!r} is not two digits")
+            errors.append(
+                f"line {line}: Standort {value['standort']!r} is neither two nor six digits"
+            )
             continue
         if not value["name"]:
             errors.append(f"line {line}: name is empty")

@@ -35,7 +35,7 @@ from qprserver.notify.outbox import Notifier
 from qprserver.qb.calendar import YearCalendar, calendar_for, local_day
 from qprserver.security import tokens
 
-_SITE = re.compile(r"[0-9]{2}")
+_SITE = re.compile(r"[0-9]{2}|[0-9]{6}")
 HOSPITAL_CLASS = "26"
 
 
@@ -70,7 +70,8 @@ def _validated(form: ReportRegistrationForm) -> QbRegistration:
     site = form.site.strip()
     if not _SITE.fullmatch(site):
         raise InvalidInput(
-            "Standortnummer: zwei Ziffern, 00 ohne Standorte, 01… je Standort, 99 Gesamtbericht"
+            "Standortnummer: zwei Ziffern (00 ohne Standorte, 01… je Standort, 99 Gesamtbericht) "
+            "oder ab Berichtsjahr 2020 die sechsstellige Nummer aus dem Standortverzeichnis"
         )
     email = normalise_email(form.email)
     if email is None:

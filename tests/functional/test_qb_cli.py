@@ -53,7 +53,7 @@ def test_a_positive_list_with_bad_rows_imports_nothing_and_names_each_line(
     )
     line = instance.fails("qb", "positive-list", "import", "2019", str(bad))
     assert line.startswith("Error: positive list: 3 bad rows, nothing imported: line 3: IK ")
-    assert "line 4: Standort '1' is not two digits" in line
+    assert "line 4: Standort '1' is neither two nor six digits" in line
     assert "line 5: IK 260100023 Standort 01 repeats line 2" in line
     assert json.loads(instance.ok("qb", "status", "2019", "--format", "json"))["positivliste"] == 0
 

@@ -93,11 +93,19 @@ async def test_reports_register_in_the_window_and_late_in_the_replacement_window
     assert len(await _mails(server, "qb_registration_confirm")) == 2
 
 
+async def test_a_six_digit_standortnummer_of_the_standortverzeichnis_registers(
+    server: Server,
+) -> None:
+    await _register(server, REGISTERED_AT, _form("771234"))
+    assert [r.site for r in await _registrations(server)] == ["771234"]
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"ik": "510512361"}, "IK 510512361: kein Krankenhaus-IK (Klasse 26…)"),
         ({"site": "1"}, "Standortnummer: zwei Ziffern"),
+        ({"site": "7712345"}, "oder ab Berichtsjahr 2020 die sechsstellige Nummer"),
         ({"basis": "Belegklinik"}, "Zulassung: Hochschulklinik, Plankrankenhaus"),
         ({"email": ""}, "E-Mail-Adresse: bitte angeben"),
     ],

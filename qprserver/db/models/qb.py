@@ -28,8 +28,9 @@ class QbRegistration(Base):
     id: Mapped[intpk]
     year: Mapped[int]
     ik: Mapped[ik_str]
-    # Standortnummer: 00 without sites, 01… one report per site, 99 the overall report.
-    site: Mapped[str] = mapped_column(String(2))
+    # Standortnummer: 00 without sites, 01… one report per site, 99 the overall report;
+    # from report year 2020 the six-digit number of the Standortverzeichnis.
+    site: Mapped[str] = mapped_column(String(6))
     hospital: Mapped[str] = mapped_column(String(200))
     contact: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(254))
@@ -61,7 +62,7 @@ class QbPositiveListEntry(Base):
     id: Mapped[intpk]
     year: Mapped[int]
     ik: Mapped[ik_str]
-    site: Mapped[str] = mapped_column(String(2))
+    site: Mapped[str] = mapped_column(String(6))
     name: Mapped[str] = mapped_column(String(200))
     address: Mapped[str] = mapped_column(String(300))
     imported_at: Mapped[utc]
