@@ -75,7 +75,7 @@ class OpsListener:
             )
             await writer.drain()
         except ConnectionError:
-            pass
+            pass  # the scraper went away; nothing to tell it
         finally:
             writer.close()
 

@@ -59,7 +59,7 @@ def _copy_one(source: BlobStore, target: BlobStore, sha256: str, report: Transfe
             report.present += 1
             return "present"
     except BlobNotFound:
-        pass
+        pass  # not in the target yet: copy it
     reader = source.open_reader(sha256)
     stream = target.begin_stream()
     try:

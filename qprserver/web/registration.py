@@ -13,8 +13,6 @@ page as the real thing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,21 +24,25 @@ from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.notify.qb_mails import QB_CONFIRM_PATH
 from qprserver.qb import registrations as qb_registrations
 from qprserver.security import totp
+from qprserver.web.anonymous import (
+    anonymous_page,
+    broken_link,
+    link_token,
+    note,
+    posted_form,
+    posted_link,
+)
 from qprserver.web.context import Portal
 from qprserver.web.pages import (
-    CSRF_FIELD,
     STEP_URL,
     Call,
     address,
     clear_session_cookie,
     forbidden,
-    login_token,
     portal_of,
     render,
     see_other,
-    set_login_cookie,
     set_session_cookie,
-    token_ok,
 )
 
 SENT = (
@@ -55,65 +57,15 @@ NO_SECOND_FACTOR = (
     "Der zweite Faktor lässt sich derzeit nicht einrichten; bitte wenden Sie sich an den Betreiber."
 )
 FIELDS = ("ik", "institution", "contact", "email", "phone", "street", "postcode", "city")
-TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def _page(
-    request: Request, template: str, context: Mapping[str, object] | None = None, status: int = 200
-) -> Response:
-    """A page before any login, with the double-submit token set where missing."""
-    token, new = login_token(request)
-    response = render(request, template, dict(context or {}), csrf=token, status=status)
-    if new:
-        set_login_cookie(request, response, token)
-    return response
-
-
-def _note(request: Request, title: str, message: str, status: int = 200) -> Response:
-    return _page(request, "hinweis.html", {"title": title, "message": message}, status)
-
-
-async def _form(request: Request) -> dict[str, str] | None:
-    """The posted form's fields, or None when its token is wrong."""
-    form = await request.form()
-    if not token_ok(request.cookies.get("qpr_login", ""), form.get(CSRF_FIELD)):
-        return None
-    values: dict[str, str] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, str) and key not in values:
-            values[key] = value[:2000]
-    values["roles"] = ",".join(v for v in form.getlist("rolle") if isinstance(v, str))
-    values["procedures"] = ",".join(v for v in form.getlist("verfahren") if isinstance(v, str))
-    return values
-
-
-def _link_token(request: Request) -> str | None:
-    token = str(request.path_params.get("token", ""))
-    return token if 20 <= len(token) <= 100 and set(token) <= TOKEN_CHARS else None
-
-
-def _broken_link(request: Request) -> Response:
-    return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
-
-
-async def _posted_link(request: Request) -> tuple[str, dict[str, str]] | Response:
-    """The token of a mailed link and the form posted to it, or the answer to a bad one."""
-    token = _link_token(request)
-    values = await _form(request)
-    if values is None:
-        return forbidden(request)
-    if token is None:
-        return _broken_link(request)
-    return token, values
 
 
 async def register_form(request: Request) -> Response:
-    return _page(request, "registrieren.html", {"values": {}})
+    return anonymous_page(request, "registrieren.html", {"values": {}})
 
 
 async def register(request: Request) -> Response:
     portal = portal_of(request)
-    values = await _form(request)
+    values = await posted_form(request)
     if values is None:
         return forbidden(request)
     form = RegistrationForm(
@@ -135,16 +87,16 @@ async def register(request: Request) -> Response:
             )
     except InvalidInput as exc:
         context = {"values": values, "message": str(exc)}
-        return _page(request, "registrieren.html", context, status=400)
+        return anonymous_page(request, "registrieren.html", context, status=400)
     except TooManyRequests as exc:
-        return _note(request, "Bitte später erneut versuchen", str(exc), status=429)
-    return _note(request, "Registrierung eingegangen", SENT.format(hours=settings.confirm_hours))
+        return note(request, "Bitte später erneut versuchen", str(exc), status=429)
+    return note(request, "Registrierung eingegangen", SENT.format(hours=settings.confirm_hours))
 
 
 async def resend(request: Request) -> Response:
     """A new confirmation link, for the IK and address of an unconfirmed registration."""
     portal = portal_of(request)
-    values = await _form(request)
+    values = await posted_form(request)
     if values is None:
         return forbidden(request)
     settings = portal.settings.registration
@@ -157,18 +109,18 @@ async def resend(request: Request) -> Response:
             settings=settings,
             notifier=portal.notifier,
         )
-    return _note(request, "Link angefordert", SENT.format(hours=settings.confirm_hours))
+    return note(request, "Link angefordert", SENT.format(hours=settings.confirm_hours))
 
 
 async def confirm_form(request: Request) -> Response:
-    if _link_token(request) is None:
-        return _broken_link(request)
-    return _page(request, "bestaetigen.html", {"action": request.url.path})
+    if link_token(request) is None:
+        return broken_link(request)
+    return anonymous_page(request, "bestaetigen.html", {"action": request.url.path})
 
 
 async def confirm(request: Request) -> Response:
     portal = portal_of(request)
-    posted = await _posted_link(request)
+    posted = await posted_link(request)
     if isinstance(posted, Response):
         return posted
     token, _ = posted
@@ -182,14 +134,14 @@ async def confirm(request: Request) -> Response:
                 notifier=portal.notifier,
             )
     except InvalidInput as exc:
-        return _note(request, "Bestätigung nicht möglich", str(exc), status=400)
+        return note(request, "Bestätigung nicht möglich", str(exc), status=400)
     return see_other(f"/registrierung/passwort/{password_token}")
 
 
 async def password_form(request: Request) -> Response:
-    if _link_token(request) is None:
-        return _broken_link(request)
-    return _page(request, "passwort_festlegen.html", {"action": request.url.path})
+    if link_token(request) is None:
+        return broken_link(request)
+    return anonymous_page(request, "passwort_festlegen.html", {"action": request.url.path})
 
 
 def _new_password(values: dict[str, str]) -> str:
@@ -202,7 +154,7 @@ def _new_password(values: dict[str, str]) -> str:
 async def set_password(request: Request) -> Response:
     """The first password: then a session that can only enrol the second factor."""
     portal = portal_of(request)
-    posted = await _posted_link(request)
+    posted = await posted_link(request)
     if isinstance(posted, Response):
         return posted
     token, values = posted
@@ -214,9 +166,9 @@ async def set_password(request: Request) -> Response:
             account_id = account.id
     except InvalidInput as exc:
         context = {"action": request.url.path, "message": str(exc)}
-        return _page(request, "passwort_festlegen.html", context, status=400)
+        return anonymous_page(request, "passwort_festlegen.html", context, status=400)
     if portal.totp_key is None:
-        return _note(request, "Passwort gespeichert", NO_SECOND_FACTOR, status=503)
+        return note(request, "Passwort gespeichert", NO_SECOND_FACTOR, status=503)
     pending = portal.totp_key.encrypt(totp.new_secret().encode()).decode()
     session_token = await sessions.begin(
         portal.db,
@@ -233,12 +185,12 @@ async def set_password(request: Request) -> Response:
 
 
 async def forgot_form(request: Request) -> Response:
-    return _page(request, "passwort_vergessen.html")
+    return anonymous_page(request, "passwort_vergessen.html")
 
 
 async def forgot(request: Request) -> Response:
     portal = portal_of(request)
-    values = await _form(request)
+    values = await posted_form(request)
     if values is None:
         return forbidden(request)
     async with portal.db.session() as session:
@@ -249,19 +201,21 @@ async def forgot(request: Request) -> Response:
             settings=portal.settings.registration,
             notifier=portal.notifier,
         )
-    return _note(request, "Link angefordert", RESET_SENT)
+    return note(request, "Link angefordert", RESET_SENT)
 
 
 async def reset_form(request: Request) -> Response:
-    if _link_token(request) is None:
-        return _broken_link(request)
-    return _page(request, "passwort_festlegen.html", {"action": request.url.path, "reset": True})
+    if link_token(request) is None:
+        return broken_link(request)
+    return anonymous_page(
+        request, "passwort_festlegen.html", {"action": request.url.path, "reset": True}
+    )
 
 
 async def reset(request: Request) -> Response:
     """A new password by a reset link: every open web session of the account ends."""
     portal = portal_of(request)
-    posted = await _posted_link(request)
+    posted = await posted_link(request)
     if isinstance(posted, Response):
         return posted
     token, values = posted
@@ -272,7 +226,7 @@ async def reset(request: Request) -> Response:
             account_id = account.id
     except InvalidInput as exc:
         context = {"action": request.url.path, "message": str(exc), "reset": True}
-        return _page(request, "passwort_festlegen.html", context, status=400)
+        return anonymous_page(request, "passwort_festlegen.html", context, status=400)
     await sessions.end_all(portal.db, account_id)
     return see_other("/anmelden?neu")
 
@@ -285,13 +239,13 @@ REPORT_SENT = (
 
 
 async def report_register_form(request: Request) -> Response:
-    return _page(request, "berichtsjahr_registrieren.html", {"values": {}})
+    return anonymous_page(request, "berichtsjahr_registrieren.html", {"values": {}})
 
 
 async def report_register(request: Request) -> Response:
     """A report's registration (Qb-R): IK + Standort of a report year."""
     portal = portal_of(request)
-    values = await _form(request)
+    values = await posted_form(request)
     if values is None:
         return forbidden(request)
     settings = portal.settings.registration
@@ -316,10 +270,10 @@ async def report_register(request: Request) -> Response:
             )
     except InvalidInput as exc:
         context = {"values": values, "message": str(exc)}
-        return _page(request, "berichtsjahr_registrieren.html", context, status=400)
+        return anonymous_page(request, "berichtsjahr_registrieren.html", context, status=400)
     except TooManyRequests as exc:
-        return _note(request, "Bitte später erneut versuchen", str(exc), status=429)
-    return _note(
+        return note(request, "Bitte später erneut versuchen", str(exc), status=429)
+    return note(
         request, "Registrierung eingegangen", REPORT_SENT.format(hours=settings.confirm_hours)
     )
 
@@ -329,20 +283,20 @@ REPORT_NEXT = "Danach nimmt die Annahmestelle den Qualitätsbericht für diese R
 
 async def report_confirm_form(request: Request) -> Response:
     """The link of a report registration's mail (Qb-R): a button, not an action."""
-    if _link_token(request) is None:
-        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+    if link_token(request) is None:
+        return note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
     context = {"action": request.url.path, "next_step": REPORT_NEXT}
-    return _page(request, "bestaetigen.html", context)
+    return anonymous_page(request, "bestaetigen.html", context)
 
 
 async def report_confirm(request: Request) -> Response:
     portal = portal_of(request)
-    token = _link_token(request)
-    values = await _form(request)
+    token = link_token(request)
+    values = await posted_form(request)
     if values is None:
         return forbidden(request)
     if token is None:
-        return _note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
+        return note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
     try:
         async with portal.db.session() as session:
             reg = await qb_registrations.confirm(session, portal.clock.now(), token)
@@ -351,8 +305,8 @@ async def report_confirm(request: Request) -> Response:
                 f"Standort {reg.site} ist bestätigt."
             )
     except InvalidInput as exc:
-        return _note(request, "Bestätigung nicht möglich", str(exc), status=400)
-    return _note(request, "Registrierung bestätigt", done)
+        return note(request, "Bestätigung nicht möglich", str(exc), status=400)
+    return note(request, "Registrierung bestätigt", done)
 
 
 ROUTES = [
