@@ -8,6 +8,7 @@ operator only (``account totp reset``), never by mail.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +22,7 @@ from qprserver.config import RegistrationSettings
 from qprserver.db.models import Account
 from qprserver.errors import InvalidInput
 from qprserver.notify import registration_mails as mails
+from qprserver.notify.links import mail_link
 from qprserver.notify.outbox import Notifier
 from qprserver.security import tokens
 
@@ -46,19 +48,17 @@ async def request_password_reset(
         )
     )
     for account in found:
-        token = await tokens.issue(
+        await mail_link(
             session,
+            notifier,
             TokenPurpose.RESET,
             now,
             timedelta(hours=settings.reset_hours),
-            account_id=account.id,
-        )
-        await notifier.queue_to(
-            session,
-            key=f"password-reset:{account.id}:{tokens.digest(token)[:16]}",
-            email=mails.password_reset(account.ik, account.name, token, settings.reset_hours),
+            key=f"password-reset:{account.id}",
+            email=partial(
+                mails.password_reset, account.ik, account.name, hours=settings.reset_hours
+            ),
             to_addr=account.email or address or "",
-            now=now,
             account_id=account.id,
         )
 

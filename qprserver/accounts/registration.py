@@ -43,6 +43,7 @@ from qprserver.db.models import Account, Registration
 from qprserver.errors import InvalidInput, NotFound, TooManyRequests
 from qprserver.ik import IK
 from qprserver.notify import registration_mails as mails
+from qprserver.notify.links import mail_link
 from qprserver.notify.outbox import Notifier
 from qprserver.security import tokens
 
@@ -196,21 +197,19 @@ async def _send_confirmation(
     settings: RegistrationSettings,
     notifier: Notifier,
 ) -> None:
-    token = await tokens.issue(
+    hours = settings.confirm_hours
+    await mail_link(
         session,
+        notifier,
         TokenPurpose.CONFIRM,
         now,
-        timedelta(hours=settings.confirm_hours),
-        registration_id=reg.id,
-    )
-    await notifier.queue_to(
-        session,
-        key=f"registration-confirm:{reg.id}:{tokens.digest(token)[:16]}",
-        email=mails.registration_confirm(
-            reg.ik, reg.institution, reg.contact, token, settings.confirm_hours
+        timedelta(hours=hours),
+        key=f"registration-confirm:{reg.id}",
+        email=lambda token: mails.registration_confirm(
+            reg.ik, reg.institution, reg.contact, token, hours
         ),
         to_addr=reg.email,
-        now=now,
+        registration_id=reg.id,
     )
 
 
@@ -301,24 +300,19 @@ async def password_link(
     reminder: bool = False,
 ) -> str:
     """A new one-time token to set the first password, mailed (as a reminder or not)."""
-    token = await tokens.issue(
+    hours = settings.password_hours
+    make = mails.registration_reminder if reminder else mails.registration_password
+    return await mail_link(
         session,
+        notifier,
         TokenPurpose.PASSWORD,
         now,
-        timedelta(hours=settings.password_hours),
-        account_id=account.id,
-    )
-    make = mails.registration_reminder if reminder else mails.registration_password
-    await notifier.queue_to(
-        session,
-        key=f"registration-{'reminder' if reminder else 'password'}:{reg.id}:"
-        f"{tokens.digest(token)[:16]}",
-        email=make(reg.ik, reg.institution, reg.contact, token, settings.password_hours),
+        timedelta(hours=hours),
+        key=f"registration-{'reminder' if reminder else 'password'}:{reg.id}",
+        email=lambda token: make(reg.ik, reg.institution, reg.contact, token, hours),
         to_addr=reg.email,
-        now=now,
         account_id=account.id,
     )
-    return token
 
 
 async def set_first_password(

@@ -31,6 +31,7 @@ from qprserver.db.models import Account, QbRegistration
 from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.ik import IK
 from qprserver.notify import qb_mails as mails
+from qprserver.notify.links import mail_link
 from qprserver.notify.outbox import Notifier
 from qprserver.qb.calendar import YearCalendar, calendar_for, local_day
 from qprserver.security import tokens
@@ -184,21 +185,19 @@ async def send_confirmation(
     notifier: Notifier,
 ) -> None:
     """A (new) confirmation link for the registration's address; earlier ones stop."""
-    token = await tokens.issue(
+    hours = settings.confirm_hours
+    await mail_link(
         session,
+        notifier,
         TokenPurpose.QB_CONFIRM,
         now,
-        timedelta(hours=settings.confirm_hours),
-        qb_registration_id=reg.id,
-    )
-    await notifier.queue_to(
-        session,
-        key=f"qb-registration-confirm:{reg.id}:{tokens.digest(token)[:16]}",
-        email=mails.qb_registration_confirm(
-            reg.year, reg.ik, reg.site, reg.hospital, reg.contact, token, settings.confirm_hours
+        timedelta(hours=hours),
+        key=f"qb-registration-confirm:{reg.id}",
+        email=lambda token: mails.qb_registration_confirm(
+            reg.year, reg.ik, reg.site, reg.hospital, reg.contact, token, hours
         ),
         to_addr=reg.email,
-        now=now,
+        qb_registration_id=reg.id,
     )
 
 
