@@ -207,7 +207,7 @@ async def test_serve_warns_at_start_about_each_qb_file_it_cannot_use(
     )
     Instance(tmp_path, config).ok("init")
     async with serving(config, port) as run:
-        pass
+        pass  # start-up alone writes the warnings; serve is stopped on leaving
     warnings = run.problems()
     assert len(warnings) == 3, "".join(run.log)
     schema, rules, years = warnings

@@ -33,7 +33,7 @@ async def read_kexinit(port: int) -> dict[str, list[str]]:
     try:
         writer.write(b"SSH-2.0-kexinit-reader\r\n")
         while not (await reader.readline()).startswith(b"SSH-"):
-            pass
+            pass  # lines before the server's version string carry nothing
         length = struct.unpack(">I", await reader.readexactly(4))[0]
         packet = await reader.readexactly(length)
     finally:

@@ -80,7 +80,7 @@ async def test_a_mail_is_queued_rendered_and_only_once_per_dedupe_key(db: Databa
 
 async def test_a_mail_is_part_of_the_callers_transaction(db: Database) -> None:
     account = await _account(db)
-    try:
+    with pytest.raises(RuntimeError):
         async with db.session() as session:
             await outbox.Notifier(SETTINGS).queue(
                 session,
@@ -90,8 +90,6 @@ async def test_a_mail_is_part_of_the_callers_transaction(db: Database) -> None:
                 now=NOW,
             )
             raise RuntimeError("the event fails after queueing")
-    except RuntimeError:
-        pass
     assert await _rows(db) == []
 
 

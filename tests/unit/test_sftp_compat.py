@@ -259,7 +259,7 @@ async def test_a_close_from_asyncssh_cleanup_is_told_from_a_client_close(
     assert "self._server.close(file_obj)" in inspect.getsource(SFTPServerHandler._cleanup)
     async with plain.sftp() as client:
         async with client.open("/by-client", "rb"):
-            pass
+            pass  # opened and closed by the client itself
         await client.open("/left-open", "rb")
         # Ends the session with the handle open: asyncssh closes it in _cleanup.
         writer = plain.sessions[-1].channel
@@ -349,7 +349,7 @@ async def plain() -> AsyncIterator[PlainServer]:
     state.port = acceptor.get_port()
     # The hooks that read a finished login need one.
     async with await state.connect():
-        pass
+        pass  # one login, so the hooks have a finished login to read
     yield state
     acceptor.close()
     await acceptor.wait_closed()
