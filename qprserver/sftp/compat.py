@@ -48,6 +48,7 @@ from asyncssh.packet import SSHPacket, String
 from asyncssh.sftp import SFTPAttrs, SFTPServerHandler
 
 from qprserver.errors import ConfigError, StartupError
+from qprserver.sftp import fastpath
 
 TESTED_VERSIONS = ("2.24.1",)
 
@@ -70,6 +71,7 @@ def install() -> None:
     install_lenient_write()
     install_quiet_debug_log()
     install_coalesced_channel_writes()
+    fastpath.install_cached_gcm_keys()
 
 
 def installed() -> bool:
@@ -83,6 +85,7 @@ def installed() -> bool:
         and _sftp_handlers().get(FXP_WRITE) is _lenient_write
         and _logging.SSHLogger.debug1 is _debug1
         and _channel.SSHChannel._flush_send_buf is _coalesced_flush
+        and fastpath.installed()
     )
 
 
@@ -311,12 +314,12 @@ def _coalesced_flush(channel: Any) -> None:
 
 
 def install_coalesced_channel_writes() -> None:
-    """Wrap ``SSHChannel._flush_send_buf``, where channel data becomes SSH packets, so
-    that connections set up with ``coalesce_writes`` write them with one call."""
+    """Replace ``SSHChannel._flush_send_buf``, where channel data becomes SSH packets,
+    by ``fastpath.flush_send_buf`` (fewer copies per packet), wrapped so that
+    connections set up with ``coalesce_writes`` write a flush's packets with one call."""
     global _original_flush
-    flush = _channel.SSHChannel._flush_send_buf
-    if flush is not _coalesced_flush:
-        _original_flush = flush
+    if _channel.SSHChannel._flush_send_buf is not _coalesced_flush:
+        _original_flush = fastpath.flush_send_buf
         _channel.SSHChannel._flush_send_buf = _coalesced_flush  # type: ignore[method-assign,assignment]
 
 

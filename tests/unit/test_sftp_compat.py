@@ -29,7 +29,7 @@ from asyncssh.packet import SSHPacket
 from asyncssh.sftp import SFTPAttrs, SFTPServerHandler
 
 from qprserver.errors import StartupError
-from qprserver.sftp import compat
+from qprserver.sftp import compat, fastpath
 
 
 def _params(func: Any) -> list[str]:
@@ -155,6 +155,47 @@ async def test_the_packets_of_one_channel_flush_leave_in_one_write(plain: PlainS
     data_packets = packets.count(94)  # SSH_MSG_CHANNEL_DATA
     assert data_packets >= 600_000 // 32768
     assert len(writes) < data_packets / 4  # each 256 KiB reply: one write, not eight
+
+
+@pytest.mark.parametrize(
+    ("cipher", "mac"),
+    [
+        ("aes128-gcm@openssh.com", "hmac-sha2-256-etm@openssh.com"),
+        ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
+        ("aes256-ctr", "hmac-sha2-512-etm@openssh.com"),
+    ],
+)
+async def test_downloads_take_the_fast_data_packets_and_arrive_whole(
+    plain: PlainServer, monkeypatch: pytest.MonkeyPatch, cipher: str, mac: str
+) -> None:
+    compat.install()
+    built: list[int] = []
+    send_data = fastpath._send_data
+
+    def counted(conn: Any, kind: int, recipient: bytes, chunk: memoryview) -> None:
+        built.append(kind)
+        send_data(conn, kind, recipient, chunk)
+
+    monkeypatch.setattr(fastpath, "_send_data", counted)
+    plain.content = os.urandom(1_000_003)
+    async with (
+        asyncssh.connect(
+            "127.0.0.1",
+            plain.port,
+            username="u",
+            known_hosts=None,
+            client_keys=None,
+            encryption_algs=[cipher],
+            mac_algs=[mac],
+        ) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open("f", "rb", block_size=262144) as f,
+    ):
+        compat.coalesce_writes(plain.connections[-1])
+        data = await f.read(len(plain.content), 0)
+    assert data == plain.content
+    assert len(built) >= len(plain.content) // 32768
+    assert set(built) == {1 if "gcm" in cipher else 2}
 
 
 # -- SFTP requests ------------------------------------------------------------------------
