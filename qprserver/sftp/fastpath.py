@@ -39,6 +39,7 @@ from asyncssh.encryption import ETMEncryption, GCMEncryption
 from asyncssh.logging import SSHLogger
 from asyncssh.mac import _HMAC
 from asyncssh.packet import String, UInt32
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 # asyncssh's own loop, as imported (``compat.install`` replaces it; a test pins its source).
@@ -69,17 +70,33 @@ def _gcm_verify_and_decrypt(self: Any, header: bytes, data: bytes, mac: bytes) -
     # asyncssh's GCMCipher.verify_and_decrypt with the key object kept.
     try:
         plain: bytes | None = _aead(self).decrypt(self._iv, data + mac, header)
-    except Exception:  # cryptography's InvalidTag: asyncssh answers None, then disconnects
+    except InvalidTag:  # asyncssh answers None, then disconnects with a MAC error
         plain = None
     self._update_iv()
     return plain
 
 
+def _gcm_decrypt_packet(
+    self: Any, seq: int, first: bytes, rest: bytes, header_len: int, mac: bytes
+) -> bytes | None:
+    # asyncssh's GCMEncryption.decrypt_packet: ciphertext and tag joined once, not twice.
+    cipher = self._cipher
+    try:
+        plain: bytes | None = _aead(cipher).decrypt(
+            cipher._iv, b"".join((memoryview(first)[header_len:], rest, mac)), first[:header_len]
+        )
+    except InvalidTag:  # asyncssh answers None, then disconnects with a MAC error
+        plain = None
+    cipher._update_iv()
+    return plain
+
+
 def install_cached_gcm_keys() -> None:
-    """Keep AES-GCM's key object per direction instead of building it per packet
-    (uploads decrypt through it too)."""
+    """Keep AES-GCM's key object per direction instead of building it per packet;
+    uploads decrypt through it with one join of ciphertext and tag."""
     GCMCipher.encrypt_and_sign = _gcm_encrypt_and_sign  # type: ignore[method-assign]
     GCMCipher.verify_and_decrypt = _gcm_verify_and_decrypt  # type: ignore[method-assign]
+    GCMEncryption.decrypt_packet = _gcm_decrypt_packet  # type: ignore[method-assign]
 
 
 def _rekey_due(conn: Any) -> bool:
@@ -184,4 +201,7 @@ def flush_send_buf(channel: Any) -> None:
 
 def installed() -> bool:
     """True when AES-GCM keeps its key objects (the loop is ``compat``'s to check)."""
-    return GCMCipher.encrypt_and_sign is _gcm_encrypt_and_sign
+    return (
+        GCMCipher.encrypt_and_sign is _gcm_encrypt_and_sign
+        and GCMEncryption.decrypt_packet is _gcm_decrypt_packet
+    )
