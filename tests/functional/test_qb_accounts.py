@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts import service as accounts
 from qprserver.accounts.enums import ALL_PROCEDURES, AccountStatus, Role
@@ -35,6 +36,7 @@ from qprserver.db.models import (
 from qprserver.exchange import routing
 from qprserver.notify.registration_mails import PASSWORD_PATH
 from tests.conftest import QB_DATA
+from tests.functional.conftest import Instance
 from tests.functional.harness import (
     ADMIN,
     HOSPITAL,
@@ -46,7 +48,7 @@ from tests.functional.harness import (
     register_report,
     start_qb_server,
 )
-from tests.functional.web import PASSWORD, Web, csrf_of, make_web
+from tests.functional.web import PASSWORD, csrf_of, make_web
 
 SITE_01 = f"{HOSPITAL}-01"
 OTHER_HOSPITAL = "260100034"
@@ -342,6 +344,38 @@ async def _shown(server: Server, login: str) -> accounts.AccountSummary:
     """What ``account show LOGIN --json`` prints."""
     async with server.db.read_session() as session:
         return accounts.account_summary(await accounts.get_account(session, login))
+
+
+def test_account_list_and_show_name_the_login_and_commands_take_it(instance: Instance) -> None:
+    instance.ok("account", "add", HOSPITAL, "--name", "Klinikum Nord", "--role", "depositor")
+    now = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+
+    async def registration_account(session: AsyncSession) -> None:
+        session.add(
+            Account(
+                ik=HOSPITAL,
+                login=SITE_01,
+                site="01",
+                name="Klinikum Nord",
+                roles="depositor",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    instance.in_session(registration_account)
+    listed = instance.json("account", "list")
+    assert [(a["login"], a["ik"], a["site"]) for a in listed] == [
+        (HOSPITAL, HOSPITAL, None),
+        (SITE_01, HOSPITAL, "01"),
+    ]
+    assert instance.ok("account", "list").count(SITE_01) == 1
+    shown = instance.ok("account", "show", SITE_01)
+    assert f"login       {SITE_01}\n" in shown and "standort    01\n" in shown
+    assert instance.ok("account", "disable", SITE_01).strip() == f"account {SITE_01} disabled"
+    assert instance.json("account", "show", SITE_01)["status"] == "disabled"
+    assert instance.json("account", "show", HOSPITAL)["status"] == "active"
+    assert instance.fails("account", "show", f"{HOSPITAL}-02") == f"Error: kein Konto {HOSPITAL}-02"
 
 
 _ACCOUNTS_0012 = sa.table(
