@@ -166,9 +166,7 @@ async def register(
 
 async def _tell_owner(session: AsyncSession, now: datetime, ik: str, notifier: Notifier) -> bool:
     """True (and a mail to the owner, at most one a day) when the IK is taken."""
-    account = await session.scalar(
-        select(Account).where(Account.ik == ik, Account.site.is_(None))
-    )
+    account = await session.scalar(select(Account).where(Account.ik == ik, Account.site.is_(None)))
     pending = await session.scalar(
         select(Registration)
         .where(Registration.ik == ik, Registration.state.in_(OPEN_STATES))

@@ -64,7 +64,7 @@ def content_type_from_name(name: str) -> str:
     return "any"
 
 
-def _institution(ik: str) -> Select[tuple[Account]]:
+def _institution(ik: str) -> Select[Account]:
     """The account of the institution with this IK (not a report registration's)."""
     return select(Account).where(Account.ik == ik, Account.site.is_(None))
 

@@ -319,9 +319,7 @@ async def test_institution_accounts_log_in_by_ik_and_routing_still_finds_them(
     async with web.client() as client:
         await web.login(client, LV_SH, secret)
         assert (await client.get("/")).headers["location"] == "/posteingang"
-    classified = routing.classify(
-        f"{OTHER_HOSPITAL}-00-2019-xml.xml", qb_server.settings.kinds
-    )
+    classified = routing.classify(f"{OTHER_HOSPITAL}-00-2019-xml.xml", qb_server.settings.kinds)
     depositor = await _account(qb_server, HOSPITAL)
     async with qb_server.db.read_session() as session:
         routed = await routing.recipients_for(
@@ -435,9 +433,7 @@ async def test_the_upgrade_from_0012_makes_each_ik_its_accounts_login_and_keeps_
         await migrate.upgrade(db)
         assert await migrate.check(db) == []
         async with db.read_session() as session:
-            rows = (
-                await session.execute(select(Account.login, Account.ik, Account.site))
-            ).all()
+            rows = (await session.execute(select(Account.login, Account.ik, Account.site))).all()
             keys = await session.scalar(select(func.count()).select_from(_KEYS_0012))
         assert sorted(tuple(r) for r in rows) == [
             ("105830016", "105830016", None),

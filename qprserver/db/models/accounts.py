@@ -117,7 +117,8 @@ class NetworkList(TypeDecorator[tuple[IPNetwork, ...]]):
 
 def _login_of_ik(context: DefaultExecutionContext) -> str:
     """An account made without a login name logs in by its IK."""
-    return str(context.get_current_parameters()["ik"])
+    parameters: dict[str, object] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return str(parameters["ik"])
 
 
 # One account per IK for the institution itself (no Standort); a report registration's
