@@ -101,7 +101,8 @@ def report(
     """Tell how a login ended: ``reason`` None when it succeeded.
 
     ``method``: the factors given (``publickey``, ``password``, ``publickey+totp``,
-    ``password+totp``); ``account``: the IK when the user name was one.
+    ``password+totp``); ``account``: the user name when it was a login name (the IK, or
+    ``<IK>-<Standort>`` for a report registration's account).
     """
     events.login(
         channel,

@@ -148,10 +148,10 @@ async def activate(session: AsyncSession, now: datetime, account_id: int, code: 
     reg.activated_at = reg.updated_at = now
     await audit.record(
         session,
-        Actor(account.ik, "web"),
+        Actor(account.login, "web"),
         "registration.activate",
         at=now,
-        target=account.ik,
+        target=account.login,
         details={"registration": reg.id},
     )
     return account

@@ -89,3 +89,14 @@ def normalise_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
         except ValueError:
             raise InvalidInput(f"{net!r} ist kein IP-Netz (CIDR)") from None
     return tuple(result)
+
+
+# A login name (both edges): the IK, or <IK>-<Standort> for a report registration's
+# account (qb/accounts.py), the Standort of two digits or the six of the
+# Standortverzeichnis.
+_LOGIN = re.compile(r"[0-9]{9}(?:-(?:[0-9]{2}|[0-9]{6}))?")
+
+
+def is_login(name: str) -> bool:
+    """True when ``name`` has the form of a login name (known or not)."""
+    return _LOGIN.fullmatch(name) is not None

@@ -56,7 +56,7 @@ async def request_password_reset(
             timedelta(hours=settings.reset_hours),
             key=f"password-reset:{account.id}",
             email=partial(
-                mails.password_reset, account.ik, account.name, hours=settings.reset_hours
+                mails.password_reset, account.login, account.name, hours=settings.reset_hours
             ),
             to_addr=account.email or address or "",
             account_id=account.id,
@@ -75,6 +75,6 @@ async def reset_password(
     await session.refresh(account, ["password"])
     store_password(account, hashed, now)
     await audit.record(
-        session, Actor(account.ik, "web"), "password.reset", at=now, target=account.ik
+        session, Actor(account.login, "web"), "password.reset", at=now, target=account.login
     )
     return account

@@ -166,7 +166,7 @@ async def register(
 
 async def _tell_owner(session: AsyncSession, now: datetime, ik: str, notifier: Notifier) -> bool:
     """True (and a mail to the owner, at most one a day) when the IK is taken."""
-    account = await session.scalar(select(Account).where(Account.ik == ik))
+    account = await session.scalar(select(Account).where(Account.ik == ik, Account.site.is_(None)))
     pending = await session.scalar(
         select(Registration)
         .where(Registration.ik == ik, Registration.state.in_(OPEN_STATES))
@@ -253,7 +253,8 @@ async def confirm(
     reg = await session.get_one(Registration, row.registration_id, with_for_update=True)
     if reg.state is not RegistrationState.REGISTRIERT:
         raise InvalidInput(tokens.INVALID[TokenPurpose.CONFIRM])
-    if await session.scalar(select(Account.id).where(Account.ik == reg.ik)) is not None:
+    institution = select(Account.id).where(Account.ik == reg.ik, Account.site.is_(None))
+    if await session.scalar(institution) is not None:
         # Another registration of the IK was confirmed first.
         reg.state = RegistrationState.ABGELEHNT
         reg.reason = "Für dieses IK besteht bereits ein Zugang."
@@ -263,6 +264,7 @@ async def confirm(
         )
     account = Account(
         ik=reg.ik,
+        login=reg.ik,
         name=reg.institution,
         email=reg.email,
         roles=reg.roles,
@@ -318,18 +320,22 @@ async def password_link(
 async def set_first_password(
     session: AsyncSession, now: datetime, token: str, password: str
 ) -> Account:
-    """Set the password of a confirmed registrant by its one-time token; the portal then
-    leads to enrolling the second factor."""
+    """Set the password of a confirmed registrant, or of a report registration's account
+    that has none yet (``qb/accounts.py``), by its one-time token; the portal then leads
+    to enrolling the second factor."""
+    from qprserver.qb.accounts import first_password_due
     from qprserver.security.passwords import hash_password
 
     hashed = hash_password(password)  # a too-short password uses no token
     row = await tokens.consume(session, TokenPurpose.PASSWORD, token, now)
     account = await session.get_one(Account, row.account_id)
-    if account.status is not AccountStatus.PENDING:
-        raise InvalidInput(tokens.INVALID[TokenPurpose.PASSWORD])
     await session.refresh(account, ["password"])
+    if account.status is not AccountStatus.PENDING and not first_password_due(account):
+        raise InvalidInput(tokens.INVALID[TokenPurpose.PASSWORD])
     store_password(account, hashed, now)
-    await audit.record(session, Actor(account.ik, "web"), "password.set", at=now, target=account.ik)
+    await audit.record(
+        session, Actor(account.login, "web"), "password.set", at=now, target=account.login
+    )
     return account
 
 

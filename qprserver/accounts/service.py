@@ -1,4 +1,8 @@
-"""Accounts keyed by IK, their SSH keys and passwords (input checks: ``fields.py``).
+"""Accounts, their SSH keys and passwords (input checks: ``fields.py``).
+
+An account is named by its login name: an institution's by its IK (one per IK), a
+report registration's by ``<IK>-<Standort>`` (made by ``qb/accounts.py``); the
+commands take either.
 
 Every function takes the acting party and the time, records an audit event in the
 caller's transaction, and raises errors from ``qprserver.errors`` on bad input
@@ -22,6 +26,7 @@ from qprserver.accounts.enums import (
     format_roles,
 )
 from qprserver.accounts.fields import (
+    is_login,
     normalise_email,
     normalise_networks,
     normalise_procedures,
@@ -40,26 +45,30 @@ if TYPE_CHECKING:
     from qprserver.notify.outbox import Notifier
 
 
-async def get_account(session: AsyncSession, ik: str) -> Account:
-    """The account with this IK, or NotFound."""
+async def get_account(session: AsyncSession, login: str) -> Account:
+    """The account with this login name (an IK, or ``<IK>-<Standort>``), or NotFound."""
+    ik, dash, site = login.strip().partition("-")
     parsed = IK.parse(ik)
-    account = await session.scalar(
-        select(Account)
-        .where(Account.ik == parsed.value)
-        .options(selectinload(Account.keys), selectinload(Account.password))
-    )
+    name = f"{parsed.value}-{site}" if dash else parsed.value
+    account = None
+    if is_login(name):
+        account = await session.scalar(
+            select(Account)
+            .where(Account.login == name)
+            .options(selectinload(Account.keys), selectinload(Account.password))
+        )
     if account is None:
-        raise NotFound(f"kein Konto mit IK {parsed}")
+        raise NotFound(f"kein Konto {name}" if dash else f"kein Konto mit IK {parsed}")
     return account
 
 
 async def list_accounts(session: AsyncSession, role: Role | None = None) -> list[Account]:
-    """All accounts by IK, optionally only those having a role."""
+    """All accounts by login name, optionally only those having a role."""
     rows = (
         await session.scalars(
             select(Account)
             .options(selectinload(Account.keys), selectinload(Account.password))
-            .order_by(Account.ik)
+            .order_by(Account.login)
         )
     ).all()
     return [a for a in rows if role is None or a.has_role(role)]
@@ -87,10 +96,11 @@ async def add_account(
     procedure_set = normalise_procedures(procedures)
     address = normalise_email(email)
     land_code = validate_land(land) if land else parsed.land
-    if await session.scalar(select(Account.id).where(Account.ik == parsed.value)):
+    if await session.scalar(select(Account.id).where(Account.login == parsed.value)):
         raise AlreadyExists(f"Konto mit IK {parsed} existiert bereits")
     account = Account(
         ik=parsed.value,
+        login=parsed.value,
         name=name.strip(),
         email=address,
         roles=role_set,
@@ -142,7 +152,7 @@ async def set_status(
         account.status = status
         account.updated_at = now
         action = "account.enable" if status is AccountStatus.ACTIVE else "account.disable"
-        event = await audit.record(session, actor, action, at=now, target=account.ik)
+        event = await audit.record(session, actor, action, at=now, target=account.login)
         if status is AccountStatus.DISABLED:
             await notifier.queue(
                 session,
@@ -205,7 +215,7 @@ async def update_account(
             actor,
             "account.update",
             at=now,
-            target=account.ik,
+            target=account.login,
             details={k: _audit_value(v) for k, v in changes.items()},
         )
     return account
@@ -236,7 +246,7 @@ async def add_key(
 
     key = parse_public_key(key_line)
     if any(k.fingerprint == key.fingerprint for k in account.keys):
-        raise AlreadyExists(f"Schlüssel {key.fingerprint} ist für {account.ik} schon hinterlegt")
+        raise AlreadyExists(f"Schlüssel {key.fingerprint} ist für {account.login} schon hinterlegt")
     row = SSHKey(
         account_id=account.id,
         algorithm=key.algorithm,
@@ -254,7 +264,7 @@ async def add_key(
         actor,
         "key.add",
         at=now,
-        target=account.ik,
+        target=account.login,
         details={"fingerprint": key.fingerprint, "algorithm": key.algorithm},
     )
     await notifier.queue(
@@ -282,11 +292,11 @@ async def remove_key(
                 actor,
                 "key.remove",
                 at=now,
-                target=account.ik,
+                target=account.login,
                 details={"fingerprint": wanted},
             )
             return
-    raise NotFound(f"Konto {account.ik} hat keinen Schlüssel {wanted}")
+    raise NotFound(f"Konto {account.login} hat keinen Schlüssel {wanted}")
 
 
 async def set_password(
@@ -297,7 +307,7 @@ async def set_password(
     from qprserver.security.passwords import hash_password
 
     store_password(account, hash_password(password), now)
-    await audit.record(session, actor, "password.set", at=now, target=account.ik)
+    await audit.record(session, actor, "password.set", at=now, target=account.login)
 
 
 def store_password(account: Account, hashed: str, now: datetime) -> None:
@@ -318,6 +328,8 @@ class KeySummary(TypedDict):
 
 class AccountSummary(TypedDict):
     ik: str
+    login: str
+    site: str | None
     name: str
     email: str | None
     roles: list[str]
@@ -340,6 +352,8 @@ def account_summary(account: Account) -> AccountSummary:
     """A plain dict for ``--json`` output and tables."""
     return {
         "ik": account.ik,
+        "login": account.login,
+        "site": account.site,
         "name": account.name,
         "email": account.email,
         "roles": [role.value for role in sorted(account.roles)],

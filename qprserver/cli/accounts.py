@@ -81,6 +81,7 @@ def account_add(
 
 
 ACCOUNT_COLUMNS = (
+    Column("Login", "login"),
     Column("IK", "ik"),
     Column("Name", "name"),
     Column("Rollen", value=lambda r: ",".join(r["roles"])),
@@ -126,7 +127,10 @@ def account_show(app: App, ik: str, as_json: bool) -> None:
 
 
 def _print_account(summary: accounts.AccountSummary) -> None:
+    click.echo(f"login       {summary['login']}")
     click.echo(f"ik          {summary['ik']}")
+    if summary["site"] is not None:
+        click.echo(f"standort    {summary['site']}")
     click.echo(f"name        {summary['name']}")
     click.echo(f"email       {summary['email'] or '-'}")
     click.echo(f"roles       {', '.join(summary['roles'])}")
@@ -202,7 +206,7 @@ def account_update(
                 expires_at=expires_at,
                 procedures=procedures or None,
             )
-            return acc.ik
+            return acc.login
 
     click.echo(f"account {app.run(work)} updated")
 
@@ -213,7 +217,7 @@ def _set_status(app: App, ik: str, status: AccountStatus) -> None:
             acc = await accounts.set_status(
                 session, app.actor(), app.clock.now(), ik, status, app.notifier()
             )
-            return acc.ik
+            return acc.login
 
     click.echo(
         f"account {app.run(work)} {'enabled' if status is AccountStatus.ACTIVE else 'disabled'}"

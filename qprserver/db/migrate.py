@@ -85,10 +85,24 @@ def shipped_head() -> str:
     return heads.pop()
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(connection), "head")
+    command.upgrade(alembic_config(connection), revision)
+
+
+def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
+    """Foreign keys on or off; SQLite ignores this inside a transaction, so it goes to
+    the driver's connection before one begins."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    finally:
+        cursor.close()
+
+
+def _foreign_key_violations(connection: Connection) -> list[Any]:
+    return list(connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall())
 
 
 def _current(connection: Connection) -> str | None:
@@ -107,10 +121,26 @@ def _diff(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, Base.metadata))
 
 
-async def upgrade(db: Database) -> None:
-    """Bring the schema to the newest revision."""
-    async with db.engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Bring the schema to the newest revision (or to ``revision``).
+
+    On SQLite, Alembic changes a table by copying it, dropping the old one and renaming
+    the copy; with foreign keys on, dropping a table others refer to would cascade to
+    their rows (an account's keys, documents, sessions). So foreign keys are off while
+    the migrations run, checked before the commit, and on again after.
+    """
+    async with db.engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            await conn.run_sync(_sqlite_foreign_keys, False)
+        try:
+            async with conn.begin():
+                await conn.run_sync(_upgrade, revision)
+                if sqlite and (broken := await conn.run_sync(_foreign_key_violations)):
+                    raise DatabaseNotReady(f"migration left broken references: {broken[:5]}")
+        finally:
+            if sqlite:
+                await conn.run_sync(_sqlite_foreign_keys, True)
 
 
 async def current_revision(db: Database) -> str | None:

@@ -216,13 +216,13 @@ async def acknowledge_bundle(
     if bundle is None:
         raise NotFound(f"/bundles/{name}")
     bundle.acknowledged_at = now
-    events.bundle_acknowledged(account.ik, bundle=bundle.name, sha256=bundle.sha256)
+    events.bundle_acknowledged(account.login, bundle=bundle.name, sha256=bundle.sha256)
     await audit.record(
         session,
         actor,
         "bundle.acknowledge",
         at=now,
-        target=account.ik,
+        target=account.login,
         details={"bundle": bundle.id, "name": bundle.name, "sha256": bundle.sha256},
     )
 
@@ -312,13 +312,13 @@ async def acknowledge(
     )
     delivery.folder = Folder.ARCHIVE
     delivery.acknowledged_at = now
-    events.acknowledged(account.ik, document=name, delivery=delivery.id, sha256=document.sha256)
+    events.acknowledged(account.login, document=name, delivery=delivery.id, sha256=document.sha256)
     await audit.record(
         session,
         actor,
         "delivery.acknowledge",
         at=now,
-        target=account.ik,
+        target=account.login,
         details={"delivery": delivery.id, "name": name, "sha256": document.sha256},
     )
 

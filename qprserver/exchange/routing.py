@@ -3,7 +3,9 @@
 A name either is addressed to one recipient (``/outbox/<IK>/<name>``) or is matched
 against the configured kinds' patterns, whose ``ik`` group names the subject
 facility; routing rules map (kind, Land of that IK) to recipient accounts, and the
-facility itself receives the document when it has a recipient account.
+facility itself receives the document when it has a recipient account. Recipients
+are institutions' accounts (one per IK, no Standort): a report registration's account
+(``qb/accounts.py``) shares its hospital's IK but never receives anything.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts.enums import Role
@@ -62,6 +64,11 @@ def content_type_from_name(name: str) -> str:
     return "any"
 
 
+def _institution(ik: str) -> Select[Account]:
+    """The account of the institution with this IK (not a report registration's)."""
+    return select(Account).where(Account.ik == ik, Account.site.is_(None))
+
+
 async def recipients_for(
     session: AsyncSession,
     classification: Classification | None,
@@ -71,7 +78,7 @@ async def recipients_for(
 ) -> list[Account]:
     """Active recipient accounts for an upload, sorted by IK; Rejected when none."""
     if direct_ik is not None:
-        account = await session.scalar(select(Account).where(Account.ik == direct_ik))
+        account = await session.scalar(_institution(direct_ik))
         if account is None or not account.active or not account.has_role(Role.RECIPIENT):
             raise Rejected(f"Empfänger {direct_ik} ist nicht bekannt oder nicht empfangsbereit")
         return [account]
@@ -90,7 +97,7 @@ async def recipients_for(
         )
         for account in routed:
             found[account.ik] = account
-    facility = await session.scalar(select(Account).where(Account.ik == subject.value))
+    facility = await session.scalar(_institution(subject.value))
     if facility is not None:
         found[facility.ik] = facility
     result = [
@@ -113,7 +120,7 @@ async def add_route(
     """Add a routing rule; the recipient must be an account with the recipient role."""
     land_code = validate_land(land)
     ik = IK.parse(recipient)
-    account = await session.scalar(select(Account).where(Account.ik == ik.value))
+    account = await session.scalar(_institution(ik.value))
     if account is None:
         raise NotFound(f"kein Konto mit IK {ik}")
     if not account.has_role(Role.RECIPIENT):
@@ -148,7 +155,12 @@ async def remove_route(
     route = await session.scalar(
         select(Route)
         .join(Account, Route.recipient_id == Account.id)
-        .where(Route.kind == kind, Route.land == land_code, Account.ik == ik.value)
+        .where(
+            Route.kind == kind,
+            Route.land == land_code,
+            Account.ik == ik.value,
+            Account.site.is_(None),
+        )
     )
     if route is None:
         raise NotFound(f"keine Route {kind} {land_code} → {ik}")

@@ -39,6 +39,7 @@ from qprserver.notify import emails
 from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
 from qprserver.observability import events
+from qprserver.qb import accounts as qb_accounts
 from qprserver.qb import c1
 from qprserver.qb import registrations as qb_registrations
 from qprserver.qb.engine import QbResult, validate_upload
@@ -120,6 +121,11 @@ class UploadService:
         try:
             validate_name(name)
             classification = routing.classify(name, self.settings.kinds)
+            # A report registration's account delivers its own quality report only.
+            is_report = classification is not None and classification.kind == QUALITY_REPORT
+            report_name = parse_report_name(name) if is_report and not direct_ik else None
+            if (refusal := qb_accounts.delivery_refusal(depositor, report_name)) is not None:
+                raise Rejected(refusal)
             content = (
                 classification.content if classification else routing.content_type_from_name(name)
             )
@@ -184,7 +190,7 @@ class UploadService:
                 # Told once the transaction is about to commit, as the others are after it.
                 events.upload(
                     "unchanged",
-                    account=depositor.ik,
+                    account=depositor.login,
                     name=shown,
                     kind=same.kind,
                     size=same.size,
@@ -295,7 +301,7 @@ class UploadService:
                 actor,
                 "upload.accept",
                 at=now,
-                target=depositor.ik,
+                target=depositor.login,
                 details={
                     "name": shown,
                     "document": document.id,
@@ -307,7 +313,7 @@ class UploadService:
             )
         events.upload(
             "accepted",
-            account=depositor.ik,
+            account=depositor.login,
             name=shown,
             kind=kind,
             size=blob.size,
@@ -392,7 +398,7 @@ class UploadService:
             actor,
             "upload.unchanged",
             at=now,
-            target=depositor.ik,
+            target=depositor.login,
             details={
                 "name": shown,
                 "document": document.id,
@@ -561,12 +567,12 @@ class UploadService:
                 actor,
                 "upload.reject",
                 at=now,
-                target=depositor.ik,
+                target=depositor.login,
                 details={"name": shown, "reason": reason, "size": size, "sha256": sha256},
             )
         events.upload(
             "rejected",
-            account=depositor.ik,
+            account=depositor.login,
             name=shown,
             kind=_kind_label(shown, self.settings),
             size=size,

@@ -118,7 +118,7 @@ async def queue_digests(db: Database, notifier: Notifier, settings: Settings, no
             )
             # The newest delivery id names the digest: a rerun over the same rows, or a
             # second node racing, produces the same key and so no second mail.
-            key = f"digest:{account.ik}:{items[-1][0]}"
+            key = f"digest:{account.login}:{items[-1][0]}"
             if await notifier.queue(session, key=key, email=email, account=account, now=now):
                 queued += 1
             await session.execute(

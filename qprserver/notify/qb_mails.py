@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from qprserver.notify.emails import Email
+from qprserver.notify.registration_mails import PASSWORD_PATH
 
 # The portal's path that confirms a report's registration (``web/`` serves it).
 QB_CONFIRM_PATH = "/berichtsjahr/bestaetigen/"
@@ -21,6 +22,10 @@ class ConfirmLink(Report):
     contact: str
     path: str
     hours: int
+
+
+class AccountLink(ConfirmLink):
+    login: str
 
 
 class Reminder(Report):
@@ -51,6 +56,28 @@ def qb_registration_confirm(
         "hours": hours,
     }
     return Email("qb_registration_confirm", context)
+
+
+def qb_account_password(
+    year: int,
+    ik: str,
+    site: str,
+    hospital: str,
+    contact: str,
+    login: str,
+    token: str,
+    hours: int,
+) -> Email:
+    """The registration is confirmed: its account's login name, and the one-time link
+    that sets its first password."""
+    context: AccountLink = {
+        **_report(year, ik, site, hospital),
+        "contact": contact,
+        "login": login,
+        "path": PASSWORD_PATH + token,
+        "hours": hours,
+    }
+    return Email("qb_account_password", context)
 
 
 def qb_registration_known(year: int, ik: str, site: str, hospital: str) -> Email:

@@ -27,12 +27,13 @@ from qprserver.accounts.fields import normalise_email, normalise_phone, normalis
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.config import QbSettings, RegistrationSettings
-from qprserver.db.models import Account, QbRegistration
+from qprserver.db.models import QbRegistration
 from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.ik import IK
 from qprserver.notify import qb_mails as mails
 from qprserver.notify.links import mail_link
 from qprserver.notify.outbox import Notifier
+from qprserver.qb import accounts as qb_accounts
 from qprserver.qb.calendar import YearCalendar, calendar_for, local_day
 from qprserver.security import tokens
 
@@ -201,14 +202,22 @@ async def send_confirmation(
     )
 
 
-async def confirm(session: AsyncSession, now: datetime, token: str) -> QbRegistration:
-    """The address is confirmed by its link: the registration admits deliveries, and is
-    tied to the hospital's account of that IK where there is one."""
+async def confirm(
+    session: AsyncSession,
+    now: datetime,
+    token: str,
+    *,
+    settings: RegistrationSettings,
+    notifier: Notifier,
+) -> QbRegistration:
+    """The address is confirmed by its link: the registration admits deliveries and
+    gets its own account ``<IK>-<Standort>`` (``qb/accounts.py``; its first-password
+    link is mailed)."""
     row = await tokens.consume(session, TokenPurpose.QB_CONFIRM, token, now)
     reg = await session.get_one(QbRegistration, row.qb_registration_id, with_for_update=True)
     if reg.state is not RegistrationState.REGISTRIERT:
         raise InvalidInput(tokens.INVALID[TokenPurpose.QB_CONFIRM])
-    reg.account_id = await session.scalar(select(Account.id).where(Account.ik == reg.ik))
+    await qb_accounts.open_account(session, now, reg, settings, notifier)
     reg.state = RegistrationState.BESTAETIGT
     reg.confirmed_at = reg.updated_at = now
     await audit.record(

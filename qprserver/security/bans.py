@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
+from qprserver.accounts.fields import is_login
 from qprserver.config import SecuritySettings
 from qprserver.db.engine import Database, Reads
 from qprserver.db.models import AuthScore
@@ -31,8 +32,9 @@ def address_key(address: str) -> str:
     return f"addr:{address}"
 
 
-def account_key(ik: str) -> str:
-    return f"account:{ik}"
+def account_key(login: str) -> str:
+    """The score of an account, by its login name (the IK, or ``<IK>-<Standort>``)."""
+    return f"account:{login}"
 
 
 def allowlisted(address: str, settings: SecuritySettings) -> bool:
@@ -122,9 +124,10 @@ async def list_bans(db: Database, now: datetime) -> list[AuthScore]:
 
 
 async def remove_ban(db: Database, key: str) -> None:
-    """Lift a ban (``addr:<ip>`` or ``account:<ik>``; a bare address or IK works too)."""
+    """Lift a ban (``addr:<ip>`` or ``account:<login>``; a bare address, IK or login name
+    works too)."""
     if ":" not in key or not key.startswith(("addr:", "account:")):
-        key = account_key(key) if key.isdigit() and len(key) == 9 else address_key(key)
+        key = account_key(key) if is_login(key) else address_key(key)
     async with db.session() as session:
         row = await session.scalar(select(AuthScore).where(AuthScore.key == key))
         if row is None or row.banned_until is None:

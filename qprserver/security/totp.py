@@ -89,8 +89,8 @@ async def enable(
     account.totp_last_step = None
     account.updated_at = now
     codes = await _replace_recovery_codes(session, account)
-    await audit.record(session, actor, "totp.enable", at=now, target=account.ik)
-    return Enrolment(provisioning_uri(secret, account.ik, issuer), codes)
+    await audit.record(session, actor, "totp.enable", at=now, target=account.login)
+    return Enrolment(provisioning_uri(secret, account.login, issuer), codes)
 
 
 async def _replace_recovery_codes(session: AsyncSession, account: Account) -> list[str]:
@@ -109,10 +109,10 @@ async def renew_recovery_codes(
     """New recovery codes for an enrolled account; the earlier ones stop working."""
     account = await get_account(session, ik)
     if account.totp_secret is None:
-        raise InvalidInput(f"Konto {account.ik} hat keinen zweiten Faktor")
+        raise InvalidInput(f"Konto {account.login} hat keinen zweiten Faktor")
     codes = await _replace_recovery_codes(session, account)
     account.updated_at = now
-    await audit.record(session, actor, "totp.recovery-codes", at=now, target=account.ik)
+    await audit.record(session, actor, "totp.recovery-codes", at=now, target=account.login)
     return codes
 
 
@@ -136,14 +136,14 @@ async def disable(session: AsyncSession, actor: Actor, now: datetime, ik: str) -
     """Remove the account's second factor."""
     account = await get_account(session, ik)
     if account.totp_secret is None:
-        raise InvalidInput(f"Konto {account.ik} hat keinen zweiten Faktor")
+        raise InvalidInput(f"Konto {account.login} hat keinen zweiten Faktor")
     account.totp_secret = None
     account.totp_last_step = None
     account.updated_at = now
     old = await session.scalars(select(RecoveryCode).where(RecoveryCode.account_id == account.id))
     for row in old:
         await session.delete(row)
-    await audit.record(session, actor, "totp.disable", at=now, target=account.ik)
+    await audit.record(session, actor, "totp.disable", at=now, target=account.login)
 
 
 async def reset(
@@ -153,7 +153,7 @@ async def reset(
     holder, who enrols again at the next web login."""
     await disable(session, actor, now, ik)
     account = await get_account(session, ik)
-    event = await audit.record(session, actor, "totp.reset", at=now, target=account.ik)
+    event = await audit.record(session, actor, "totp.reset", at=now, target=account.login)
     if account.email:
         await notifier.queue_to(
             session,

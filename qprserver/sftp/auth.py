@@ -1,4 +1,5 @@
-"""Authentication of an IK's account, with the guards operators expect of OpenSSH.
+"""Authentication of an account by its login name (the IK, or ``<IK>-<Standort>`` for
+a report registration's account), with the guards operators expect of OpenSSH.
 
 - Whether an account may log in at all is the login policy's answer
   (``accounts/access.py``, asked once per user name in ``begin_auth``): active, not
@@ -33,6 +34,7 @@ from sqlalchemy.orm import selectinload
 
 from qprserver.accounts import access
 from qprserver.accounts.enums import Channel
+from qprserver.accounts.fields import is_login
 from qprserver.db.engine import Reads
 from qprserver.db.models import Account
 from qprserver.observability import events
@@ -58,7 +60,7 @@ SECOND_FACTOR_PROMPT = (
 # Built once: every login runs it.
 _ACCOUNT_AT_LOGIN = (
     select(Account)
-    .where(Account.ik == bindparam("ik"))
+    .where(Account.login == bindparam("login"))
     .options(selectinload(Account.keys), selectinload(Account.password))
 )
 
@@ -68,7 +70,7 @@ def _warn_unenrolled(decision: access.Decision) -> None:
     (Every refusal is told with the login's end, ``access.report``.)"""
     account = decision.account
     if account is not None and decision.refusal is access.Refusal.NO_SECOND_FACTOR:
-        log.warning("account %s needs a second factor but has none enrolled", account.ik)
+        log.warning("account %s needs a second factor but has none enrolled", account.login)
 
 
 class AccountSSHServer(asyncssh.SSHServer):
@@ -160,7 +162,7 @@ class AccountSSHServer(asyncssh.SSHServer):
             access.report(
                 Channel.SFTP,
                 self.state.method,
-                account=self.state.ik,
+                account=self.state.login,
                 address=self.state.address,
                 reason=self.state.failure or access.Failure.ABORTED,
                 session=self.state.session,
@@ -182,7 +184,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         keys = [bans.address_key(self.state.address)]
         account_key = None
         if guessed_secret and self.state.account is not None:
-            account_key = bans.account_key(self.state.account.ik)
+            account_key = bans.account_key(self.state.account.login)
             keys.append(account_key)
         try:
             newly = await bans.record_failure(
@@ -210,14 +212,14 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.state.first_factor = None
         self.state.secrets_locked = False
         self.state.access = None
-        self.state.ik = None
+        self.state.login = None
         self.state.failure = access.Refusal.UNKNOWN
-        if len(username) == 9 and username.isascii() and username.isdigit():
-            self.state.ik = username
+        if is_login(username):
+            self.state.login = username
             keys.append(bans.account_key(username))
 
             async def decide(reads: Reads) -> access.Decision:
-                account = await reads.scalar(_ACCOUNT_AT_LOGIN, {"ik": username})
+                account = await reads.scalar(_ACCOUNT_AT_LOGIN, {"login": username})
                 return await access.may_log_in(
                     reads,
                     account,
@@ -251,7 +253,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         return decision.account if decision is not None and decision.allowed else None
 
     def _failed(self, reason: access.Failure) -> bool:
-        # A refusal of the policy (or a user name that is no IK) stays the reason:
+        # A refusal of the policy (or a user name that is no login name) stays the reason:
         # the login failed whatever was tried.
         if self.state.access is not None and self.state.access.allowed:
             self.state.failure = reason
@@ -330,7 +332,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         access.report(
             Channel.SFTP,
             f"{first}+totp" if first is not None else self.state.method,
-            account=self.state.account.ik,
+            account=self.state.account.login,
             address=self.state.address,
             session=self.state.session,
         )
@@ -354,11 +356,13 @@ class AccountSSHServer(asyncssh.SSHServer):
             )
         except Exception:
             # The login stands (uncounted) rather than failing on a database hiccup.
-            log.exception("recording the login of %s failed", account.ik)
+            log.exception("recording the login of %s failed", account.login)
             return
         if opened is None:
             self._release()
-            log.info("closing session of %s: its session limit was reached meanwhile", account.ik)
+            log.info(
+                "closing session of %s: its session limit was reached meanwhile", account.login
+            )
             self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many sessions")
             return
         if self.state.lost:

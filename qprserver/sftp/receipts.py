@@ -73,7 +73,7 @@ class ReceiptRecorder:
             return
         download = receipts.Download(
             account.id,
-            account.ik,
+            account.login,
             handle.delivery_id,
             handle.sha256,
             handle.name,
@@ -89,7 +89,7 @@ class ReceiptRecorder:
             return
         download = receipts.Download(
             account.id,
-            account.ik,
+            account.login,
             handle.delivery_id,
             handle.sha256,
             handle.name,

@@ -115,7 +115,7 @@ class SFTPListener:
         self.banned_addresses, gone = await self.ctx.db.quick_read(work)
         for conn, state in list(self.connections.items()):
             if state.account is not None and state.account.id in gone:
-                log.info("closing session of %s: account disabled or expired", state.account.ik)
+                log.info("closing session of %s: account disabled or expired", state.account.login)
                 conn.disconnect(asyncssh.DISC_BY_APPLICATION, "account disabled")
 
     async def _refresh_loop(self) -> None:
@@ -137,7 +137,7 @@ class SFTPListener:
         account = owner.state.account
         self.ctx.receipts.add(
             audit.Event(
-                Actor(account.ik, owner.state.peer), "login", self.ctx.clock.now(), account.ik
+                Actor(account.login, owner.state.peer), "login", self.ctx.clock.now(), account.login
             )
         )
         return MailboxSFTPServer(chan, self.ctx, owner.state)

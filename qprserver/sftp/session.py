@@ -68,7 +68,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         assert state.account is not None
         self.account: Account = state.account
         self.folders = mailbox.folders_for(self.account)
-        self.actor = Actor(self.account.ik, state.peer)
+        self.actor = Actor(self.account.login, state.peer)
         self.outbox = Outbox(ctx, state, self.account, self.actor)
         self.started = time.time()
         self.open_handles = 0
@@ -100,7 +100,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         raise asyncssh.SFTPPermissionDenied("Permission denied")
 
     def format_user(self, uid: int | None) -> str:
-        return self.account.ik
+        return self.account.login
 
     def format_group(self, gid: int | None) -> str:
         return "qpr"
@@ -221,7 +221,7 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             )
             now = time.time()
             for entry in entries:
-                yield listed_name(entry, self.account.ik, now)
+                yield listed_name(entry, self.account.login, now)
             if len(entries) < PAGE:
                 return
             after = entries[-1].id

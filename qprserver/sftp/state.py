@@ -121,8 +121,9 @@ class ConnectionState:
     address: str = ""
     # Ties this connection's log lines together (``session`` in every event).
     session: str = field(default_factory=new_id)
-    # The user name when it is an IK (anything else may be a mistyped secret).
-    ik: str | None = None
+    # The user name when it is a login name, an IK or <IK>-<Standort> (anything else
+    # may be a mistyped secret).
+    login: str | None = None
     # The factor tried last (``publickey``, ``password``) and why the login fails
     # so far: what ``access.report`` tells when the connection ends unauthenticated.
     method: str = "none"

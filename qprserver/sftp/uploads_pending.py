@@ -131,7 +131,7 @@ class PendingUploads:
         try:
             return self.ctx.blobs.resume_write(kept.temp_name)
         except (OSError, ValueError):
-            log.warning("partial upload %s of %s is gone", kept.temp_name, self.account.ik)
+            log.warning("partial upload %s of %s is gone", kept.temp_name, self.account.login)
             return None
 
     async def close(self, handle: UploadHandle, client_gone: bool) -> None:
@@ -232,7 +232,7 @@ class PendingUploads:
                 self.ctx.clock.now(),
             )
         except Exception:
-            log.exception("keeping a partial upload of %s failed", self.account.ik)
+            log.exception("keeping a partial upload of %s failed", self.account.login)
             self.ctx.blobs.remove_temp(temp_name)
             return
         for old in replaced:

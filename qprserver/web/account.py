@@ -39,7 +39,7 @@ NOTES = {
 
 
 def _actor(call: Call) -> Actor:
-    return Actor(call.visit.account.ik, address(call.request))
+    return Actor(call.visit.account.login, address(call.request))
 
 
 async def _page(call: Call, message: str = "", status: int = 200) -> Response:
@@ -86,7 +86,7 @@ async def change_password(call: Call) -> Response:
     now = portal.clock.now()
     try:
         async with portal.db.session() as session:
-            await accounts.set_password(session, _actor(call), now, visit.account.ik, new)
+            await accounts.set_password(session, _actor(call), now, visit.account.login, new)
     except InvalidInput as exc:
         return await _page(call, str(exc), 400)
     await sessions.end_all(portal.db, visit.account.id, keep=visit.session.id)
@@ -117,7 +117,7 @@ async def enrolment_form(call: Call) -> Response:
     pending = call.visit.session.pending_totp
     if pending is None or call.portal.totp_key is None:
         return see_other("/konto")
-    context = enrolment_context(call.portal, call.visit.account.ik, pending)
+    context = enrolment_context(call.portal, call.visit.account.login, pending)
     action = "/konto/zweiter-faktor/bestaetigen"
     return render(call.request, "einrichten.html", {**context, "action": action}, visit=call.visit)
 
@@ -133,7 +133,7 @@ async def confirm(call: Call) -> Response:
 async def recovery_codes(call: Call) -> Response:
     async with call.portal.db.session() as session:
         codes = await totp.renew_recovery_codes(
-            session, _actor(call), call.portal.clock.now(), call.visit.account.ik
+            session, _actor(call), call.portal.clock.now(), call.visit.account.login
         )
     return render(call.request, "codes.html", {"codes": codes, "first": False}, visit=call.visit)
 
@@ -147,7 +147,7 @@ async def add_key(call: Call) -> Response:
                 session,
                 _actor(call),
                 call.portal.clock.now(),
-                call.visit.account.ik,
+                call.visit.account.login,
                 line,
                 call.portal.uploads.notifier,
             )
@@ -161,7 +161,7 @@ async def remove_key(call: Call) -> Response:
     fingerprint = str(call.form.get("fingerabdruck", ""))[:100]
     async with call.portal.db.session() as session:
         await accounts.remove_key(
-            session, _actor(call), call.portal.clock.now(), call.visit.account.ik, fingerprint
+            session, _actor(call), call.portal.clock.now(), call.visit.account.login, fingerprint
         )
     return see_other("/konto?hinweis=entfernt")
 
@@ -173,7 +173,7 @@ async def notifications(call: Call) -> Response:
             session,
             _actor(call),
             call.portal.clock.now(),
-            call.visit.account.ik,
+            call.visit.account.login,
             notify=call.form.get("benachrichtigung") == "ja",
             bundles=call.form.get("buendel") == "ja",
         )

@@ -21,7 +21,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qprserver.accounts.enums import Role
 from qprserver.db.models import WebStage
-from qprserver.web import account, auth, berichtsjahr, mailbox, registration, uploads
+from qprserver.web import (
+    account,
+    auth,
+    berichtsjahr,
+    mailbox,
+    meldungen,
+    registration,
+    uploads,
+)
 from qprserver.web.context import Portal
 from qprserver.web.pages import current, not_found, page, see_other
 
@@ -98,6 +106,7 @@ def create_app(portal: Portal) -> Starlette:
             Route(path, endpoint, methods=methods)
             for path, endpoint, methods in berichtsjahr.ROUTES
         ),
+        *(Route(path, endpoint, methods=methods) for path, endpoint, methods in meldungen.ROUTES),
         *(
             Route(path, endpoint, methods=methods)
             for path, endpoint, methods in registration.ROUTES

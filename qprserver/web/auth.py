@@ -1,4 +1,5 @@
-"""Logging in to the portal: IK and password, then a TOTP or recovery code; enrolment
+"""Logging in to the portal: login name (the IK, or ``<IK>-<Standort>`` for a report
+registration's account) and password, then a TOTP or recovery code; enrolment
 of a second factor for accounts that have none; logging out.
 
 Whether an account may log in is the login policy's answer (``access.may_log_in``
@@ -27,6 +28,7 @@ from qprserver.accounts import access
 from qprserver.accounts import sessions as login_sessions
 from qprserver.accounts import websessions as sessions
 from qprserver.accounts.enums import AccountStatus, Channel
+from qprserver.accounts.fields import is_login
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.db.engine import Reads
@@ -58,12 +60,14 @@ from qprserver.web.pages import (
 
 log = logging.getLogger(__name__)
 
-FAILED = "Anmeldung fehlgeschlagen. Bitte IK und Passwort prüfen."
+FAILED = "Anmeldung fehlgeschlagen. Bitte Benutzername (IK) und Passwort prüfen."
 WRONG_CODE = "Der Code wurde nicht angenommen. Bitte den aktuellen Code eingeben."
 BANNED = "Zu viele fehlgeschlagene Anmeldungen. Bitte später erneut versuchen."
 
 _ACCOUNT_AT_LOGIN = (
-    select(Account).where(Account.ik == bindparam("ik")).options(selectinload(Account.password))
+    select(Account)
+    .where(Account.login == bindparam("login"))
+    .options(selectinload(Account.password))
 )
 
 
@@ -80,18 +84,18 @@ async def score_failure(portal: Portal, where: str, account: Account | None) -> 
         return
     keys = [bans.address_key(where)]
     if account is not None:
-        keys.append(bans.account_key(account.ik))
+        keys.append(bans.account_key(account.login))
     newly = await bans.record_failure(portal.db, keys, portal.clock.now(), portal.settings.security)
     for key in newly:
         log.warning("banned %s after repeated failed logins", key)
 
 
-async def _banned(portal: Portal, where: str, ik: str) -> set[str]:
+async def _banned(portal: Portal, where: str, login: str) -> set[str]:
     if bans.allowlisted(where, portal.settings.security):
         return set()
     keys = [bans.address_key(where)]
-    if len(ik) == 9 and ik.isdigit():
-        keys.append(bans.account_key(ik))
+    if is_login(login):
+        keys.append(bans.account_key(login))
     return await bans.banned_keys(portal.db, keys, portal.clock.now())
 
 
@@ -118,7 +122,7 @@ async def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """The first factor: IK and password."""
+    """The first factor: login name (field ``ik``) and password."""
     portal = portal_of(request)
     try:
         form = await read_form(request)
@@ -134,10 +138,10 @@ async def login(request: Request) -> Response:
     if bans.address_key(where) in banned:
         return _login_page(request, BANNED, status=429)
     decision: access.Decision | None = None
-    if len(ik) == 9 and ik.isdigit():
+    if is_login(ik):
 
         async def decide(reads: Reads) -> access.Decision:
-            account = await reads.scalar(_ACCOUNT_AT_LOGIN, {"ik": ik})
+            account = await reads.scalar(_ACCOUNT_AT_LOGIN, {"login": ik})
             return await access.may_log_in(
                 reads,
                 account,
@@ -180,7 +184,7 @@ async def login(request: Request) -> Response:
         access.report(
             Channel.WEB,
             "password",
-            account=ik if len(ik) == 9 and ik.isdigit() else None,
+            account=ik if is_login(ik) else None,
             address=where,
             reason=reason,
         )
@@ -222,13 +226,15 @@ async def _full_login(call: Call, now: datetime, enrolled: list[str] | None = No
     async with portal.db.session() as session:
         await audit.record(
             session,
-            Actor(visit.account.ik, address(request)),
+            Actor(visit.account.login, address(request)),
             "login",
             at=now,
-            target=visit.account.ik,
+            target=visit.account.login,
             details={"channel": Channel.WEB.value},
         )
-    access.report(Channel.WEB, "password+totp", account=visit.account.ik, address=address(request))
+    access.report(
+        Channel.WEB, "password+totp", account=visit.account.login, address=address(request)
+    )
     if enrolled is None:
         response: Response = see_other("/")
     else:
@@ -243,7 +249,7 @@ async def _wrong_code(call: Call, template: str, context: dict[str, object]) -> 
     access.report(
         Channel.WEB,
         "password+totp",
-        account=visit.account.ik,
+        account=visit.account.login,
         address=address(call.request),
         reason=access.Failure.WRONG_CODE,
     )
@@ -251,7 +257,7 @@ async def _wrong_code(call: Call, template: str, context: dict[str, object]) -> 
     failures = await sessions.count_failure(portal.db, visit.session.id)
     if failures >= portal.settings.security.max_auth_attempts:
         await sessions.end(portal.db, visit.session.id)
-        log.info("web login of %s ended after %d wrong codes", visit.account.ik, failures)
+        log.info("web login of %s ended after %d wrong codes", visit.account.login, failures)
         response = _login_page(call.request, FAILED)
         clear_session_cookie(call.request, response)
         return response
@@ -269,7 +275,7 @@ async def code(call: Call) -> Response:
     assert call.form is not None
     now = portal.clock.now()
     given = str(call.form.get("code", ""))[:64]
-    banned = await _banned(portal, address(call.request), visit.account.ik)
+    banned = await _banned(portal, address(call.request), visit.account.login)
     ok = False
     if portal.totp_key is not None and not banned:
         async with portal.db.session() as session:
@@ -305,7 +311,7 @@ async def enrol_form(call: Call) -> Response:
     visit = call.visit
     if visit.session.pending_totp is None or call.portal.totp_key is None:
         return see_other("/anmelden")
-    context = enrolment_context(call.portal, visit.account.ik, visit.session.pending_totp)
+    context = enrolment_context(call.portal, visit.account.login, visit.session.pending_totp)
     return render(
         call.request, "einrichten.html", {**context, "action": "/einrichten"}, visit=visit
     )
@@ -324,14 +330,14 @@ async def confirm_enrolment(call: Call, action: str) -> tuple[list[str] | None, 
     secret = key.decrypt(pending.encode()).decode()
     given = str(call.form.get("code", ""))[:64]
     if not totp.code_matches(secret, given, now):
-        context = {**enrolment_context(portal, visit.account.ik, pending), "action": action}
+        context = {**enrolment_context(portal, visit.account.login, pending), "action": action}
         return None, await _wrong_code(call, "einrichten.html", context)
     async with portal.db.session() as session:
         enrolment = await totp.enable(
             session,
-            Actor(visit.account.ik, address(call.request)),
+            Actor(visit.account.login, address(call.request)),
             now,
-            visit.account.ik,
+            visit.account.login,
             key,
             portal.settings.security.totp_issuer,
             secret=secret,
@@ -367,10 +373,10 @@ async def logout(request: Request) -> Response:
         async with portal.db.session() as session:
             await audit.record(
                 session,
-                Actor(visit.account.ik, address(request)),
+                Actor(visit.account.login, address(request)),
                 "logout",
                 at=portal.clock.now(),
-                target=visit.account.ik,
+                target=visit.account.login,
                 details={"channel": Channel.WEB.value},
             )
     response = see_other("/anmelden?abgemeldet")

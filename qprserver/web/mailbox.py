@@ -111,7 +111,7 @@ def _receipt(call: Call, row: listing.Row) -> receipts.Download:
     account = call.visit.account
     return receipts.Download(
         account.id,
-        account.ik,
+        account.login,
         row.id,
         row.sha256,
         row.name,
@@ -183,7 +183,7 @@ async def _act(call: Call, folder: Folder) -> Response:
         stamp = call.portal.clock.now().strftime("%Y%m%d-%H%M%S")
         return zip_response(call.portal.db, f"{TITLES[folder]}-{stamp}.zip", members)
     if action == "abrufen" and folder is Folder.INBOX:
-        actor = Actor(call.visit.account.ik, address(call.request))
+        actor = Actor(call.visit.account.login, address(call.request))
         now = call.portal.clock.now()
         async with call.portal.db.session() as session:
             for row in rows:
@@ -251,7 +251,7 @@ async def bundle_acknowledge(call: Call) -> Response:
         await mailbox.acknowledge_bundle(
             session,
             call.visit.account,
-            Actor(call.visit.account.ik, address(call.request)),
+            Actor(call.visit.account.login, address(call.request)),
             call.portal.clock.now(),
             bundle.name,
         )

@@ -23,6 +23,7 @@ from qprserver.db.models import Account, WebStage
 from qprserver.errors import InvalidInput, TooManyRequests
 from qprserver.notify.qb_mails import QB_CONFIRM_PATH
 from qprserver.qb import registrations as qb_registrations
+from qprserver.qb.accounts import login_name
 from qprserver.security import totp
 from qprserver.web.anonymous import (
     anonymous_page,
@@ -299,10 +300,18 @@ async def report_confirm(request: Request) -> Response:
         return note(request, "Link ungültig", "Dieser Link ist unvollständig.", status=404)
     try:
         async with portal.db.session() as session:
-            reg = await qb_registrations.confirm(session, portal.clock.now(), token)
+            reg = await qb_registrations.confirm(
+                session,
+                portal.clock.now(),
+                token,
+                settings=portal.settings.registration,
+                notifier=portal.notifier,
+            )
             done = (
                 f"Die Registrierung des Qualitätsberichts {reg.year} für IK {reg.ik}, "
-                f"Standort {reg.site} ist bestätigt."
+                f"Standort {reg.site} ist bestätigt. Ihr Benutzername ist "
+                f"{login_name(reg.ik, reg.site)}; den Link zum Festlegen des Passworts "
+                "erhalten Sie per E-Mail, falls dieser Zugang noch keines hat."
             )
     except InvalidInput as exc:
         return note(request, "Bestätigung nicht möglich", str(exc), status=400)

@@ -205,7 +205,7 @@ async def upload(call: Call) -> Response:
             status=400,
         )
     account = call.visit.account
-    actor = Actor(account.ik, address(call.request))
+    actor = Actor(account.login, address(call.request))
 
     async def last_id(reads: Reads) -> int:
         found = await reads.scalar(

@@ -430,7 +430,14 @@ async def register_report(
         )
     token = await mailed_token(server.db, f"{ik}, Standort {site}", QB_CONFIRM_PATH)
     async with server.db.session() as session:
-        return (await qb_registrations.confirm(session, at, token)).id
+        confirmed = await qb_registrations.confirm(
+            session,
+            at,
+            token,
+            settings=server.settings.registration,
+            notifier=server.notifier,
+        )
+        return confirmed.id
 
 
 async def mailed_token(db: Database, about: str, path: str) -> str:

@@ -100,6 +100,9 @@ SAMPLES: dict[str, Callable[[], Email]] = {
     "qb_registration_confirm": lambda: qb_mails.qb_registration_confirm(
         2025, "260100023", "01", "Klinik <Nord>", "Frau Muster", "t0k", 72
     ),
+    "qb_account_password": lambda: qb_mails.qb_account_password(
+        2025, "260100023", "01", "Klinik <Nord>", "Frau Muster", "260100023-01", "t0k", 72
+    ),
     "qb_registration_known": lambda: qb_mails.qb_registration_known(
         2025, "260100023", "01", "Klinik <Nord>"
     ),

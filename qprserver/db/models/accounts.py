@@ -11,13 +11,16 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from qprserver.accounts.enums import (
@@ -112,17 +115,41 @@ class NetworkList(TypeDecorator[tuple[IPNetwork, ...]]):
         return tuple(ipaddress.ip_network(n, strict=False) for n in value.split(",") if n)
 
 
+def _login_of_ik(context: DefaultExecutionContext) -> str:
+    """An account made without a login name logs in by its IK."""
+    parameters: dict[str, object] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return str(parameters["ik"])
+
+
+# One account per IK for the institution itself (no Standort); a report registration's
+# accounts (``qb/accounts.py``) share the IK and differ by their Standort.
+_INSTITUTION = text("site IS NULL")
+
+
 class Account(Base):
-    """An institution's account, keyed by its IK."""
+    """An account: an institution's, keyed by its IK, or a report registration's
+    (IK + Standort, Qb-R Anlage 2). Both log in by ``login``: the IK, or
+    ``<IK>-<Standort>`` for a report registration's account."""
 
     __tablename__ = "accounts"
     __table_args__ = (
-        UniqueConstraint("ik"),
+        UniqueConstraint("login"),
+        Index(
+            "uq_accounts_ik_institution",
+            "ik",
+            unique=True,
+            sqlite_where=_INSTITUTION,
+            postgresql_where=_INSTITUTION,
+        ),
         CheckConstraint("status IN ('active', 'disabled', 'pending')", name="status"),
     )
 
     id: Mapped[intpk]
     ik: Mapped[ik_str]
+    # The user name of both edges (SFTP, portal): the IK, or <IK>-<Standort>.
+    login: Mapped[str] = mapped_column(String(16), default=_login_of_ik)
+    # The Standortnummer of a report registration's account; None for an institution's.
+    site: Mapped[str | None] = mapped_column(String(6))
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(254))
     roles: Mapped[frozenset[Role]] = mapped_column(RoleList())
