@@ -21,7 +21,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qprserver.accounts.enums import Role
 from qprserver.db.models import WebStage
-from qprserver.web import account, auth, berichtsjahr, mailbox, registration, uploads
+from qprserver.web import (
+    account,
+    auth,
+    berichtsjahr,
+    correction,
+    mailbox,
+    registration,
+    uploads,
+)
 from qprserver.web.context import Portal
 from qprserver.web.pages import current, not_found, page, see_other
 
@@ -102,6 +110,7 @@ def create_app(portal: Portal) -> Starlette:
             Route(path, endpoint, methods=methods)
             for path, endpoint, methods in registration.ROUTES
         ),
+        *(Route(path, endpoint, methods=methods) for path, endpoint, methods in correction.ROUTES),
         Mount(
             "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
         ),
