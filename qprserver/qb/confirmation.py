@@ -1,8 +1,8 @@
 """The confirmation of the registrations after the correction phase (Qb-R Anlage 2
-Nr. 6, and Nr. 8 for late ones): from the day after the phase to the end of the
+Nr. 6, and Nr. 8 for late ones): from the day after the phase to the day after the
 replacement window, every confirmed registration of the year gets one mail with the
 data registered (IK and Standort now fixed). A registration confirmed later (a late
-one) gets its mail on the next run.
+one) gets its mail on the next daily run.
 
 Exactly once per registration and year, however often and on however many nodes the
 job runs, as the reminders (``reminders.py``): ``confirmation_sent_at`` is set by a
@@ -28,13 +28,13 @@ from qprserver.qb.calendar import calendar_for, local_day
 
 def confirmation_years(qb: QbSettings, now: datetime) -> list[int]:
     """The report years whose registrations are confirmed by mail at ``now`` (from the
-    day after the correction phase to the end of the replacement window)."""
+    day after the correction phase to the day after the replacement window)."""
     day = local_day(qb, now)
     candidates = {day.year - 1, *(int(y) for y in qb.years)}
     return sorted(
         y
         for y in candidates
-        if (cal := calendar_for(qb, y)).confirmation <= day <= cal.replacement.end
+        if (cal := calendar_for(qb, y)).confirmation <= day <= cal.final_bundle
     )
 
 

@@ -199,6 +199,13 @@ async def test_mismatches_are_corrected_by_the_link_in_the_phase_and_then_confir
     corrected_mail = next(m for m in confirmed if m.to_addr.endswith("-02@klinik.example"))
     assert "Standortnummer:   03" in corrected_mail.body_text
     assert "Zulassung:        Plankrankenhaus" in corrected_mail.body_text
+    # A late registration (replacement window) gets its confirmation on the next run.
+    await register_report(server, 2019, HOSPITAL, "04", C1_DAY)
+    late_run = await run_job(ctx, "qb-confirmations", C1_DAY + timedelta(days=1))
+    assert late_run.result["confirmed"] == 1
+    late_mail = (await _mails(db, "qb_registration_confirmed"))[-1]
+    assert late_mail.to_addr == f"qb-{HOSPITAL}-04@klinik.example"
+    assert "(nachträgliche Registrierung)" in late_mail.body_text
 
     async with db.read_session() as session:
         status = await lists.status(session, 2019)
@@ -206,7 +213,7 @@ async def test_mismatches_are_corrected_by_the_link_in_the_phase_and_then_confir
         status["abweichung_gemeldet"],
         status["korrigiert"],
         status["bestaetigung_versandt"],
-    ) == (2, 1, 2)
+    ) == (2, 1, 3)
 
 
 async def test_a_c1_file_is_checked_against_the_years_c1_schema_and_the_result_mailed(
