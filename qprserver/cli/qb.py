@@ -161,7 +161,11 @@ def registrations_mismatches(app: App, year: int, file: Path, as_json: bool) -> 
     concerned = app.run(work)
     phase = calendar_for(app.settings.qb, year).correction
     emit(
-        {"berichtsjahr": year, "korrektur_bis": phase.end.isoformat(), "registrierungen": concerned},
+        {
+            "berichtsjahr": year,
+            "korrektur_bis": phase.end.isoformat(),
+            "registrierungen": concerned,
+        },
         as_json=as_json,
         text=lambda _: click.echo(
             f"mismatches {year}: {len(concerned)} registrations told, "

@@ -174,13 +174,14 @@ def check(name: str, tree: etree._ElementTree | None, qb: QbSettings) -> QbResul
     where = f" ({first.where})" if first.where else ""
     more = f"; {checked.total - 1} weitere Schemafehler" if checked.total > 1 else ""
     reason = (
-        f"Teil C-1 {name} abgelehnt: XML-Schema {schema_file.name}: "
-        f"{first.message}{where}{more}"
+        f"Teil C-1 {name} abgelehnt: XML-Schema {schema_file.name}: {first.message}{where}{more}"
     )
     return QbResult(False, checked.findings, protocol, reason + "\n", reason)
 
 
-async def record(session: AsyncSession, document: Document, result: QbResult, now: datetime) -> None:
+async def record(
+    session: AsyncSession, document: Document, result: QbResult, now: datetime
+) -> None:
     """Note an accepted C-1 document: its report, part, and whether a Null-Meldung."""
     protocol = result.protocol
     session.add(

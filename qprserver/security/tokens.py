@@ -133,7 +133,7 @@ async def find(
     return None if query is None else await session.scalar(query)
 
 
-def _usable(purpose: TokenPurpose, token: str, now: datetime) -> Select[tuple[OneTimeToken]] | None:
+def _usable(purpose: TokenPurpose, token: str, now: datetime) -> Select[OneTimeToken] | None:
     clean = normalise_letter_code(token) if purpose is TokenPurpose.LETTER else token.strip()
     if not clean or len(clean) > 100:
         return None

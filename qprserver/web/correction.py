@@ -31,7 +31,9 @@ async def _form(
         reg = await correction.pending(session, portal.clock.now(), token)
     if reg is None:
         status = 400 if values is not None else 404
-        return note(request, "Korrektur nicht möglich", message or INVALID[TokenPurpose.QB_CORRECT], status)
+        return note(
+            request, "Korrektur nicht möglich", message or INVALID[TokenPurpose.QB_CORRECT], status
+        )
     context = {
         "action": request.url.path,
         "year": reg.year,

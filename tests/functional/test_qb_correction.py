@@ -187,8 +187,7 @@ async def test_mismatches_are_corrected_by_the_link_in_the_phase_and_then_confir
     early = await run_job(ctx, "qb-confirmations", PHASE_OVER - timedelta(days=1))
     assert (early.result["years"], early.result["confirmed"]) == ([], 0)
     runs = [
-        await run_job(ctx, "qb-confirmations", PHASE_OVER + timedelta(days=day))
-        for day in range(3)
+        await run_job(ctx, "qb-confirmations", PHASE_OVER + timedelta(days=day)) for day in range(3)
     ]
     assert [run.result["confirmed"] for run in runs] == [2, 0, 0]
     confirmed = await _mails(db, "qb_registration_confirmed")
@@ -247,8 +246,7 @@ async def test_a_c1_file_is_checked_against_the_years_c1_schema_and_the_result_m
 
     async with db.read_session() as session:
         protocols = {
-            p.upload_name: json.loads(p.body)
-            for p in await session.scalars(select(UploadProtocol))
+            p.upload_name: json.loads(p.body) for p in await session.scalars(select(UploadProtocol))
         }
         status = await lists.status(session, 2019)
     checked = protocols[good]["pruefung"]["pruefung"]
@@ -266,9 +264,7 @@ async def test_a_c1_file_is_checked_against_the_years_c1_schema_and_the_result_m
     )
     ctx = job_context(settings, db, server.notifier, server.listener.ctx.blobs)
     await run_job(ctx, "mail-send", C1_DAY)
-    results = {
-        str(m["Subject"]): m for m in smtp.messages if m["To"] == "qs@qs-stelle.example"
-    }
+    results = {str(m["Subject"]): m for m in smtp.messages if m["To"] == "qs@qs-stelle.example"}
     rejected = results[f"QPR-Portal: {bad} abgelehnt"]
     body = rejected.get_body(("plain",))
     assert body is not None

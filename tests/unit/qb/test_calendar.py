@@ -194,7 +194,7 @@ def test_a_shorter_correction_phase_is_configured_and_more_than_four_weeks_refus
     tmp_path: Path,
 ) -> None:
     data = tomllib.loads(
-        "[qb.years.2019]\ncorrection_days = 14\nc1_schema = \"schemas/c1-2019.xsd\"\n"
+        '[qb.years.2019]\ncorrection_days = 14\nc1_schema = "schemas/c1-2019.xsd"\n'
     )
     settings = parse_config(data, tmp_path / "qpr.toml").qb
     assert calendar_for(settings, 2019).correction.end == date(2020, 9, 6)
