@@ -481,11 +481,15 @@ class DateRange(_Section):
 
 class QbYear(_Section):
     """The deadline windows of one report year; a window left out gets the Qb-R's dates
-    (``qb/calendar.py``), and every other date of the year is computed from them."""
+    (``qb/calendar.py``), and every other date of the year is computed from them; the
+    correction phase's length (at most four weeks, Qb-R Anlage 2 Nr. 5) and the XML
+    schema of part C-1 (none: the safe parse only)."""
 
     hospital: DateRange | None = None
     c1: DateRange | None = None
     replacement: DateRange | None = None
+    correction_days: int = Field(default=28, ge=1, le=28)
+    c1_schema: FilePath | None = None
 
 
 class QbSettings(_Section):
@@ -661,6 +665,12 @@ def parse_config(data: dict[str, Any], path: Path) -> Settings:
         update={
             "schemas": {y: _resolve(base, p) for y, p in settings.qb.schemas.items()},
             "rules": {y: _resolve(base, p) for y, p in settings.qb.rules.items()},
+            "years": {
+                y: c.model_copy(
+                    update={"c1_schema": _resolve(base, c.c1_schema) if c.c1_schema else None}
+                )
+                for y, c in settings.qb.years.items()
+            },
         }
     )
     web = settings.web.model_copy(

@@ -113,3 +113,5 @@ class TokenPurpose(StrEnum):
     LETTER = "letter"
     # The address of a report's registration for a Qb-R year (``qb/registrations.py``).
     QB_CONFIRM = "qb-confirm"
+    # The correction of a report registration's IK/Standort in the correction phase.
+    QB_CORRECT = "qb-correct"

@@ -1,5 +1,6 @@
 """``qb``: the Qb-R reporting year, as the operator follows it: its calendar, the
-positive list, the final delivery list, who is missing, and the year at a glance.
+registrations and the mismatches the QS-Stellen report on them, the positive list, the
+final delivery list, who is missing, and the year at a glance.
 Lists print as a table, ``--format csv`` (``;``-separated, for the G-BA) or JSON.
 """
 
@@ -131,6 +132,48 @@ def registrations_export(app: App, year: int, fmt: str) -> None:
     _print(rows, fmt, columns if fmt != "table" else ("ik", "standort", "name", "status"))
 
 
+@registrations_group.command("mismatches")
+@click.argument("year", type=YEAR)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@pass_app
+def registrations_mismatches(app: App, year: int, file: Path, as_json: bool) -> None:
+    """Import the mismatches the QS-Stellen report for report YEAR (CSV: IK;Standort;Grund)
+    in its correction phase: each registration named gets a mail with the mismatch and a
+    link to correct IK/Standort until the phase ends. A file with any bad row (or a row
+    naming no registration of YEAR) changes nothing and names every bad row by its line."""
+    from qprserver.qb import correction
+
+    rows = correction.parse(file.read_bytes())
+
+    async def work(db: Database) -> list[dict[str, object]]:
+        async with db.session() as session:
+            return await correction.import_mismatches(
+                session,
+                app.actor(),
+                app.clock.now(),
+                year,
+                rows,
+                qb=app.settings.qb,
+                notifier=app.notifier(),
+            )
+
+    concerned = app.run(work)
+    phase = calendar_for(app.settings.qb, year).correction
+    emit(
+        {
+            "berichtsjahr": year,
+            "korrektur_bis": phase.end.isoformat(),
+            "registrierungen": concerned,
+        },
+        as_json=as_json,
+        text=lambda _: click.echo(
+            f"mismatches {year}: {len(concerned)} registrations told, "
+            f"correction until {phase.end.isoformat()}"
+        ),
+    )
+
+
 @qb_group.command("delivery-list")
 @click.argument("year", type=YEAR)
 @FORMAT
@@ -160,13 +203,16 @@ def missing(app: App, year: int, fmt: str) -> None:
 @qb_group.command("status")
 @click.argument("year", type=YEAR)
 @FORMAT
+@json_option
 @pass_app
-def status(app: App, year: int, fmt: str) -> None:
-    """Report YEAR at a glance: registrations, deliveries, reminders, the lists."""
+def status(app: App, year: int, fmt: str, as_json: bool) -> None:
+    """Report YEAR at a glance: registrations, the correction phase and confirmation
+    mails, deliveries, reminders, C-1 parts and Null-Meldungen, the lists (``--json``
+    is ``--format json``)."""
     from qprserver.qb import lists
 
     counts = _read(app, lambda session: lists.status(session, year))
-    if fmt == "json":
+    if as_json or fmt == "json":
         emit({"berichtsjahr": year, **counts}, as_json=True)
         return
     rows = [{"was": name, "anzahl": count} for name, count in counts.items()]

@@ -242,6 +242,8 @@ class UploadService:
             )
             session.add(document)
             await session.flush()
+            if kind == c1.C1_KIND and report is not None:
+                await c1.record(session, document, report, now)
             stem, ext = posixpath.splitext(name)
             for recipient in recipients:
                 # Another depositor's document of the same name keeps its name.
@@ -427,7 +429,8 @@ class UploadService:
         tree: XmlTree | None,
     ) -> QbResult | None:
         """The acceptance checks of a hospital quality report (ReportRejected on ``hart``)
-        and of part C-1 from a QS-Stelle (Rejected with the reason)."""
+        and of part C-1 from a QS-Stelle (Rejected with the reason, ReportRejected on a
+        schema error)."""
         if classification is not None and classification.kind == c1.C1_KIND:
             async with self.db.read_session() as session:
                 reason = await c1.refusal(
@@ -435,7 +438,10 @@ class UploadService:
                 )
             if reason is not None:
                 raise Rejected(reason)
-            return None
+            checked = await asyncio.to_thread(c1.check, name, tree, self.settings.qb)
+            if not checked.accepted:
+                raise ReportRejected(checked)
+            return checked
         if classification is None or classification.kind != QUALITY_REPORT:
             return None
         report = parse_report_name(name)

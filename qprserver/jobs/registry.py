@@ -166,6 +166,15 @@ async def _qb_reminders(ctx: JobContext, at: datetime) -> dict[str, Any]:
     }
 
 
+async def _qb_confirmations(ctx: JobContext, at: datetime) -> dict[str, Any]:
+    from qprserver.qb import confirmation
+
+    qb = ctx.settings.qb
+    async with ctx.db.session() as session:
+        queued = await confirmation.confirm_registrations(session, at, qb, ctx.notifier)
+    return {"years": confirmation.confirmation_years(qb, at), "confirmed": queued}
+
+
 async def _sweep(ctx: JobContext, at: datetime) -> dict[str, Any]:
     # Partial uploads kept past their time go; the rest of those kept stay.
     expired = await partials.expire(ctx.db, at, ctx.settings.storage.partial_keep)
@@ -240,6 +249,14 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
             "qb-reminders",
             "Erinnerungen vor den Fristen: Krankenhäuser ohne Bericht, QS-Stellen ohne C-1",
             _qb_reminders,
+            ("cron", jobs.retention),
+            daily(tz),
+        ),
+        JobSpec(
+            "qb-confirmations",
+            "Bestätigung der Berichtsregistrierungen mit den registrierten Daten "
+            "nach der Korrekturphase",
+            _qb_confirmations,
             ("cron", jobs.retention),
             daily(tz),
         ),

@@ -7,8 +7,10 @@ from typing import TypedDict
 from qprserver.notify.emails import Email
 from qprserver.notify.registration_mails import PASSWORD_PATH
 
-# The portal's path that confirms a report's registration (``web/`` serves it).
+# The portal's paths that confirm a report's registration and correct its IK/Standort
+# in the correction phase (``web/`` serves them).
 QB_CONFIRM_PATH = "/berichtsjahr/bestaetigen/"
+QB_CORRECT_PATH = "/berichtsjahr/korrigieren/"
 
 
 class Report(TypedDict):
@@ -31,6 +33,22 @@ class AccountLink(ConfirmLink):
 class Reminder(Report):
     contact: str
     deadline: str
+
+
+class CorrectionLink(Report):
+    contact: str
+    mismatch: str
+    path: str
+    until: str
+
+
+class Registered(Report):
+    contact: str
+    email: str
+    phone: str
+    basis: str
+    further_iks: str
+    late: bool
 
 
 class C1Reminder(TypedDict):
@@ -105,3 +123,51 @@ def qb_c1_reminder(year: int, ik: str, name: str, deadline: str, lacking: list[s
         "lacking": lacking,
     }
     return Email("qb_c1_reminder", context)
+
+
+def qb_correction(
+    year: int,
+    ik: str,
+    site: str,
+    hospital: str,
+    contact: str,
+    mismatch: str,
+    token: str,
+    until: str,
+) -> Email:
+    """A QS-Stelle's list differs from this registration: correct IK/Standort by the link
+    until the correction phase ends."""
+    context: CorrectionLink = {
+        **_report(year, ik, site, hospital),
+        "contact": contact,
+        "mismatch": mismatch,
+        "path": QB_CORRECT_PATH + token,
+        "until": until,
+    }
+    return Email("qb_correction", context)
+
+
+def qb_registration_confirmed(
+    year: int,
+    ik: str,
+    site: str,
+    hospital: str,
+    *,
+    contact: str,
+    email: str,
+    phone: str,
+    basis: str,
+    further_iks: str,
+    late: bool,
+) -> Email:
+    """The registration stands (after the correction phase): the data registered."""
+    context: Registered = {
+        **_report(year, ik, site, hospital),
+        "contact": contact,
+        "email": email,
+        "phone": phone,
+        "basis": basis,
+        "further_iks": further_iks,
+        "late": late,
+    }
+    return Email("qb_registration_confirmed", context)

@@ -108,6 +108,58 @@ async def open_account(
     return account
 
 
+async def follow_identity(
+    session: AsyncSession,
+    now: datetime,
+    reg: QbRegistration,
+    settings: RegistrationSettings,
+    notifier: Notifier,
+) -> Account | None:
+    """After a correction of IK or Standort the registration's account follows it, so
+    that it delivers the corrected report: an account that serves this registration
+    alone takes the new login ``<IK>-<Standort>`` (password and second factor stay);
+    otherwise the registration is tied to the account of the new login, made as at the
+    confirmation when there is none. An account left without a registration is
+    disabled. None for a registration without an account (not confirmed yet)."""
+    if reg.account_id is None:
+        return None
+    old = await session.get_one(Account, reg.account_id, with_for_update=True)
+    login = login_name(reg.ik, reg.site)
+    if old.login == login:
+        return old
+    shared = await session.scalar(
+        select(QbRegistration.id)
+        .where(QbRegistration.account_id == old.id, QbRegistration.id != reg.id)
+        .limit(1)
+    )
+    taken = await session.scalar(select(Account.id).where(Account.login == login))
+    if shared is None and taken is None:
+        before = old.login
+        old.login, old.ik, old.site, old.land = login, reg.ik, reg.site, IK(reg.ik).land
+        old.updated_at = now
+        await audit.record(
+            session,
+            Actor(before, "web"),
+            "account.update",
+            at=now,
+            target=login,
+            details={"registration": reg.id, "login": {"before": before, "after": login}},
+        )
+        return old
+    account = await open_account(session, now, reg, settings, notifier)
+    if shared is None:
+        old.status, old.updated_at = AccountStatus.DISABLED, now
+        await audit.record(
+            session,
+            Actor(old.login, "web"),
+            "account.disable",
+            at=now,
+            target=old.login,
+            details={"registration": reg.id, "reason": f"Registrierung jetzt {login}"},
+        )
+    return account
+
+
 def first_password_due(account: Account) -> bool:
     """True for a report registration's account that has no password yet (its
     ``password`` loaded): the mailed first-password link may set one."""

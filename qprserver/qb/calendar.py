@@ -6,6 +6,9 @@ dates. Report year Y is delivered in Y+1:
 - registration opens 18 weeks and closes 12 weeks before the hospital deadline; late
   registration is possible within the replacement window; C-1 data is taken only for
   hospitals registered by the close of the registration window (≥ 12 weeks before);
+- the correction phase follows the registration window: ``correction_days`` of
+  ``[qb.years.<Y>]`` long, 28 by default and at most (Qb-R Anlage 2 Nr. 5: "maximal
+  vierwöchig"); the registrations' confirmation mails go from the day after it;
 - reminders 14 days before the hospital and the C-1 deadline;
 - the final bundle (§ 6 (5)) on the day after the replacement window.
 
@@ -15,7 +18,7 @@ All dates are calendar days in ``qb.timezone``, both ends of a window included.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from qprserver.config import DateRange, QbSettings
@@ -23,6 +26,7 @@ from qprserver.config import DateRange, QbSettings
 REGISTRATION_OPENS = timedelta(weeks=18)
 REGISTRATION_CLOSES = timedelta(weeks=12)
 REMINDER_BEFORE = timedelta(days=14)
+CORRECTION_DAYS = 28
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,7 @@ class YearCalendar:
     replacement: Window
     # True when ``[qb.years.<Y>]`` exists; else the regulation's dates.
     configured: bool
+    correction_days: int = CORRECTION_DAYS
 
     @property
     def registration(self) -> Window:
@@ -62,6 +67,23 @@ class YearCalendar:
             deadline - REGISTRATION_OPENS,
             deadline - REGISTRATION_CLOSES,
         )
+
+    @property
+    def correction(self) -> Window:
+        """The correction phase: from the day after the registration window, on
+        ``correction_days``; IK and Standort change only here and in registration."""
+        closed = self.registration.end
+        return Window(
+            "correction",
+            "Korrekturphase",
+            closed + timedelta(days=1),
+            closed + timedelta(days=self.correction_days),
+        )
+
+    @property
+    def confirmation(self) -> date:
+        """The day after the correction phase: the registrations are confirmed by mail."""
+        return self.correction.end + timedelta(days=1)
 
     @property
     def late_registration(self) -> Window:
@@ -96,6 +118,8 @@ class YearCalendar:
         """The calendar as rows: what happens, from, to (ISO dates), earliest first."""
         spans: list[tuple[str, date, date]] = [
             (self.registration.label, self.registration.start, self.registration.end),
+            (self.correction.label, self.correction.start, self.correction.end),
+            ("Bestätigung der Registrierungen", self.confirmation, self.confirmation),
             (self.hospital.label, self.hospital.start, self.hospital.end),
             ("Erinnerung Krankenhäuser", self.hospital_reminder, self.hospital_reminder),
             (self.c1.label, self.c1.start, self.c1.end),
@@ -146,6 +170,7 @@ def calendar_for(settings: QbSettings, year: int) -> YearCalendar:
             span((11, 23), (12, 15)),
         ),
         configured=configured is not None,
+        correction_days=configured.correction_days if configured else CORRECTION_DAYS,
     )
 
 
@@ -154,6 +179,11 @@ def local_day(settings: QbSettings, at: datetime) -> date:
     if at.tzinfo is None:
         raise ValueError("the calendar needs a timezone-aware time")
     return at.astimezone(ZoneInfo(settings.timezone)).date()
+
+
+def end_of_day(settings: QbSettings, day: date) -> datetime:
+    """The moment a calendar day in ``qb.timezone`` ends (the next day's midnight)."""
+    return datetime.combine(day + timedelta(days=1), time(), ZoneInfo(settings.timezone))
 
 
 def final_bundle_year(settings: QbSettings, at: datetime) -> int | None:

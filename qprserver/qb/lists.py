@@ -14,6 +14,7 @@ from qprserver.accounts.enums import RegistrationState
 from qprserver.db.models import (
     Document,
     Outcome,
+    QbC1Delivery,
     QbPositiveListEntry,
     QbRegistration,
     UploadProtocol,
@@ -118,7 +119,9 @@ async def missing(session: AsyncSession, year: int) -> list[dict[str, object]]:
 
 
 async def status(session: AsyncSession, year: int) -> dict[str, int]:
-    """The year at a glance: counts of registrations, deliveries and the lists."""
+    """The year at a glance: counts of registrations (with the correction phase and the
+    confirmation mails), deliveries, C-1 parts (Null-Meldungen among them; current
+    versions) and the lists."""
     registrations = list((await _registered(session, year)).values())
     protocols = (
         await session.execute(
@@ -145,16 +148,29 @@ async def status(session: AsyncSession, year: int) -> dict[str, int]:
             or_(Document.name.like(f"%-{year}-Land.xml"), Document.name.like(f"%-{year}-bund.xml")),
         )
     )
+    null_reports = await session.scalar(
+        select(func.count(QbC1Delivery.id))
+        .join(Document, Document.id == QbC1Delivery.document_id)
+        .where(
+            QbC1Delivery.year == year,
+            QbC1Delivery.null_report.is_(True),
+            Document.current.is_(True),
+        )
+    )
     return {
         "registriert": len(registrations),
         "bestaetigt": sum(r.state is RegistrationState.BESTAETIGT for r in registrations),
         "nachregistriert": sum(r.late for r in registrations),
+        "abweichung_gemeldet": sum(r.mismatch_at is not None for r in registrations),
+        "korrigiert": sum(r.corrected_at is not None for r in registrations),
+        "bestaetigung_versandt": sum(r.confirmation_sent_at is not None for r in registrations),
         "geliefert": sum(outcomes.values()),
         "angenommen": len(await delivery_list(session, year)),
         "abgelehnt": outcomes.get(Outcome.REJECTED, 0),
         "ersetzt": replaced or 0,
         "erinnert": sum(r.reminded_at is not None for r in registrations),
         "c1_erhalten": c1_received or 0,
+        "null_meldungen": null_reports or 0,
         "positivliste": listed or 0,
         "fehlend": len(await missing(session, year)),
     }

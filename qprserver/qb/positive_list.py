@@ -8,9 +8,6 @@ Format: UTF-8 (a BOM is allowed), ``;``-separated, a header row with the columns
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,13 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.db.models import QbPositiveListEntry
-from qprserver.errors import InvalidInput
-from qprserver.ik import IK
+from qprserver.qb import csvrows
 
 COLUMNS = ("ik", "standort", "name", "adresse")
-_SITE = re.compile(r"[0-9]{2}|[0-9]{6}")
-# Bad rows named in one error, at most; the count says how many more.
-_SHOWN = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,55 +34,16 @@ class Entry:
 
 def parse(data: bytes) -> list[Entry]:
     """The entries of a positive-list file, or InvalidInput naming every bad row."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInput("positive list: not UTF-8") from None
-    rows = csv.reader(io.StringIO(text, newline=""), delimiter=";")
-    header = [cell.strip().lower() for cell in next(rows, [])]
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise InvalidInput(
-            f"positive list: line 1: header needs the columns IK;Standort;Name;Adresse "
-            f"(missing: {', '.join(missing)})"
-        )
-    where = {column: header.index(column) for column in COLUMNS}
+    found = csvrows.read(data, "positive list", COLUMNS, "IK;Standort;Name;Adresse")
     entries: list[Entry] = []
-    errors: list[str] = []
-    seen: dict[tuple[str, str], int] = {}
-    for line, row in enumerate(rows, start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) < len(header):
-            errors.append(f"line {line}: {len(row)} columns, expected {len(header)}")
-            continue
-        value = {column: row[index].strip() for column, index in where.items()}
-        try:
-            ik = IK.parse(value["ik"]).value
-        except InvalidInput as exc:
-            errors.append(f"line {line}: {exc}")
-            continue
-        if not _SITE.fullmatch(value["standort"]):
-            errors.append(
-                f"line {line}: Standort {value['standort']!r} is neither two nor six digits"
-            )
-            continue
+    for line, value in found.rows:
         if not value["name"]:
-            errors.append(f"line {line}: name is empty")
+            found.bad(line, "name is empty")
             continue
-        key = (ik, value["standort"])
-        if key in seen:
-            errors.append(f"line {line}: IK {ik} Standort {key[1]} repeats line {seen[key]}")
-            continue
-        seen[key] = line
-        entries.append(Entry(ik, key[1], value["name"][:200], value["adresse"][:300]))
-    if errors:
-        more = f"; and {len(errors) - _SHOWN} more" if len(errors) > _SHOWN else ""
-        raise InvalidInput(
-            f"positive list: {len(errors)} bad rows, nothing imported: "
-            + "; ".join(errors[:_SHOWN])
-            + more
-        )
+        key = found.report(line, value)
+        if key is not None:
+            entries.append(Entry(*key, value["name"][:200], value["adresse"][:300]))
+    found.refuse_if_bad()
     return entries
 
 

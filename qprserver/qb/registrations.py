@@ -64,17 +64,24 @@ class ReportRegistrationForm:
     further_iks: tuple[str, ...] = ()
 
 
-def _validated(form: ReportRegistrationForm) -> QbRegistration:
-    """The form as an unsaved registration, or InvalidInput naming the first bad field."""
-    ik = IK.parse(form.ik)
+def validated_identity(ik_text: str, site_text: str) -> tuple[str, str]:
+    """IK and Standortnummer of a report as typed, checked: (IK, Standort), or
+    InvalidInput naming the bad one (registration and correction alike)."""
+    ik = IK.parse(ik_text)
     if ik.classification != HOSPITAL_CLASS:
         raise InvalidInput(f"IK {ik}: kein Krankenhaus-IK (Klasse {HOSPITAL_CLASS}…)")
-    site = form.site.strip()
+    site = site_text.strip()
     if not _SITE.fullmatch(site):
         raise InvalidInput(
             "Standortnummer: zwei Ziffern (00 ohne Standorte, 01… je Standort, 99 Gesamtbericht) "
             "oder ab Berichtsjahr 2020 die sechsstellige Nummer aus dem Standortverzeichnis"
         )
+    return ik.value, site
+
+
+def _validated(form: ReportRegistrationForm) -> QbRegistration:
+    """The form as an unsaved registration, or InvalidInput naming the first bad field."""
+    ik, site = validated_identity(form.ik, form.site)
     email = normalise_email(form.email)
     if email is None:
         raise InvalidInput("E-Mail-Adresse: bitte angeben")
@@ -88,7 +95,7 @@ def _validated(form: ReportRegistrationForm) -> QbRegistration:
     further = sorted({IK.parse(other).value for other in form.further_iks if other.strip()})
     return QbRegistration(
         year=form.year,
-        ik=ik.value,
+        ik=ik,
         site=site,
         hospital=normalise_text(form.hospital, "Name des Krankenhauses"),
         contact=normalise_text(form.contact, "Ansprechperson"),

@@ -13,7 +13,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts.enums import TokenPurpose
@@ -34,6 +34,8 @@ INVALID = {
     TokenPurpose.LETTER: "Der Aktivierungscode ist falsch, abgelaufen oder wurde schon benutzt.",
     TokenPurpose.QB_CONFIRM: "Der Bestätigungslink der Berichtsregistrierung ist ungültig, "
     "abgelaufen oder wurde schon benutzt.",
+    TokenPurpose.QB_CORRECT: "Der Korrekturlink der Berichtsregistrierung ist ungültig, "
+    "abgelaufen oder wurde schon benutzt. Die Korrekturphase endet mit ihrem letzten Tag.",
 }
 
 
@@ -109,27 +111,38 @@ async def consume(
     """Use a token up; InvalidInput when it is unknown, expired, used or of another
     purpose (or, with ``account_id``, another account's). The row is locked, so of two
     concurrent uses one wins."""
-    clean = normalise_letter_code(token) if purpose is TokenPurpose.LETTER else token.strip()
-    if not clean or len(clean) > 100:
+    query = _usable(purpose, token, now)
+    if query is None:
         raise InvalidInput(INVALID[purpose])
-    query = (
-        select(OneTimeToken)
-        .where(
-            OneTimeToken.token_hash == digest(clean),
-            OneTimeToken.purpose == purpose,
-            OneTimeToken.used_at.is_(None),
-            OneTimeToken.expires_at > now,
-        )
-        .with_for_update()
-    )
     if account_id is not None:
         query = query.where(OneTimeToken.account_id == account_id)
-    row = await session.scalar(query)
+    row = await session.scalar(query.with_for_update())
     if row is None:
         raise InvalidInput(INVALID[purpose])
     row.used_at = now
     await session.flush()
     return row
+
+
+async def find(
+    session: AsyncSession, purpose: TokenPurpose, token: str, now: datetime
+) -> OneTimeToken | None:
+    """The token's row while it can still be used, without using it up (a page that
+    shows what its form will change); None when it is unknown, expired or used."""
+    query = _usable(purpose, token, now)
+    return None if query is None else await session.scalar(query)
+
+
+def _usable(purpose: TokenPurpose, token: str, now: datetime) -> Select[OneTimeToken] | None:
+    clean = normalise_letter_code(token) if purpose is TokenPurpose.LETTER else token.strip()
+    if not clean or len(clean) > 100:
+        return None
+    return select(OneTimeToken).where(
+        OneTimeToken.token_hash == digest(clean),
+        OneTimeToken.purpose == purpose,
+        OneTimeToken.used_at.is_(None),
+        OneTimeToken.expires_at > now,
+    )
 
 
 async def purge(session: AsyncSession, now: datetime) -> int:

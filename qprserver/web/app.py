@@ -25,6 +25,7 @@ from qprserver.web import (
     account,
     auth,
     berichtsjahr,
+    correction,
     mailbox,
     meldungen,
     registration,
@@ -111,6 +112,7 @@ def create_app(portal: Portal) -> Starlette:
             Route(path, endpoint, methods=methods)
             for path, endpoint, methods in registration.ROUTES
         ),
+        *(Route(path, endpoint, methods=methods) for path, endpoint, methods in correction.ROUTES),
         Mount(
             "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
         ),

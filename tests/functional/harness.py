@@ -376,10 +376,16 @@ REGISTERED_AT = datetime(2020, 7, 20, 10, 0, tzinfo=UTC)
 
 
 async def start_qb_server(
-    tmp_path: Path, db: Database, schema: Path, **qb_settings: object
+    tmp_path: Path,
+    db: Database,
+    schema: Path,
+    *,
+    year_settings: dict[str, object] | None = None,
+    **qb_settings: object,
 ) -> Server:
     """A server that checks 2019 quality reports (schema, windows), its clock inside the
-    hospital window, with a hospital depositor and the Land's recipient routed."""
+    hospital window, with a hospital depositor and the Land's recipient routed;
+    ``year_settings``: more keys of ``[qb.years.2019]`` (``c1_schema``…)."""
     settings = make_settings(tmp_path, db.settings.url, db.settings.schema_name)
     qb = settings.qb.model_validate(
         {
@@ -389,6 +395,7 @@ async def start_qb_server(
                 "2019": {
                     "hospital": {"start": "2020-10-15", "end": "2020-11-15"},
                     "replacement": {"start": "2020-11-23", "end": "2020-12-15"},
+                    **(year_settings or {}),
                 }
             },
         }

@@ -1,12 +1,18 @@
 """``qb``: the calendar of a report year from the config (old configs refused), the
-positive-list import (all or nothing, bad rows by line) and the year's lists as table,
-CSV and JSON."""
+positive-list and mismatch imports (all or nothing, bad rows by line) and the year's
+lists as table, CSV and JSON."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qprserver.accounts.enums import RegistrationState
+from qprserver.db.models import QbRegistration
 from tests.functional.conftest import Instance
 
 HOSPITAL = "260100023"
@@ -89,3 +95,86 @@ def test_the_registrations_of_a_year_export_for_the_qs_stellen(instance: Instanc
     assert (
         json.loads(instance.ok("qb", "registrations", "export", "2019", "--format", "json")) == []
     )
+
+
+def _in_correction_phase(instance: Instance) -> int:
+    """Configure report year 2030 so that today (Berlin) lies inside its correction phase
+    (the registration window closed ten days ago); the year."""
+    today = datetime.now(ZoneInfo("Europe/Berlin")).date()
+    deadline = today - timedelta(days=10) + timedelta(weeks=12)
+    start = deadline - timedelta(days=30)
+    _configure(instance, f"[qb.years.2030]\nhospital = {{ start = {start}, end = {deadline} }}\n")
+    return 2030
+
+
+def _registration(site: str) -> QbRegistration:
+    now = datetime.now(UTC)
+    return QbRegistration(
+        year=2030,
+        ik=HOSPITAL,
+        site=site,
+        hospital=f"Klinik {site}",
+        contact="Frau Muster",
+        email=f"qb-{site}@klinik.example",
+        phone="0431 1234-56",
+        basis="plankrankenhaus",
+        further_iks="",
+        address="127.0.0.1",
+        state=RegistrationState.BESTAETIGT,
+        late=False,
+        created_at=now,
+        confirmed_at=now,
+        updated_at=now,
+    )
+
+
+def test_mismatches_import_in_the_correction_phase_all_or_nothing_and_mail_each_registration(
+    instance: Instance, tmp_path: Path
+) -> None:
+    year = _in_correction_phase(instance)
+
+    async def add(session: AsyncSession) -> None:
+        session.add_all([_registration("01"), _registration("02")])
+
+    instance.in_session(add)
+    rows = instance.json("qb", "calendar", str(year))["termine"]
+    phase = next(row for row in rows if row["was"] == "Korrekturphase")
+    bad = tmp_path / "abweichungen.csv"
+    bad.write_text(
+        "IK;Standort;Grund\n"
+        f"{HOSPITAL};01;Standort unbekannt\n"
+        f"{HOSPITAL};03;nicht registriert\n"
+        f"{HOSPITAL};02;\n",
+        encoding="utf-8",
+    )
+    line = instance.fails("qb", "registrations", "mismatches", str(year), str(bad))
+    assert line == (
+        "Error: mismatches: 1 bad rows, nothing imported: line 4: Grund (reason) is empty"
+    )
+    bad.write_text(bad.read_text(encoding="utf-8").replace(";02;\n", ";02;IK abweichend\n"))
+    line = instance.fails("qb", "registrations", "mismatches", str(year), str(bad))
+    assert line == (
+        f"Error: mismatches: 1 bad rows, nothing imported: line 3: IK {HOSPITAL} Standort 03 "
+        f"is not registered for {year}"
+    )
+    assert json.loads(instance.ok("qb", "status", str(year), "--json"))["abweichung_gemeldet"] == 0
+
+    good = tmp_path / "abweichungen-gut.csv"
+    good.write_text(f"ik;standortnummer;reason\n{HOSPITAL};02;IK abweichend\n", encoding="utf-8")
+    told = instance.json("qb", "registrations", "mismatches", str(year), str(good))
+    assert told == {
+        "berichtsjahr": year,
+        "korrektur_bis": phase["bis"],
+        "registrierungen": [
+            {
+                "ik": HOSPITAL,
+                "standort": "02",
+                "name": "Klinik 02",
+                "email": "qb-02@klinik.example",
+                "grund": "IK abweichend",
+            }
+        ],
+    }
+    mails = instance.json("mail", "list")
+    assert [m["to"] for m in mails if "Abweichung" in m["subject"]] == ["qb-02@klinik.example"]
+    assert json.loads(instance.ok("qb", "status", str(year), "--json"))["abweichung_gemeldet"] == 1

@@ -1,8 +1,9 @@
 """A whole report year with the injected clock: registrations in and out of their
 windows, confirmation, hospital deliveries of the real 2019 report (renamed per
-registration), a rejection, a replacement, the reminder exactly once, the final bundle
-once with the latest versions, the positive list, then the delivery list and who is
-missing."""
+registration), a rejection, a replacement, the reminder exactly once, C-1 parts and a
+Null-Meldung (counted), the final bundle once with the latest versions, the positive
+list, then the delivery list and who is missing. The correction phase, the confirmation
+mails and the C-1 schema check: ``test_qb_correction.py``."""
 
 from __future__ import annotations
 
@@ -160,6 +161,16 @@ async def test_a_report_year_from_registration_to_the_list_of_who_is_missing(
     assert any("nicht bis zum 23.08.2020 registriert" in body for body in reasons)
     assert any("nur QS-Stellen (Konten mit der Rolle qs-stelle)" in body for body in reasons)
     assert any("Null-Meldung: erwartet wird <NullMeldung" in body for body in reasons)
+    async with db.read_session() as session:
+        accepted = (
+            await session.scalars(
+                select(UploadProtocol.body).where(
+                    UploadProtocol.upload_name == land, UploadProtocol.outcome == "accepted"
+                )
+            )
+        ).one()
+    # No C-1 schema configured for 2019: the safe parse only, and the protocol says so.
+    assert "nur sichere XML-Prüfung" in accepted
 
     # 1 Dec, 14 days before the C-1 deadline: the QS-Stelle of the Land is told, once,
     # which reports registered in time still lack its Land data (02 has only Bund).
@@ -209,12 +220,16 @@ async def test_a_report_year_from_registration_to_the_list_of_who_is_missing(
         "registriert": 3,
         "bestaetigt": 3,
         "nachregistriert": 1,
+        "abweichung_gemeldet": 0,
+        "korrigiert": 0,
+        "bestaetigung_versandt": 0,
         "geliefert": 5,
         "angenommen": 2,
         "abgelehnt": 2,
         "ersetzt": 1,
         "erinnert": 1,
         "c1_erhalten": 2,
+        "null_meldungen": 1,
         "positivliste": 3,
         "fehlend": 3,
     }

@@ -106,6 +106,40 @@ SAMPLES: dict[str, Callable[[], Email]] = {
     "qb_registration_known": lambda: qb_mails.qb_registration_known(
         2025, "260100023", "01", "Klinik <Nord>"
     ),
+    "qb_correction": lambda: qb_mails.qb_correction(
+        2025,
+        "260100023",
+        "01",
+        "Klinik <Nord>",
+        "Frau Muster",
+        "Standort 01 bei der QS-Stelle unbekannt",
+        "t0k",
+        "20.09.2026",
+    ),
+    "qb_registration_confirmed:late": lambda: qb_mails.qb_registration_confirmed(
+        2025,
+        "260100023",
+        "01",
+        "Klinik <Nord>",
+        contact="Frau Muster",
+        email="qb@klinik.example",
+        phone="0431 1234-56",
+        basis="Plankrankenhaus",
+        further_iks="260100034",
+        late=True,
+    ),
+    "qb_registration_confirmed:in-time": lambda: qb_mails.qb_registration_confirmed(
+        2025,
+        "260100023",
+        "99",
+        "Klinik <Nord>",
+        contact="Frau Muster",
+        email="qb@klinik.example",
+        phone="0431 1234-56",
+        basis="Hochschulklinik",
+        further_iks="",
+        late=False,
+    ),
     "qb_c1_reminder": lambda: qb_mails.qb_c1_reminder(
         2025, "100000011", "QS-Stelle <SH>", "15.12.2026", ["IK 260100023, Standort 01: Klinik"]
     ),

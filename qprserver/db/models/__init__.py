@@ -37,7 +37,7 @@ from qprserver.db.models.operations import (
     JobRun,
     MailMessage,
 )
-from qprserver.db.models.qb import QbPositiveListEntry, QbRegistration
+from qprserver.db.models.qb import QbC1Delivery, QbPositiveListEntry, QbRegistration
 from qprserver.db.models.registrations import (
     REGISTRATION_STATES,
     OneTimeToken,
@@ -71,6 +71,7 @@ __all__ = [
     "PartialUpload",
     "PasswordCredential",
     "ProcedureList",
+    "QbC1Delivery",
     "QbPositiveListEntry",
     "QbRegistration",
     "RecoveryCode",

@@ -1,10 +1,19 @@
-"""Tables of the Qb-R reporting year: one registration per report (IK + Standort)."""
+"""Tables of the Qb-R reporting year: one registration per report (IK + Standort), the
+G-BA's positive list, and the C-1 parts accepted from the QS-Stellen."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from qprserver.accounts.enums import RegistrationState
@@ -50,6 +59,13 @@ class QbRegistration(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Set by the one reminder before the hospital deadline.
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The mismatch a QS-Stelle reported for IK/Standort (correction phase), and when.
+    mismatch: Mapped[str | None] = mapped_column(Text)
+    mismatch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the hospital last corrected (or kept) IK/Standort by its correction link.
+    corrected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set by the one confirmation mail with the registered data after the correction phase.
+    confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[utc]
 
 
@@ -66,3 +82,25 @@ class QbPositiveListEntry(Base):
     name: Mapped[str] = mapped_column(String(200))
     address: Mapped[str] = mapped_column(String(300))
     imported_at: Mapped[utc]
+
+
+class QbC1Delivery(Base):
+    """An accepted part C-1 (one document): which report and part it is for, and whether
+    it is a Null-Meldung (the QS-Stelle has no QS data for the hospital)."""
+
+    __tablename__ = "qb_c1_deliveries"
+    __table_args__ = (
+        CheckConstraint("part IN ('Land', 'bund')", name="part"),
+        Index("ix_qb_c1_deliveries_year", "year"),
+    )
+
+    id: Mapped[intpk]
+    document_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("documents.id", ondelete="CASCADE"), unique=True
+    )
+    year: Mapped[int]
+    ik: Mapped[ik_str]
+    site: Mapped[str] = mapped_column(String(6))
+    part: Mapped[str] = mapped_column(String(4))
+    null_report: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[utc]

@@ -73,7 +73,8 @@ class OneTimeToken(Base):
     __table_args__ = (
         UniqueConstraint("token_hash"),
         CheckConstraint(
-            "purpose IN ('confirm', 'password', 'reset', 'letter', 'qb-confirm')", name="purpose"
+            "purpose IN ('confirm', 'password', 'reset', 'letter', 'qb-confirm', 'qb-correct')",
+            name="purpose",
         ),
     )
 

@@ -176,3 +176,28 @@ def test_an_old_config_stops_naming_the_keys_that_replace_it(
 ) -> None:
     with pytest.raises(ConfigError, match=names):
         parse_config(data, tmp_path / "qpr.toml")
+
+
+def test_the_correction_phase_follows_registration_for_four_weeks_then_the_confirmation() -> None:
+    calendar = calendar_for(SETTINGS, 2019)
+    assert (calendar.correction.start, calendar.correction.end) == (
+        date(2020, 8, 24),
+        date(2020, 9, 20),
+    )
+    assert calendar.confirmation == date(2020, 9, 21)
+    rows = {row["was"]: (row["von"], row["bis"]) for row in calendar.rows()}
+    assert rows["Korrekturphase"] == ("2020-08-24", "2020-09-20")
+    assert rows["Bestätigung der Registrierungen"] == ("2020-09-21", "2020-09-21")
+
+
+def test_a_shorter_correction_phase_is_configured_and_more_than_four_weeks_refused(
+    tmp_path: Path,
+) -> None:
+    data = tomllib.loads(
+        '[qb.years.2019]\ncorrection_days = 14\nc1_schema = "schemas/c1-2019.xsd"\n'
+    )
+    settings = parse_config(data, tmp_path / "qpr.toml").qb
+    assert calendar_for(settings, 2019).correction.end == date(2020, 9, 6)
+    assert settings.years["2019"].c1_schema == tmp_path / "schemas" / "c1-2019.xsd"
+    with pytest.raises(ConfigError, match=r"qb\.years\.2019\.correction_days"):
+        parse_config(tomllib.loads("[qb.years.2019]\ncorrection_days = 29\n"), tmp_path / "q.toml")
