@@ -2,10 +2,12 @@
 
     python bench/audit_rate.py --db-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
-Each append takes the chain's advisory lock until its transaction commits, so all
-nodes' appends queue on it. ``--processes`` processes (as many nodes' workers) each
-append one event per transaction, as an upload does, for ``--seconds``; the total
-rate is what the chain allows every upload of every node together.
+Each append takes the advisory lock of one of the chain's lanes until its
+transaction commits (``qprserver/audit/chain.py``), so appends of up to that many
+transactions at once run side by side. ``--processes`` processes (as many nodes'
+workers) each append one event per transaction, as an upload does, for
+``--seconds``; the total rate is what the chain allows every upload of every node
+together.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The append-only audit log with a keyed hash chain.
+"""The append-only audit log with keyed hash chains.
 
 Each row stores the hash of the row before it and its own hash over its content,
 so an edited, inserted or deleted row breaks the chain and ``verify`` finds it.
@@ -6,12 +6,38 @@ With the instance's audit key (``security.audit_key``) the hash is an
 HMAC-SHA-256, so whoever can write the database but not read the key cannot
 recompute it; rows written before the key existed keep their plain SHA-256 and
 verify that way (``audit_seal``: the signed checkpoint says from which row on the
-key applies, and where the chain's head was, so removing rows is found too).
+key applies, and where every chain's head was, so removing rows is found too).
 
-Rows join the chain one way: ``append`` on a connection in a write transaction reads
-the head and inserts the chained rows of one or many events. ``record`` and
-``record_many`` call it from a session; SQLite's fast path (``Database.write_now``,
-used for download receipts) calls it on its own connection.
+Lanes. A chain needs its head read and the new row written by one writer at a
+time, until that writer commits: otherwise the row after it could chain on a head
+that is later rolled back, or two commits could land in the other order than
+their rows chain. With one chain, that one lock (held through the commit's WAL
+flush) serialised every transaction with an audit event on every node. So the log
+is ``LANES`` chains side by side: an append on PostgreSQL takes the advisory lock
+of any free lane (``pg_try_advisory_xact_lock``, starting at a random lane; it
+queues only when all are taken) and chains onto that lane's head; each lane is
+exactly the single chain of before, with all its properties. ``verify``
+(``audit/check.py``) walks all rows once in id order and checks each row against
+the one before it in its lane; the signed checkpoint holds every lane's head. A
+lane's first row chains on a genesis naming the lane (lane 0, where the rows from
+before lanes are, on the old all-zero one), so rows moved between lanes, or a
+whole lane relabelled, break too. Within a lane, order is as strict as before;
+between lanes, the order of rows is only that of their (hashed) times, as their
+transactions ran at once. SQLite has one writer at a time anyway and writes lane
+0 only.
+
+Why lanes, and not the other ways to let appends run in parallel: one chain per
+writer needs a stable name for every writer (node, worker, CLI, job) and grows
+without bound, while a writer's own concurrent sessions still wait for each
+other; sealing rows after commit leaves them unprotected until sealed and needs
+the sealer to tell a gap of a transaction still running from one rolled back;
+group commit cannot join independent transactions, each of which must commit its
+event with its own change. A fixed number of lanes needs none of that.
+
+Rows join a chain one way: ``append`` on a connection in a write transaction takes
+a lane, reads its head and inserts the chained rows of one or many events.
+``record`` and ``record_many`` call it from a session; SQLite's fast path
+(``Database.write_now``, used for download receipts) calls it on its own connection.
 """
 
 from __future__ import annotations
@@ -19,23 +45,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, or_, select, text
+from sqlalchemy import Connection, Table, bindparam, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from qprserver.db.engine import AUDIT_KEY_INFO
 from qprserver.db.models import AuditEvent
-from qprserver.errors import AuditChainBroken
 
 GENESIS = "0" * 64
-# PostgreSQL advisory lock that serialises appends to the chain.
+# PostgreSQL advisory locks (CHAIN_LOCK, lane), one per lane, serialise its appends.
 CHAIN_LOCK = 7158201
+LANES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +104,31 @@ def _key_of(info: Mapping[str, Any]) -> bytes | None:
     return key if isinstance(key, bytes) else None
 
 
-_HEAD = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+def genesis(lane: int) -> str:
+    """The ``prev_hash`` of a lane's first row: all zeros for lane 0 (the one chain
+    from before lanes), a hash naming the lane for the others."""
+    if lane == 0:
+        return GENESIS
+    return hashlib.sha256(f"qprserver-audit-lane\0{lane}".encode()).hexdigest()
+
+
+_HEAD = (
+    select(AuditEvent.hash)
+    .where(AuditEvent.lane == bindparam("lane"))
+    .order_by(AuditEvent.id.desc())
+    .limit(1)
+)
+# The first lane from :first on whose lock is free, taken until the transaction ends
+# (one held by this transaction already counts as free: the lock is re-entrant).
+_TAKE_LANE = text(
+    f"SELECT lane FROM (SELECT (:first + g) % {LANES} AS lane "
+    f"FROM generate_series(0, {LANES - 1}) AS g) AS lanes "
+    "WHERE pg_try_advisory_xact_lock(:key, lane) LIMIT 1"
+)
+_WAIT_LANE = text("SELECT pg_advisory_xact_lock(:key, :lane)")
+# conn.info key: (the transaction, its lane), so a second append in one transaction
+# asks for the same lane first and never waits for another while holding one.
+_LANE_OF = "qprserver.audit.lane"
 # Core, not the ORM's bulk insert: no per-row ORM work. Given a list of rows it runs as
 # executemany without RETURNING, row by row, so ids follow the chain order.
 _APPEND = insert(cast(Table, AuditEvent.__table__))
@@ -96,14 +147,16 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """The newest row of the chain: its id and hash (0 and GENESIS when empty)."""
+    """The newest row of a chain (lane): its id and hash (0 and its genesis when empty)."""
 
     id: int
     hash: str
 
 
-def _chained(prev: str, events: Sequence[Event], key: bytes | None) -> list[dict[str, Any]]:
-    """The rows of events chained onto the row whose hash is prev."""
+def _chained(
+    lane: int, prev: str, events: Sequence[Event], key: bytes | None
+) -> list[dict[str, Any]]:
+    """The rows of events chained onto the row of lane whose hash is prev."""
     rows: list[dict[str, Any]] = []
     for e in events:
         details = json.dumps(dict(e.details or {}), ensure_ascii=False, sort_keys=True)
@@ -112,6 +165,7 @@ def _chained(prev: str, events: Sequence[Event], key: bytes | None) -> list[dict
         )
         rows.append(
             {
+                "lane": lane,
                 "at": e.at,
                 "actor": e.actor.name,
                 "action": e.action,
@@ -126,24 +180,39 @@ def _chained(prev: str, events: Sequence[Event], key: bytes | None) -> list[dict
     return rows
 
 
+def _take_lane(conn: Connection) -> int:
+    """PostgreSQL: take a lane's lock until the transaction ends; its number."""
+    transaction = conn.get_transaction()
+    held = conn.info.get(_LANE_OF)
+    if held is not None and transaction is not None and held[0] is transaction:
+        first = int(held[1])
+    else:
+        first = random.randrange(LANES)  # spread, not secret
+    lane = conn.execute(_TAKE_LANE, {"first": first, "key": CHAIN_LOCK}).scalar_one_or_none()
+    if lane is None:  # all lanes taken: queue for one
+        conn.execute(_WAIT_LANE, {"key": CHAIN_LOCK, "lane": first})
+        lane = first
+    conn.info[_LANE_OF] = (transaction, lane)
+    return int(lane)
+
+
 def append(conn: Connection, events: Sequence[Event], key: bytes | None) -> Head | None:
     """Append events in order on a connection in the caller's write transaction: the
     one way rows join the chain, whether from a session (``record``, ``record_many``)
     or from SQLite's fast path (``Database.write_now``).
 
-    One read of the chain head and one insert, however many events. On PostgreSQL an
-    advisory lock (released at commit) keeps the head read here the head until then;
-    SQLite writers already hold the database's write lock. key: the audit key (HMAC);
-    None writes plain SHA-256 rows. Returns the new head when one event was appended
-    (its id names the event, e.g. in mail keys); None after a batch or no events,
-    whose ids are not read back.
+    One lane, one read of its head and one insert, however many events. On
+    PostgreSQL the lane's advisory lock (released at commit) keeps the head read here
+    the head until then; SQLite writers already hold the database's write lock and
+    use lane 0. key: the audit key (HMAC); None writes plain SHA-256 rows. Returns the
+    new head when one event was appended (its id names the event, e.g. in mail
+    keys); None after a batch or no events, whose ids are not read back.
     """
     if not events:
         return None
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
-    head = conn.execute(_HEAD).scalar_one_or_none() or GENESIS
-    rows = _chained(head, events, key)
+    lane = _take_lane(conn) if conn.dialect.name == "postgresql" else 0
+    head = conn.execute(_HEAD, {"lane": lane}).scalar_one_or_none() or genesis(lane)
+    rows = _chained(lane, head, events, key)
     if len(rows) > 1:
         conn.execute(_APPEND, rows)
         return None
@@ -185,7 +254,7 @@ async def record(
 
 
 async def record_many(session: AsyncSession, events: Sequence[Event]) -> None:
-    """Append events in order in the caller's transaction: one read of the chain head
+    """Append events in order in the caller's transaction: one read of a lane's head
     and one multi-row insert, however many events (download receipts come in batches).
     """
     if events:
@@ -200,75 +269,3 @@ async def events(
     if account is not None:
         query = query.where(or_(AuditEvent.actor == account, AuditEvent.target == account))
     return list((await session.scalars(query)).all())
-
-
-async def _iter_all(
-    session: AsyncSession, after: int = 0, page: int = 1000
-) -> AsyncIterator[AuditEvent]:
-    last_id = after
-    while True:
-        rows = (
-            await session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.id > last_id)
-                .order_by(AuditEvent.id)
-                .limit(page)
-            )
-        ).all()
-        if not rows:
-            return
-        for row in rows:
-            yield row
-        last_id = rows[-1].id
-        session.expunge_all()
-
-
-async def verify(session: AsyncSession, key: bytes | None = None, *, keyed_from: int = 1) -> int:
-    """Check the whole chain; return the number of rows or raise AuditChainBroken."""
-    count, _head = await check_chain(session, key, keyed_from=keyed_from)
-    return count
-
-
-async def check_chain(
-    session: AsyncSession,
-    key: bytes | None = None,
-    *,
-    keyed_from: int = 1,
-    start: Head | None = None,
-) -> tuple[int, Head]:
-    """Check the chain; return the rows checked and the head, or raise AuditChainBroken.
-
-    Rows with an id from ``keyed_from`` on must carry the keyed hash (with ``key``);
-    earlier ones the plain one. ``start``: check only the rows after this one, which
-    must be there with this hash (from a checkpoint already verified).
-    """
-    prev = GENESIS
-    after = 0
-    if start is not None and start.id > 0:
-        found = await session.scalar(select(AuditEvent.hash).where(AuditEvent.id == start.id))
-        if found != start.hash:
-            raise AuditChainBroken(f"audit event {start.id} missing or changed since checked")
-        prev, after = start.hash, start.id
-    head = start or Head(0, GENESIS)
-    count = 0
-    async for row in _iter_all(session, after):
-        if row.prev_hash != prev:
-            raise AuditChainBroken(
-                f"audit event {row.id}: chain broken before it (a row was removed or inserted)"
-            )
-        expected = row_hash(
-            row.prev_hash,
-            row.at,
-            row.actor,
-            row.action,
-            row.target,
-            row.source,
-            row.details,
-            key if row.id >= keyed_from else None,
-        )
-        if not hmac.compare_digest(expected, row.hash):
-            raise AuditChainBroken(f"audit event {row.id}: content does not match its hash")
-        prev = row.hash
-        head = Head(row.id, row.hash)
-        count += 1
-    return count, head

@@ -3,12 +3,13 @@
 The key (``security.audit_key``, created by ``init``, mode 0600) turns the chain's
 hashes into HMACs: with write access to the database alone a row can no longer be
 edited and the chain recomputed. Removing rows from the end (or all of them) leaves
-a chain that is still consistent, so the head is also kept outside the database:
-``security.audit_checkpoint`` holds the id and hash of the newest verified row,
-when it was taken and from which row on the chain is keyed, signed with the same
-key. ``audit verify`` and the ``audit-checkpoint`` job check the chain against it
-and move it forward; a chain shorter than the checkpoint, or one whose row at the
-checkpoint has another hash, fails.
+a chain that is still consistent, so the heads are also kept outside the database:
+``security.audit_checkpoint`` holds the id and hash of the newest verified row of
+every lane (``audit/chain.py``), when it was taken and from which row on the chain
+is keyed, signed with the same key. ``audit verify`` and the ``audit-checkpoint``
+job check the chain against it and move it forward; a lane shorter than in the
+checkpoint, or one whose row at the checkpoint has another hash, fails.
+Checkpoints from before lanes (one head, the rows' lane 0) are read and replaced.
 
 Databases from before the key: ``init`` creates the key and the first checkpoint
 together, with ``keyed_from`` one past the head of that moment. The older rows keep
@@ -25,14 +26,17 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.audit.chain import GENESIS, Head, check_chain
+from qprserver.audit.chain import Head
+from qprserver.audit.check import check_chain, lane_heads, one_snapshot
 from qprserver.db.engine import Database
 from qprserver.db.models import AuditEvent
 from qprserver.errors import AuditChainBroken, ConfigError
@@ -71,22 +75,43 @@ def load_key(path: Path) -> bytes | None:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The head of the chain as last verified, and where the key starts to apply."""
+    """Every lane's head as last verified, and where the key starts to apply."""
 
-    head: Head
+    heads: Mapping[int, Head]
     at: datetime
     keyed_from: int
 
     def _payload(self) -> bytes:
+        heads = [[lane, head.id, head.hash] for lane, head in sorted(self.heads.items())]
         return json.dumps(
-            [self.head.id, self.head.hash, self.at.isoformat(), self.keyed_from],
-            separators=(",", ":"),
+            [heads, self.at.isoformat(), self.keyed_from], separators=(",", ":")
         ).encode()
 
     def signature(self, key: bytes) -> str:
         return hmac.new(
-            key, b"qprserver-audit-checkpoint\0" + self._payload(), hashlib.sha256
+            key, b"qprserver-audit-checkpoint-lanes\0" + self._payload(), hashlib.sha256
         ).hexdigest()
+
+
+def _single_head_signature(key: bytes, head: Head, at: str, keyed_from: int) -> str:
+    """The signature of a checkpoint from before lanes: one head."""
+    payload = json.dumps([head.id, head.hash, at, keyed_from], separators=(",", ":")).encode()
+    return hmac.new(key, b"qprserver-audit-checkpoint\0" + payload, hashlib.sha256).hexdigest()
+
+
+def _parse(data: Any, key: bytes) -> tuple[Checkpoint, str, str]:
+    """The checkpoint in a file's JSON, its signature, and the one it must have."""
+    at = datetime.fromisoformat(data["at"])
+    keyed_from = int(data["keyed_from"])
+    signature = str(data["mac"])
+    if "heads" not in data:  # from before lanes: lane 0's head alone
+        head = Head(int(data["id"]), str(data["hash"]))
+        heads = {0: head} if head.id > 0 else {}
+        expected = _single_head_signature(key, head, data["at"], keyed_from)
+        return Checkpoint(heads, at, keyed_from), signature, expected
+    heads = {int(item["lane"]): Head(int(item["id"]), str(item["hash"])) for item in data["heads"]}
+    checkpoint = Checkpoint(heads, at, keyed_from)
+    return checkpoint, signature, checkpoint.signature(key)
 
 
 def read_checkpoint(path: Path, key: bytes) -> Checkpoint | None:
@@ -100,17 +125,12 @@ def read_checkpoint(path: Path, key: bytes) -> Checkpoint | None:
             f"Prüfpunkt {path} unlesbar / audit checkpoint unreadable: {exc}"
         ) from None
     try:
-        checkpoint = Checkpoint(
-            Head(int(data["id"]), str(data["hash"])),
-            datetime.fromisoformat(data["at"]),
-            int(data["keyed_from"]),
-        )
-        signature = str(data["mac"])
+        checkpoint, signature, expected = _parse(data, key)
     except (KeyError, TypeError, ValueError):
         raise AuditChainBroken(
             f"Prüfpunkt {path} unvollständig / audit checkpoint incomplete"
         ) from None
-    if not hmac.compare_digest(checkpoint.signature(key), signature):
+    if not hmac.compare_digest(expected, signature):
         raise AuditChainBroken(
             f"Prüfpunkt {path} nicht gültig signiert / audit checkpoint signature invalid"
         )
@@ -121,8 +141,10 @@ def write_checkpoint(path: Path, key: bytes, checkpoint: Checkpoint) -> None:
     """Replace the checkpoint atomically and durably."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = {
-        "id": checkpoint.head.id,
-        "hash": checkpoint.head.hash,
+        "heads": [
+            {"lane": lane, "id": head.id, "hash": head.hash}
+            for lane, head in sorted(checkpoint.heads.items())
+        ],
         "at": checkpoint.at.isoformat(),
         "keyed_from": checkpoint.keyed_from,
         "mac": checkpoint.signature(key),
@@ -141,15 +163,6 @@ def write_checkpoint(path: Path, key: bytes, checkpoint: Checkpoint) -> None:
         os.close(dir_fd)
 
 
-async def _head(session: AsyncSession) -> Head:
-    row = (
-        await session.execute(
-            select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
-        )
-    ).first()
-    return Head(row[0], row[1]) if row is not None else Head(0, GENESIS)
-
-
 def _exists(path: Path) -> bool:
     return path.exists()
 
@@ -163,23 +176,25 @@ async def start_keyed(db: Database, key_path: Path, checkpoint_path: Path, now: 
     if key is None or _exists(checkpoint_path):
         return False
     async with db.read_session() as session:
-        head = await _head(session)
-    write_checkpoint(checkpoint_path, key, Checkpoint(head, now, head.id + 1))
+        heads = await lane_heads(session)
+    newest = max((head.id for head in heads.values()), default=0)
+    write_checkpoint(checkpoint_path, key, Checkpoint(heads, now, newest + 1))
     return True
 
 
 async def verify_and_checkpoint(
     db: Database, key_path: Path, checkpoint_path: Path, now: datetime, *, full: bool
-) -> tuple[int, Head]:
-    """Check the chain against the checkpoint, then move the checkpoint to its head.
+) -> tuple[int, dict[int, Head]]:
+    """Check the chain against the checkpoint, then move the checkpoint to its heads.
 
     ``full``: every row (``audit verify``); otherwise only those after the checkpoint
-    (the periodic job). Returns the rows checked and the head. Without a key the
-    chain is checked the old way and no checkpoint is kept.
+    (the periodic job). Returns the rows checked and every lane's head. Without a
+    key the chain is checked the old way and no checkpoint is kept.
     """
     key = load_key(key_path)
     if key is None:
         async with db.read_session() as session:
+            await one_snapshot(session)
             return await check_chain(session)
     checkpoint = read_checkpoint(checkpoint_path, key)
     if checkpoint is None:
@@ -188,34 +203,41 @@ async def verify_and_checkpoint(
             f"/ audit checkpoint missing: truncation cannot be ruled out"
         )
     async with db.read_session() as session:
-        head = await _head(session)
-        if head.id < checkpoint.head.id:
-            raise AuditChainBroken(
-                f"Audit-Log kürzer als sein Prüfpunkt vom {checkpoint.at:%Y-%m-%d %H:%M} "
-                f"(Ereignis {checkpoint.head.id}, jetzt {head.id}) / audit log shorter than "
-                f"its checkpoint: rows were removed"
-            )
+        await one_snapshot(session)
+        _not_shorter(checkpoint, await lane_heads(session))
         try:
-            count, head = await check_chain(
+            count, heads = await check_chain(
                 session,
                 key,
                 keyed_from=checkpoint.keyed_from,
-                start=None if full else checkpoint.head,
+                start=None if full else checkpoint.heads,
             )
         except AuditChainBroken as exc:
             raise AuditChainBroken(f"Audit-Log verändert / audit log altered: {exc}") from None
         if full:
             await _same_at_checkpoint(session, checkpoint)
-    write_checkpoint(checkpoint_path, key, Checkpoint(head, now, checkpoint.keyed_from))
-    return count, head
+    write_checkpoint(checkpoint_path, key, Checkpoint(heads, now, checkpoint.keyed_from))
+    return count, heads
+
+
+def _not_shorter(checkpoint: Checkpoint, heads: Mapping[int, Head]) -> None:
+    for lane, then in sorted(checkpoint.heads.items()):
+        now = heads.get(lane, Head(0, ""))
+        if now.id < then.id:
+            raise AuditChainBroken(
+                f"Audit-Log kürzer als sein Prüfpunkt vom {checkpoint.at:%Y-%m-%d %H:%M} "
+                f"(Spur {lane}: Ereignis {then.id}, jetzt {now.id}) / audit log shorter than "
+                f"its checkpoint: rows were removed"
+            )
 
 
 async def _same_at_checkpoint(session: AsyncSession, checkpoint: Checkpoint) -> None:
-    if checkpoint.head.id == 0:
-        return
-    found = await session.scalar(select(AuditEvent.hash).where(AuditEvent.id == checkpoint.head.id))
-    if found != checkpoint.head.hash:
-        raise AuditChainBroken(
-            f"Audit-Log weicht von seinem Prüfpunkt ab (Ereignis {checkpoint.head.id}) "
-            f"/ audit log diverges from its checkpoint"
+    for lane, head in sorted(checkpoint.heads.items()):
+        found = await session.scalar(
+            select(AuditEvent.hash).where(AuditEvent.id == head.id, AuditEvent.lane == lane)
         )
+        if found != head.hash:
+            raise AuditChainBroken(
+                f"Audit-Log weicht von seinem Prüfpunkt ab (Ereignis {head.id}) "
+                f"/ audit log diverges from its checkpoint"
+            )

@@ -135,10 +135,10 @@ async def _retention_dry_run(ctx: JobContext, at: datetime) -> dict[str, Any]:
 async def _audit_checkpoint(ctx: JobContext, at: datetime) -> dict[str, Any]:
     security = ctx.settings.security
     # Only the rows since the last checkpoint: cheap enough to run every few minutes.
-    count, head = await audit_seal.verify_and_checkpoint(
+    count, heads = await audit_seal.verify_and_checkpoint(
         ctx.db, security.audit_key, security.audit_checkpoint, ctx.clock.now(), full=False
     )
-    return {"checked": count, "head": head.id}
+    return {"checked": count, "head": max((head.id for head in heads.values()), default=0)}
 
 
 async def _registrations(ctx: JobContext, at: datetime) -> dict[str, Any]:

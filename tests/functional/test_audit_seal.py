@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import stat
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,23 +25,41 @@ def _events(instance: Instance) -> None:
     instance.ok("account", "enable", IK)
 
 
-def _rehash_without_key(instance: Instance) -> None:
-    """Recompute every row's hash the way the chain was made before the key."""
+def _rehash(
+    instance: Instance, key: bytes | None = None, *, one_lane: bool = False
+) -> tuple[int, str]:
+    """Chain every row anew in its lane: with key, or the way the chain was made before
+    the key. one_lane: all rows in lane 0, as before lanes. The newest row's id and hash."""
 
-    async def work(session: AsyncSession) -> None:
+    async def work(session: AsyncSession) -> tuple[int, str]:
         rows = (await session.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
         for row in rows:  # prev_hash is unique: out of the way first
             row.prev_hash = f"{row.id:064x}"
         await session.flush()
-        prev = audit.GENESIS
+        prev: dict[int, str] = {}
         for row in rows:
-            row.prev_hash = prev
-            row.hash = prev = audit.row_hash(
-                prev, row.at, row.actor, row.action, row.target, row.source, row.details
+            if one_lane:
+                row.lane = 0
+            row.prev_hash = prev.get(row.lane, audit.genesis(row.lane))
+            row.hash = prev[row.lane] = audit.row_hash(
+                row.prev_hash,
+                row.at,
+                row.actor,
+                row.action,
+                row.target,
+                row.source,
+                row.details,
+                key,
             )
             await session.flush()
+        return rows[-1].id, rows[-1].hash
 
-    instance.in_session(work)
+    return instance.in_session(work)
+
+
+def _newest(checkpoint: Path) -> int:
+    """The newest row a checkpoint covers, over all its lanes."""
+    return max((head["id"] for head in json.loads(checkpoint.read_text())["heads"]), default=0)
 
 
 def _verify_fails(instance: Instance) -> str:
@@ -55,7 +76,7 @@ def test_init_creates_the_audit_key_once_readable_only_by_its_owner(instance: In
     assert stat.S_IMODE(security.audit_key.stat().st_mode) == 0o600
     assert len(bytes.fromhex(key.decode().strip())) == 32
     checkpoint = json.loads(security.audit_checkpoint.read_text())
-    assert checkpoint["id"] == 0 and checkpoint["keyed_from"] == 1
+    assert checkpoint["heads"] == [] and checkpoint["keyed_from"] == 1
     instance.ok("init")
     assert security.audit_key.read_bytes() == key
 
@@ -66,7 +87,7 @@ def test_normal_operation_verifies_and_moves_the_checkpoint(instance: Instance) 
     instance.ok("account", "disable", IK)
     instance.ok("jobs", "run", "audit-checkpoint")
     checkpoint = load_config(instance.config).security.audit_checkpoint
-    assert json.loads(checkpoint.read_text())["id"] == 4
+    assert _newest(checkpoint) == 4
     assert "intact: 4 events" in instance.ok("audit", "verify")
 
 
@@ -75,7 +96,7 @@ def test_a_row_edited_and_rehashed_without_the_key_fails_verification(
 ) -> None:
     _events(instance)
     instance.sql("UPDATE audit_events SET actor = 'someone-else' WHERE action = 'account.add'")
-    _rehash_without_key(instance)
+    _rehash(instance)
     assert "content does not match its hash" in _verify_fails(instance)
 
 
@@ -125,5 +146,32 @@ def test_rows_from_before_the_key_verify_the_old_way_and_are_sealed_from_then_on
     # An old row edited and the whole chain rehashed the old way: the keyed row after
     # them cannot be rehashed without the key.
     instance.sql("UPDATE audit_events SET actor = 'someone-else' WHERE id = 1")
-    _rehash_without_key(instance)
+    _rehash(instance)
     assert "Audit-Log verändert" in _verify_fails(instance)
+
+
+def test_a_checkpoint_from_before_lanes_is_checked_and_replaced(instance: Instance) -> None:
+    security = load_config(instance.config).security
+    key = bytes.fromhex(security.audit_key.read_text().strip())
+    _events(instance)
+    # The rows as a database from before lanes has them:
+    head_id, head_hash = _rehash(instance, key, one_lane=True)
+
+    def single_head(head_hash: str) -> str:
+        """A checkpoint as written before lanes: one head, signed in that format."""
+        at = "2026-11-28T09:00:00+00:00"
+        payload = json.dumps([head_id, head_hash, at, 1], separators=(",", ":")).encode()
+        mac = hmac.new(key, b"qprserver-audit-checkpoint\0" + payload, hashlib.sha256)
+        body = {"id": head_id, "hash": head_hash, "at": at, "keyed_from": 1}
+        return json.dumps(body | {"mac": mac.hexdigest()})
+
+    security.audit_checkpoint.write_text(single_head(head_hash))
+    instance.ok("account", "disable", IK)
+    assert "intact: 4 events" in instance.ok("audit", "verify")
+    assert _newest(security.audit_checkpoint) == 4
+    security.audit_checkpoint.write_text(single_head("f" * 64))
+    assert "weicht von seinem Prüfpunkt ab" in _verify_fails(instance)
+    security.audit_checkpoint.write_text(
+        single_head(head_hash).replace(f'"id": {head_id}', f'"id": {head_id + 1}')
+    )
+    assert "nicht gültig signiert" in _verify_fails(instance)

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from qprserver.audit.chain import CHAIN_LOCK
+from qprserver.audit.chain import CHAIN_LOCK, LANES
 from qprserver.config import load_config
 from tests.conftest import BACKEND
 from tests.functional.conftest import Instance
@@ -32,7 +32,8 @@ from tests.functional.harness import (
 @contextlib.asynccontextmanager
 async def _commits_held(config: Path) -> AsyncIterator[None]:
     """Hold back every commit of the server: SQLite's write lock, or on PostgreSQL
-    the advisory lock each upload takes for the audit chain before it commits."""
+    the advisory locks of every lane of the audit chain, one of which each upload
+    takes before it commits."""
     settings = load_config(config).database
     if BACKEND == "sqlite":
         path = make_url(settings.url).database
@@ -48,11 +49,14 @@ async def _commits_held(config: Path) -> AsyncIterator[None]:
     engine = create_async_engine(settings.url)
     try:
         async with engine.connect() as conn:
-            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": CHAIN_LOCK})
+            for lane in range(LANES):
+                await conn.execute(
+                    text("SELECT pg_advisory_lock(:key, :lane)"), {"key": CHAIN_LOCK, "lane": lane}
+                )
             try:
                 yield
             finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": CHAIN_LOCK})
+                await conn.execute(text("SELECT pg_advisory_unlock_all()"))
     finally:
         await engine.dispose()
 

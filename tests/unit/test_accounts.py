@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from qprserver.accounts import service as accounts
 from qprserver.audit import chain as audit
+from qprserver.audit import check as audit_check
 from qprserver.audit.chain import Actor
 from qprserver.config import MailSettings
 from qprserver.db.engine import Database
@@ -138,7 +139,7 @@ async def test_every_change_is_audited_and_the_chain_verifies(db: Database) -> N
     async with db.read_session() as session:
         actions = [e.action for e in await audit.events(session)]
         assert actions == ["key.add", "account.enable", "account.disable", "account.add"]
-        assert await audit.verify(session) == 4
+        assert await audit_check.verify(session) == 4
 
 
 async def test_unknown_account_is_not_found(db: Database) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from qprserver.audit import chain as audit
+from qprserver.audit import check as audit_check
 from qprserver.db.engine import Database, Reads, is_sqlite_busy
 from qprserver.db.models import Account, AuditEvent, Delivery, Document, DownloadReceipt
 from qprserver.exchange import receipts
@@ -92,7 +93,7 @@ async def _written(db: Database) -> tuple[int, list[str], int]:
         actions = list(
             (await session.scalars(select(AuditEvent.action).order_by(AuditEvent.id))).all()
         )
-        verified = await audit.verify(session)
+        verified = await audit_check.verify(session)
     return int(count or 0), actions, verified
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -25,19 +26,23 @@ from qprserver.db.base import (
 
 
 class AuditEvent(Base):
-    """One append-only audit record; ``hash`` chains it to the row before.
+    """One append-only audit record; ``hash`` chains it to the row before in its lane.
 
-    ``prev_hash`` is unique, so two writers can never fork the chain: the second
-    insert fails and is retried on top of the first.
+    The log is a few chains side by side (``lane``, see ``audit/chain.py``) so that
+    writers on several nodes need not wait for each other. ``prev_hash`` is unique
+    (every lane starts from its own genesis), so two writers can never fork a chain:
+    the second insert fails and is retried on top of the first.
     """
 
     __tablename__ = "audit_events"
     __table_args__ = (
         UniqueConstraint("prev_hash"),
         Index("ix_audit_events_actor_at", "actor", "at"),
+        Index("ix_audit_events_lane_id", "lane", "id"),
     )
 
     id: Mapped[intpk]
+    lane: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     at: Mapped[utc]
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
