@@ -3,7 +3,7 @@ qb_c1_deliveries: accepted C-1 parts (Null-Meldungen marked); the one-time token
 purpose 'qb-correct'
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-11-28 12:00:00.000000
 
 The token purposes are read from the database's own check constraint and 'qb-correct'
