@@ -209,5 +209,8 @@ async def test_operators_read_the_year_in_the_portal_and_nobody_else_sees_it(web
                 text = re.sub(r"\s+", " ", shown.text)
                 assert "<td>Registrierung</td><td>2020-07-12</td><td>2020-08-23</td>" in text
                 assert "<td>registriert</td><td>1</td>" in text
+                assert "<td>Korrekturphase</td><td>2020-08-24</td><td>2020-09-20</td>" in text
+                for count in ("abweichung_gemeldet", "bestaetigung_versandt", "null_meldungen"):
+                    assert f"<td>{count}</td><td>0</td>" in text
                 assert (await client.get("/berichtsjahr/20x9")).status_code == 404
                 assert (await client.get("/berichtsjahr/12019")).status_code == 404
