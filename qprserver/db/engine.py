@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
 
 from qprserver.config import DatabaseSettings
 from qprserver.db.reads import AsyncReads, DriverFailed, SyncReads
@@ -196,7 +195,6 @@ class Database:
             )
         self._quick_conn: Connection | None = None
         info = {AUDIT_KEY_INFO: audit_key} if audit_key is not None else {}
-        self._info = info
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -227,21 +225,22 @@ class Database:
             finally:
                 _holding_write.reset(token)
 
-    async def write(self, work: Callable[[Session], T]) -> T:
-        """``work(session)`` in one write transaction, committed when it returns, rolled
-        back when it raises: a synchronous function on a synchronous ORM session.
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """``work(conn)`` in one write transaction, committed when it returns, rolled
+        back when it raises: a synchronous function on a synchronous connection.
 
         For a transaction of many short statements on the path a client waits on (an
         upload's acceptance). Through ``session()`` on SQLite every statement is a
         round trip to aiosqlite's thread and back, dozens per transaction; here the
         whole transaction is one trip to a worker thread, on a connection of its own
         that begins, waits and takes its turn as ``session()``'s do. On PostgreSQL it
-        runs in a ``session()`` (``AsyncSession.run_sync``): one round trip to the
-        server per statement either way.
+        runs on a pooled connection (``AsyncConnection.run_sync``): one round trip to
+        the server per statement either way. No ORM session: ``work`` writes with
+        Core statements (the audit key is ``audit_key``).
         """
         if self._sync_writer is None:
-            async with self.session() as session:
-                return await session.run_sync(work)
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(work)
         if _holding_write.get():
             raise RuntimeError("a write session inside another one would wait for itself")
         assert self._write_turn is not None
@@ -259,11 +258,10 @@ class Database:
             finally:
                 _holding_write.reset(token)
 
-    def _write_here(self, work: Callable[[Session], T]) -> T:
+    def _write_here(self, work: Callable[[Connection], T]) -> T:
         assert self._sync_writer is not None
-        session = Session(self._sync_writer, expire_on_commit=False, info=self._info)
-        with session, session.begin():
-            return work(session)
+        with self._sync_writer.begin() as conn:
+            return work(conn)
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:

@@ -1,13 +1,14 @@
 """What a checked upload leaves in the database: one transaction, one trip.
 
 ``UploadService.complete`` checks an upload and stores its bytes; then it hands
-``accept`` (or ``reject``) to ``Database.write``, which runs it whole in one
-synchronous session. Each writes the upload's outcome: the document (or the same
-version again, ``unverändert``), its deliveries, the protocol, the receipt and
-result mails and the audit event. The statements are few and plain (Core inserts,
-one look-up of the name's versions, one of the names taken in the recipients'
-inboxes) because the client's close waits on them: on SQLite the whole transaction
-is one hop to a worker thread, on PostgreSQL one round trip per statement.
+``accept`` (or ``reject``) to ``Database.write``, which runs it whole on one
+synchronous connection in one transaction. Each writes the upload's outcome: the
+document (or the same version again, ``unverändert``), its deliveries, the
+protocol, the receipt and result mails and the audit event. The statements are few
+and plain (Core, no ORM session; one look-up of the name's versions, one of the
+names taken in the recipients' inboxes, no savepoints) because the client's close
+waits on them: on SQLite the whole transaction is one hop to a worker thread, on
+PostgreSQL one round trip per statement.
 """
 
 from __future__ import annotations
@@ -18,13 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
-from qprserver.db.engine import AUDIT_KEY_INFO
 from qprserver.db.models import Account, Delivery, Document, Outcome, UploadProtocol
 from qprserver.exchange import mailbox
 from qprserver.exchange.folders import SUPERSEDED, Folder
@@ -47,6 +45,19 @@ _VERSIONS = select(
     Document.id, Document.version, Document.current, Document.sha256, Document.direct_ik
 ).where(Document.depositor_id == bindparam("depositor"), Document.name == bindparam("name"))
 _DELIVERED = select(Delivery.recipient_id).where(Delivery.document_id == bindparam("document"))
+_DOCUMENT = select(
+    Document.id,
+    Document.version,
+    Document.kind,
+    Document.subject_ik,
+    Document.sha256,
+    Document.size,
+).where(Document.id == bindparam("document"))
+_CLIENT_MTIME = (
+    update(cast(Table, Document.__table__))
+    .where(Document.id == bindparam("document"))
+    .values(client_mtime=bindparam("mtime"))
+)
 _PROTOCOL_NAME = (
     update(_PROTOCOLS)
     .where(_PROTOCOLS.c.id == bindparam("protocol"))
@@ -77,6 +88,7 @@ class Upload:
     now: datetime
     shown: str
     notifier: Notifier
+    audit_key: bytes | None  # the instance's audit key (``Database.audit_key``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,50 +105,40 @@ class Checked:
     client_mtime: datetime | None
 
 
-def accept(session: Session, upload: Upload, checked: Checked) -> Accepted:
+def accept(conn: Connection, upload: Upload, checked: Checked) -> Accepted:
     """Write an accepted upload: a new version with its deliveries, or, when it repeats
     the current version and reaches no one new, only a protocol saying so."""
     depositor, now, blob = upload.depositor, upload.now, checked.blob
-    versions = (
-        session.connection()
-        .execute(_VERSIONS, {"depositor": depositor.id, "name": checked.name})
-        .all()
-    )
+    versions = conn.execute(_VERSIONS, {"depositor": depositor.id, "name": checked.name}).all()
     current = [row for row in versions if row.current]
-    if _repeats(session, current, checked):
-        return _unchanged(session, upload, current[0].id, checked.client_mtime)
+    if _repeats(conn, current, checked):
+        return _unchanged(conn, upload, current[0].id, checked.client_mtime)
     version = 1 + max((row.version for row in versions), default=0)
     previous = [row.id for row in current]
     if previous:
-        session.connection().execute(
-            update(Document).where(Document.id.in_(previous)).values(current=False)
-        )
+        conn.execute(update(Document).where(Document.id.in_(previous)).values(current=False))
         # Recipients see only the latest version: earlier ones leave the inbox.
-        session.connection().execute(
+        conn.execute(
             update(Delivery)
             .where(Delivery.document_id.in_(previous), Delivery.folder == Folder.INBOX)
             .values(folder=SUPERSEDED)
         )
-    inserted = (
-        session.connection()
-        .execute(
-            _NEW_DOCUMENT,
-            {
-                "depositor_id": depositor.id,
-                "name": checked.name,
-                "kind": checked.kind,
-                "subject_ik": checked.subject_ik,
-                "version": version,
-                "current": True,
-                "sha256": blob.sha256,
-                "size": blob.size,
-                "uploaded_at": now,
-                "direct_ik": checked.direct_ik,
-                "client_mtime": checked.client_mtime,
-            },
-        )
-        .inserted_primary_key
-    )
+    inserted = conn.execute(
+        _NEW_DOCUMENT,
+        {
+            "depositor_id": depositor.id,
+            "name": checked.name,
+            "kind": checked.kind,
+            "subject_ik": checked.subject_ik,
+            "version": version,
+            "current": True,
+            "sha256": blob.sha256,
+            "size": blob.size,
+            "uploaded_at": now,
+            "direct_ik": checked.direct_ik,
+            "client_mtime": checked.client_mtime,
+        },
+    ).inserted_primary_key
     assert inserted is not None  # a single-row insert always reports its key
     document_id = int(inserted[0])
     recipients = checked.recipients
@@ -144,14 +146,14 @@ def accept(session: Session, upload: Upload, checked: Checked) -> Accepted:
         stem, ext = posixpath.splitext(checked.name)
         # Another depositor's document of the same name keeps its name.
         names = mailbox.free_names(
-            session,
+            conn,
             [r.id for r in recipients],
             Folder.INBOX,
             checked.name,
             f"{stem}~{depositor.ik}{ext}",
             f"{stem}~{document_id}{ext}",
         )
-        session.connection().execute(
+        conn.execute(
             _NEW_DELIVERY,
             [
                 {
@@ -180,9 +182,9 @@ def accept(session: Session, upload: Upload, checked: Checked) -> Accepted:
     report = checked.report
     if report is not None:
         body["pruefung"] = report.protocol
-    protocol = _protocol(session, upload, Outcome.ACCEPTED, body, document_id)
+    protocol = _protocol(conn, upload, Outcome.ACCEPTED, body, document_id)
     _mails(
-        session,
+        conn,
         upload,
         protocol,
         emails.upload_receipt(
@@ -198,7 +200,7 @@ def accept(session: Session, upload: Upload, checked: Checked) -> Accepted:
         ),
     )
     _audit(
-        session,
+        conn,
         upload,
         "upload.accept",
         {
@@ -221,7 +223,7 @@ def accept(session: Session, upload: Upload, checked: Checked) -> Accepted:
     )
 
 
-def _repeats(session: Session, current: Sequence[Any], checked: Checked) -> bool:
+def _repeats(conn: Connection, current: Sequence[Any], checked: Checked) -> bool:
     """True when the upload is the current version again: the same bytes, addressed
     the same way, and no recipient it reaches lacks that version (a route added
     since, or another recipient addressed, makes a new version that reaches it)."""
@@ -230,16 +232,16 @@ def _repeats(session: Session, current: Sequence[Any], checked: Checked) -> bool
     row = current[0]
     if row.sha256 != checked.blob.sha256 or row.direct_ik != checked.direct_ik:
         return False
-    delivered = set(session.connection().execute(_DELIVERED, {"document": row.id}).scalars())
+    delivered = set(conn.execute(_DELIVERED, {"document": row.id}).scalars())
     return {r.id for r in checked.recipients} <= delivered
 
 
 def _unchanged(
-    session: Session, upload: Upload, document_id: int, client_mtime: datetime | None
+    conn: Connection, upload: Upload, document_id: int, client_mtime: datetime | None
 ) -> Accepted:
-    document = session.get_one(Document, document_id)
+    document = conn.execute(_DOCUMENT, {"document": document_id}).one()
     if client_mtime is not None:
-        document.client_mtime = client_mtime
+        conn.execute(_CLIENT_MTIME, {"document": document_id, "mtime": client_mtime})
     body: dict[str, object] = {
         "ergebnis": "unverändert",
         "hinweis": (
@@ -255,9 +257,9 @@ def _unchanged(
         "groesse": document.size,
         "zeitpunkt": upload.now.isoformat(),
     }
-    protocol = _protocol(session, upload, Outcome.UNCHANGED, body, document.id)
+    protocol = _protocol(conn, upload, Outcome.UNCHANGED, body, document.id)
     _audit(
-        session,
+        conn,
         upload,
         "upload.unchanged",
         {
@@ -281,7 +283,7 @@ def _unchanged(
 
 
 def reject(
-    session: Session,
+    conn: Connection,
     upload: Upload,
     *,
     reason: str,
@@ -302,9 +304,9 @@ def reject(
     }
     if report is not None:
         body["pruefung"] = report.protocol
-    protocol = _protocol(session, upload, Outcome.REJECTED, body, None)
+    protocol = _protocol(conn, upload, Outcome.REJECTED, body, None)
     _mails(
-        session,
+        conn,
         upload,
         protocol,
         emails.upload_receipt(
@@ -319,7 +321,7 @@ def reject(
         ),
     )
     _audit(
-        session,
+        conn,
         upload,
         "upload.reject",
         {"name": upload.shown, "reason": reason, "size": size, "sha256": sha256},
@@ -334,7 +336,7 @@ def protocol_name(now: datetime, protocol_id: int, outcome: str, name: str) -> s
 
 
 def _protocol(
-    session: Session,
+    conn: Connection,
     upload: Upload,
     outcome: Outcome,
     body: dict[str, object],
@@ -350,26 +352,24 @@ def _protocol(
         "body": mailbox.protocol_json(body),
         "created_at": upload.now,
     }
-    inserted = session.connection().execute(_NEW_PROTOCOL, values).inserted_primary_key
+    inserted = conn.execute(_NEW_PROTOCOL, values).inserted_primary_key
     assert inserted is not None
     protocol_id = int(inserted[0])
     values["id"] = protocol_id
     values["file_name"] = protocol_name(
         upload.now, protocol_id, outcome.value, upload.shown.replace("/", "_")
     )
-    session.connection().execute(
-        _PROTOCOL_NAME, {"protocol": protocol_id, "new_name": values["file_name"]}
-    )
+    conn.execute(_PROTOCOL_NAME, {"protocol": protocol_id, "new_name": values["file_name"]})
     return UploadProtocol(**values)  # not added: the rows are written already
 
 
 def _mails(
-    session: Session, upload: Upload, protocol: UploadProtocol, receipt: Email, result: Email
+    conn: Connection, upload: Upload, protocol: UploadProtocol, receipt: Email, result: Email
 ) -> None:
     """Queue the receipt (Eingangsbestätigung) and the result mail of one upload."""
     depositor = upload.depositor
     upload.notifier.queue_in(
-        session,
+        conn,
         [
             Queued(f"upload:{protocol.id}:receipt", receipt, depositor),
             Queued(f"upload:{protocol.id}:result", result, depositor),
@@ -378,15 +378,13 @@ def _mails(
     )
 
 
-def _audit(session: Session, upload: Upload, action: str, details: dict[str, Any]) -> None:
-    """Append the upload's audit event to the chain, as ``audit.record`` does: in a
-    savepoint, chained once more on the new head should another writer have
-    appended first."""
+def _audit(conn: Connection, upload: Upload, action: str, details: dict[str, Any]) -> None:
+    """Append the upload's audit event to the chain (``audit.append``).
+
+    No savepoint and second try as in ``audit.record``: ``append`` holds the chain
+    until the commit (SQLite's write lock, which this transaction holds from its
+    start; PostgreSQL's advisory lock), so no other writer appends between its read
+    of the head and its insert.
+    """
     event = audit.Event(upload.actor, action, upload.now, upload.depositor.ik, details)
-    found = session.info.get(AUDIT_KEY_INFO)
-    key = found if isinstance(found, bytes) else None
-    try:
-        with session.begin_nested():
-            audit.append(session.connection(), [event], key)
-    except IntegrityError:
-        audit.append(session.connection(), [event], key)
+    audit.append(conn, [event], upload.audit_key)

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from qprserver.accounts.enums import Role
 from qprserver.audit import chain as audit
@@ -286,12 +285,12 @@ async def unique_name(
 
 
 def free_names(
-    session: Session, recipient_ids: Sequence[int], folder: Folder, name: str, *alternatives: str
+    conn: Connection, recipient_ids: Sequence[int], folder: Folder, name: str, *alternatives: str
 ) -> dict[int, str]:
-    """``unique_name`` for many recipients at once in a synchronous session, with one
+    """``unique_name`` for many recipients at once on a synchronous connection, with one
     look-up: each recipient's first free name of name and the alternatives."""
     candidates = (name, *alternatives)
-    rows = session.connection().execute(
+    rows = conn.execute(
         _TAKEN, {"recipients": list(recipient_ids), "folder": folder, "names": list(candidates)}
     )
     taken = {(recipient, taken_name) for recipient, taken_name in rows}

@@ -173,11 +173,11 @@ class UploadService:
             if classification and classification.subject_ik
             else None
         )
-        upload = acceptance.Upload(depositor, actor, now, shown, self.notifier)
+        upload = acceptance.Upload(depositor, actor, now, shown, self.notifier, self.db.audit_key)
         checked = acceptance.Checked(
             name, direct_ik, kind, subject, blob, recipients, report, client_mtime
         )
-        accepted = await self.db.write(lambda session: acceptance.accept(session, upload, checked))
+        accepted = await self.db.write(lambda conn: acceptance.accept(conn, upload, checked))
         events.upload(
             "unchanged" if accepted.unchanged else "accepted",
             account=depositor.ik,
@@ -253,10 +253,10 @@ class UploadService:
         ``started``: when the transfer began (``time.monotonic``).
         """
         started = time.monotonic() if started is None else started
-        upload = acceptance.Upload(depositor, actor, now, shown, self.notifier)
+        upload = acceptance.Upload(depositor, actor, now, shown, self.notifier, self.db.audit_key)
         await self.db.write(
-            lambda session: acceptance.reject(
-                session, upload, reason=reason, size=size, sha256=sha256, report=report
+            lambda conn: acceptance.reject(
+                conn, upload, reason=reason, size=size, sha256=sha256, report=report
             )
         )
         events.upload(

@@ -2,7 +2,7 @@
 
 ``Notifier.queue`` renders a mail (``emails``) and writes it to ``mail_outbox`` in the
 caller's transaction, so a mail exists exactly when its event committed
-(``queue_in`` does the same for several mails in a synchronous session). The caller
+(``queue_in`` does the same for several mails on a synchronous connection). The caller
 names the event in a dedupe key (``account:<audit event>``, ``upload:<protocol>:…``,
 ``bundle:<id>``, ``digest:<IK>:<newest delivery>``); the key is unique, so a retried
 transaction or a second node never queues it twice. Digest mails are different: the
@@ -25,11 +25,10 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Connection, Table, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from qprserver.config import MailSettings, Settings
 from qprserver.db.engine import Database
@@ -126,8 +125,8 @@ class Notifier:
             return False  # another transaction queued the same event first
         return True
 
-    def queue_in(self, session: Session, mails: Sequence[Queued], *, now: datetime) -> None:
-        """Queue mails to accounts in a synchronous session (``Database.write``): one
+    def queue_in(self, conn: Connection, mails: Sequence[Queued], *, now: datetime) -> None:
+        """Queue mails to accounts on a synchronous connection (``Database.write``): one
         insert for all of them, none for an account that gets no mail.
 
         A key queued already is skipped by the insert itself (``ON CONFLICT DO
@@ -139,7 +138,7 @@ class Notifier:
             if mail.account.email and mail.account.notify
         ]
         if rows:
-            session.execute(_insert_new(session.get_bind().dialect.name), rows)
+            conn.execute(_insert_new(conn.dialect.name), rows)
 
 
 async def queue_digests(db: Database, notifier: Notifier, settings: Settings, now: datetime) -> int:

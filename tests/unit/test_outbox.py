@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from qprserver.config import MailSettings
 from qprserver.db.engine import Database
@@ -193,7 +192,7 @@ def _mail(
     return fields
 
 
-async def test_mails_queued_in_a_synchronous_write_skip_keys_queued_already(
+async def test_mails_queued_on_a_synchronous_connection_skip_keys_queued_already(
     db: Database,
 ) -> None:
     account = await _account(db)
@@ -201,9 +200,9 @@ async def test_mails_queued_in_a_synchronous_write_skip_keys_queued_already(
     notifier = outbox.Notifier(SETTINGS)
     mail = emails.account_disabled(account)
 
-    def work(session: Session) -> None:
+    def work(conn: Connection) -> None:
         notifier.queue_in(
-            session,
+            conn,
             [
                 outbox.Queued("upload:7:receipt", mail, account),
                 outbox.Queued("upload:7:result", mail, account),
@@ -223,14 +222,14 @@ async def test_mails_queued_in_a_synchronous_write_skip_keys_queued_already(
     assert rows[1].subject == rows[0].subject  # rendered the same way as ``queue`` does
 
 
-async def test_mails_queued_in_a_synchronous_write_skip_an_account_without_mail(
+async def test_mails_queued_on_a_synchronous_connection_skip_an_account_without_mail(
     db: Database,
 ) -> None:
     account = await _account(db, notify=False)
     notifier = outbox.Notifier(SETTINGS)
     await db.write(
-        lambda session: notifier.queue_in(
-            session,
+        lambda conn: notifier.queue_in(
+            conn,
             [outbox.Queued("upload:1:receipt", emails.account_disabled(account), account)],
             now=NOW,
         )
