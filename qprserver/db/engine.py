@@ -55,8 +55,26 @@ def is_sqlite_busy(exc: DBAPIError) -> bool:
 
 def _sqlite_engine(url: str, echo: bool, *, immediate: bool, write_wait: float) -> AsyncEngine:
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": BUSY_ATTEMPT_SECONDS})
+    _sqlite_events(engine.sync_engine, immediate=immediate, write_wait=write_wait)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _sqlite_sync_writer(url: str, echo: bool, *, write_wait: float) -> Engine:
+    """A synchronous engine on the same SQLite file for ``Database.write``: its
+    transactions run whole in a worker thread and begin as the async writers do."""
+    sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+    engine = create_engine(
+        sync_url,
+        echo=echo,
+        # Used from the worker threads of ``asyncio.to_thread``, one at a time.
+        connect_args={"timeout": BUSY_ATTEMPT_SECONDS, "check_same_thread": False},
+    )
+    _sqlite_events(engine, immediate=True, write_wait=write_wait)
+    return engine
+
+
+def _sqlite_events(engine: Engine, *, immediate: bool, write_wait: float) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so BEGIN can be IMMEDIATE below.
         dbapi_connection.isolation_level = None
@@ -67,7 +85,7 @@ def _sqlite_engine(url: str, echo: bool, *, immediate: bool, write_wait: float) 
         cursor.execute(f"PRAGMA busy_timeout={int(BUSY_ATTEMPT_SECONDS * 1000)}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # A deferred transaction that later writes can fail with SQLITE_BUSY without
         # waiting; writers take the lock up front instead, readers stay concurrent.
@@ -77,8 +95,8 @@ def _sqlite_engine(url: str, echo: bool, *, immediate: bool, write_wait: float) 
         # Only this statement can meet another process's write lock: once it succeeds
         # the transaction holds the lock to its end. So it alone is tried again, for as
         # long as ``database.write_wait`` allows, and a busy database never fails a
-        # client's write after one busy wait. (It runs in aiosqlite's thread: the
-        # event loop goes on meanwhile.)
+        # client's write after one busy wait. (It runs in aiosqlite's thread or in
+        # ``Database.write``'s: the event loop goes on meanwhile.)
         deadline = time.monotonic() + write_wait
         attempt = 1
         while True:
@@ -93,8 +111,6 @@ def _sqlite_engine(url: str, echo: bool, *, immediate: bool, write_wait: float) 
                 attempt * BUSY_ATTEMPT_SECONDS,
             )
             attempt += 1
-
-    return engine
 
 
 def _sqlite_quick_engine(url: str, *, write: bool = False) -> Engine:
@@ -152,6 +168,9 @@ class Database:
             self._write_turn: asyncio.Lock | None = asyncio.Lock()
             self._quick: Engine | None = _sqlite_quick_engine(settings.url)
             self._quick_writer: Engine | None = _sqlite_quick_engine(settings.url, write=True)
+            self._sync_writer: Engine | None = _sqlite_sync_writer(
+                settings.url, settings.echo, write_wait=wait
+            )
             self._quick_async: AsyncEngine | None = None
         else:
             connect_args: dict[str, Any] = {}
@@ -163,6 +182,7 @@ class Database:
             self.read_engine = self.engine
             self._quick = None
             self._quick_writer = None
+            self._sync_writer = None
             # PostgreSQL locks rows, not the database, and waits without a timeout.
             self._write_turn = None
             # Quick reads: autocommit (no BEGIN/ROLLBACK round trips) and no ping per
@@ -204,6 +224,44 @@ class Database:
                     yield session
             finally:
                 _holding_write.reset(token)
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """``work(conn)`` in one write transaction, committed when it returns, rolled
+        back when it raises: a synchronous function on a synchronous connection.
+
+        For a transaction of many short statements on the path a client waits on (an
+        upload's acceptance). Through ``session()`` on SQLite every statement is a
+        round trip to aiosqlite's thread and back, dozens per transaction; here the
+        whole transaction is one trip to a worker thread, on a connection of its own
+        that begins, waits and takes its turn as ``session()``'s do. On PostgreSQL it
+        runs on a pooled connection (``AsyncConnection.run_sync``): one round trip to
+        the server per statement either way. No ORM session: ``work`` writes with
+        Core statements (the audit key is ``audit_key``).
+        """
+        if self._sync_writer is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(work)
+        if _holding_write.get():
+            raise RuntimeError("a write session inside another one would wait for itself")
+        assert self._write_turn is not None
+        async with self._write_turn:
+            token = _holding_write.set(True)
+            try:
+                done = asyncio.ensure_future(asyncio.to_thread(self._write_here, work))
+                try:
+                    return await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    # The thread goes on to its commit or rollback: the turn is this
+                    # transaction's until then, whoever stopped waiting for it.
+                    await asyncio.wait([done])
+                    raise
+            finally:
+                _holding_write.reset(token)
+
+    def _write_here(self, work: Callable[[Connection], T]) -> T:
+        assert self._sync_writer is not None
+        with self._sync_writer.begin() as conn:
+            return work(conn)
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:
@@ -296,6 +354,8 @@ class Database:
             self._quick.dispose()
         if self._quick_writer is not None:
             self._quick_writer.dispose()
+        if self._sync_writer is not None:
+            self._sync_writer.dispose()
         if self._quick_async is not None:
             await self._quick_async.dispose()
         await self.engine.dispose()

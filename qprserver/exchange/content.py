@@ -12,7 +12,8 @@ of parsing the file again.
 
 Checks read a file path or an open binary file (an upload's bytes as its
 ``BlobWriter.open_written`` gives them, before they are committed to the blob store).
-They block; callers on the event loop use a thread.
+They block; callers on the event loop use a thread, except for names whose check
+reads only a few bytes (``reads_little``).
 """
 
 from __future__ import annotations
@@ -183,6 +184,12 @@ def _check_zip(path: Source) -> None:
             archive.infolist()
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError):
         raise ContentRejected("ZIP-Verzeichnis fehlt oder ist beschädigt") from None
+
+
+def reads_little(filename: str) -> bool:
+    """True when ``check_content`` reads at most the head and tail of a file of this
+    name (PDF) or nothing but its size: a check cheap enough for the event loop."""
+    return not filename.lower().endswith((".xml", ".zip"))
 
 
 def check_content(path: Source, filename: str, *, max_xml_bytes: int) -> XmlTree | None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts.enums import Role
@@ -281,6 +282,32 @@ async def unique_name(
         if await _free_name(session, account, folder, candidate):
             return candidate
     raise RuntimeError("no free name")  # the last alternative carries a unique id
+
+
+def free_names(
+    conn: Connection, recipient_ids: Sequence[int], folder: Folder, name: str, *alternatives: str
+) -> dict[int, str]:
+    """``unique_name`` for many recipients at once on a synchronous connection, with one
+    look-up: each recipient's first free name of name and the alternatives."""
+    candidates = (name, *alternatives)
+    rows = conn.execute(
+        _TAKEN, {"recipients": list(recipient_ids), "folder": folder, "names": list(candidates)}
+    )
+    taken = {(recipient, taken_name) for recipient, taken_name in rows}
+    chosen: dict[int, str] = {}
+    for recipient in recipient_ids:
+        free = [c for c in candidates if (recipient, c) not in taken]
+        if not free:
+            raise RuntimeError("no free name")  # the last alternative carries a unique id
+        chosen[recipient] = free[0]
+    return chosen
+
+
+_TAKEN = select(Delivery.recipient_id, Delivery.name).where(
+    Delivery.recipient_id.in_(bindparam("recipients", expanding=True)),
+    Delivery.folder == bindparam("folder"),
+    Delivery.name.in_(bindparam("names", expanding=True)),
+)
 
 
 def _with_suffix(name: str, suffix: str) -> str:

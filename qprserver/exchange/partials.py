@@ -16,8 +16,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qprserver.db import prepared
 from qprserver.db.engine import Database, Reads
 from qprserver.db.models import PartialUpload
+from qprserver.db.prepared import Prepared
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,8 @@ _COLUMNS = select(
     PartialUpload.client_mtime,
     PartialUpload.kept_at,
 ).where(PartialUpload.depositor_id == bindparam("depositor"))
-_BY_PATH = _COLUMNS.where(PartialUpload.path == bindparam("path"))
+# Run by the driver itself (``db/prepared.py``): every completed upload asks it.
+_BY_PATH = Prepared(_COLUMNS.where(PartialUpload.path == bindparam("path")))
 
 
 def _partial(row: tuple[str, str, int, datetime | None, datetime]) -> Partial:
@@ -46,8 +49,8 @@ def _partial(row: tuple[str, str, int, datetime | None, datetime]) -> Partial:
 
 async def lookup(reads: Reads, depositor_id: int, path: str) -> Partial | None:
     """The partial upload kept at path, if any."""
-    row = (await reads.execute(_BY_PATH, {"depositor": depositor_id, "path": path})).first()
-    return _partial(row) if row is not None else None
+    found = await prepared.rows(reads, _BY_PATH, {"depositor": depositor_id, "path": path})
+    return _partial(found[0]) if found else None
 
 
 async def in_folder(reads: Reads, depositor_id: int, folder: str) -> list[Partial]:

@@ -14,15 +14,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.accounts.enums import Role
+from qprserver.accounts.enums import AccountStatus, Role
 from qprserver.audit import chain as audit
 from qprserver.audit.chain import Actor
 from qprserver.config import KindSettings
+from qprserver.db import prepared
+from qprserver.db.engine import Reads
 from qprserver.db.models import Account, Route
+from qprserver.db.prepared import Prepared
 from qprserver.errors import AlreadyExists, InvalidInput, NotFound, Rejected
 from qprserver.ik import IK, validate_land
 
@@ -69,41 +73,62 @@ def _institution(ik: str) -> Select[Account]:
     return select(Account).where(Account.ik == ik, Account.site.is_(None))
 
 
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """An account an upload goes to."""
+
+    id: int
+    ik: str
+
+
+# Run by the driver itself (``db/prepared.py``): every upload asks them.
+_CANDIDATES = select(Account.id, Account.ik, Account.roles, Account.status)
+_ROUTED = Prepared(
+    _CANDIDATES.join(Route, Route.recipient_id == Account.id).where(
+        Route.kind == bindparam("kind"), Route.land == bindparam("land")
+    )
+)
+_BY_IK = Prepared(_CANDIDATES.where(Account.ik == bindparam("ik"), Account.site.is_(None)))
+
+
+def _receiving(row: tuple[Any, ...]) -> bool:
+    """An account that receives: active, with the recipient role (as ``Account``)."""
+    _id, _ik, roles, status = row
+    return status is AccountStatus.ACTIVE and Role.RECIPIENT in roles
+
+
 async def recipients_for(
-    session: AsyncSession,
+    reads: Reads,
     classification: Classification | None,
     *,
     direct_ik: str | None,
     depositor: Account,
-) -> list[Account]:
-    """Active recipient accounts for an upload, sorted by IK; Rejected when none."""
+) -> list[Recipient]:
+    """Active recipient accounts for an upload, sorted by IK; Rejected when none.
+
+    reads: a session, or ``Database.quick_read``'s reader."""
     if direct_ik is not None:
-        account = await session.scalar(_institution(direct_ik))
-        if account is None or not account.active or not account.has_role(Role.RECIPIENT):
+        found = await prepared.rows(reads, _BY_IK, {"ik": direct_ik})
+        if not found or not _receiving(found[0]):
             raise Rejected(f"Empfänger {direct_ik} ist nicht bekannt oder nicht empfangsbereit")
-        return [account]
+        return [Recipient(found[0][0], found[0][1])]
     if classification is None or classification.subject_ik is None:
         raise Rejected(
             "Dateiname passt zu keiner Dokumentart und kein Empfänger ist adressiert "
             "(/outbox/<IK>/<Name>)"
         )
     subject = classification.subject_ik
-    found: dict[str, Account] = {}
+    rows: list[tuple[Any, ...]] = []
     if subject.land is not None:
-        routed = await session.scalars(
-            select(Account)
-            .join(Route, Route.recipient_id == Account.id)
-            .where(Route.kind == classification.kind, Route.land == subject.land)
+        rows += await prepared.rows(
+            reads, _ROUTED, {"kind": classification.kind, "land": subject.land}
         )
-        for account in routed:
-            found[account.ik] = account
-    facility = await session.scalar(_institution(subject.value))
-    if facility is not None:
-        found[facility.ik] = facility
+    rows += await prepared.rows(reads, _BY_IK, {"ik": subject.value})
+    by_ik = {row[1]: row for row in rows}
     result = [
-        a
-        for ik, a in sorted(found.items())
-        if a.active and a.has_role(Role.RECIPIENT) and a.id != depositor.id
+        Recipient(row[0], ik)
+        for ik, row in sorted(by_ik.items())
+        if _receiving(row) and row[0] != depositor.id
     ]
     if not result:
         land = subject.land or "unbekannt"

@@ -1,7 +1,8 @@
 """The transactional outbox: mails queued with the event that causes them, sent later.
 
 ``Notifier.queue`` renders a mail (``emails``) and writes it to ``mail_outbox`` in the
-caller's transaction, so a mail exists exactly when its event committed. The caller
+caller's transaction, so a mail exists exactly when its event committed
+(``queue_in`` does the same for several mails on a synchronous connection). The caller
 names the event in a dedupe key (``account:<audit event>``, ``upload:<protocol>:…``,
 ``bundle:<id>``, ``digest:<IK>:<newest delivery>``); the key is unique, so a retried
 transaction or a second node never queues it twice. Digest mails are different: the
@@ -18,10 +19,14 @@ One ``Notifier`` is built by the composition root (``service.py`` for ``serve``,
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, Table, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +41,48 @@ from qprserver.observability import events
 
 FIRST_NAMES = 10
 LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """One mail to queue in ``Notifier.queue_in``: its dedupe key, the mail, to whom."""
+
+    key: str
+    email: Email
+    account: Account
+
+
+def _row(
+    settings: MailSettings,
+    key: str,
+    email: Email,
+    to_addr: str,
+    account_id: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The outbox row of one mail, rendered now."""
+    mail = emails.render(email, settings)
+    return {
+        "dedupe_key": key,
+        "template": email.template,
+        "account_id": account_id,
+        "to_addr": to_addr,
+        "subject": mail.subject,
+        "body_text": mail.text,
+        "body_html": mail.html,
+        "status": "queued",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+def _insert_new(dialect: str) -> Any:
+    """An insert into the outbox that skips a row whose dedupe key is queued already."""
+    table = cast(Table, MailMessage.__table__)
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
 
 
 class Notifier:
@@ -69,20 +116,7 @@ class Notifier:
         exists = await session.scalar(select(MailMessage.id).where(MailMessage.dedupe_key == key))
         if exists is not None:
             return False
-        mail = emails.render(email, self.settings)
-        message = MailMessage(
-            dedupe_key=key,
-            template=email.template,
-            account_id=account_id,
-            to_addr=to_addr,
-            subject=mail.subject,
-            body_text=mail.text,
-            body_html=mail.html,
-            status="queued",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
+        message = MailMessage(**_row(self.settings, key, email, to_addr, account_id, now))
         try:
             async with session.begin_nested():
                 session.add(message)
@@ -90,6 +124,21 @@ class Notifier:
         except IntegrityError:
             return False  # another transaction queued the same event first
         return True
+
+    def queue_in(self, conn: Connection, mails: Sequence[Queued], *, now: datetime) -> None:
+        """Queue mails to accounts on a synchronous connection (``Database.write``): one
+        insert for all of them, none for an account that gets no mail.
+
+        A key queued already is skipped by the insert itself (``ON CONFLICT DO
+        NOTHING``) instead of a look-up and a savepoint per mail as in ``queue``.
+        """
+        rows = [
+            _row(self.settings, mail.key, mail.email, mail.account.email, mail.account.id, now)
+            for mail in mails
+            if mail.account.email and mail.account.notify
+        ]
+        if rows:
+            conn.execute(_insert_new(conn.dialect.name), rows)
 
 
 async def queue_digests(db: Database, notifier: Notifier, settings: Settings, now: datetime) -> int:

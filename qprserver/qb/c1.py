@@ -20,15 +20,15 @@ import logging
 import re
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts.enums import RegistrationState, Role
 from qprserver.config import QbSettings
-from qprserver.db.models import Document, QbC1Delivery, QbRegistration
+from qprserver.db.models import QbC1Delivery, QbRegistration
 from qprserver.errors import ConfigError
 from qprserver.qb.calendar import calendar_for, local_day
 from qprserver.qb.engine import QbResult
@@ -179,19 +179,19 @@ def check(name: str, tree: etree._ElementTree | None, qb: QbSettings) -> QbResul
     return QbResult(False, checked.findings, protocol, reason + "\n", reason)
 
 
-async def record(
-    session: AsyncSession, document: Document, result: QbResult, now: datetime
-) -> None:
-    """Note an accepted C-1 document: its report, part, and whether a Null-Meldung."""
+def record(conn: Connection, document_id: int, result: QbResult, now: datetime) -> None:
+    """Note an accepted C-1 document, in the acceptance's transaction: its report, part,
+    and whether a Null-Meldung."""
     protocol = result.protocol
-    session.add(
-        QbC1Delivery(
-            document_id=document.id,
-            year=protocol["berichtsjahr"],
-            ik=protocol["ik"],
-            site=protocol["standort"],
-            part="Land" if protocol["teil"] == "Land" else "bund",
-            null_report=bool(protocol["null_meldung"]),
-            created_at=now,
-        )
+    conn.execute(
+        insert(cast(Table, QbC1Delivery.__table__)),
+        {
+            "document_id": document_id,
+            "year": protocol["berichtsjahr"],
+            "ik": protocol["ik"],
+            "site": protocol["standort"],
+            "part": "Land" if protocol["teil"] == "Land" else "bund",
+            "null_report": bool(protocol["null_meldung"]),
+            "created_at": now,
+        },
     )

@@ -3,6 +3,7 @@ durable folder entries, hashing an open file, listing a folder that may vanish."
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -26,14 +27,21 @@ def make_dirs(path: Path) -> None:
     ``Path.mkdir(parents=True, mode=...)`` gives the mode to the last folder only,
     and a new folder is only durable once its parent's entry is.
     """
+    for folder in new_dirs(path):
+        fsync_dir(folder)
+
+
+def new_dirs(path: Path) -> list[Path]:
+    """Create path and missing parents with mode 0700, without waiting for the disk:
+    the folders whose entries changed (each new folder's parent), deepest first, for
+    the caller to fsync once it has made its own change in the new folder."""
     if path.is_dir():
-        return
-    make_dirs(path.parent)
-    try:
+        return []
+    changed = new_dirs(path.parent)
+    # Made by another writer in between: its entry may not be durable yet either.
+    with contextlib.suppress(FileExistsError):
         path.mkdir(mode=DIR_MODE)
-    except FileExistsError:
-        return  # another writer won the race; its fsync covers the entry
-    fsync_dir(path.parent)
+    return [path.parent, *changed]
 
 
 def sha256_of_fd(fd: int) -> str:

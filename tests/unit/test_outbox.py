@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from qprserver.config import MailSettings
 from qprserver.db.engine import Database
@@ -190,3 +190,48 @@ def _mail(
     if error is not None:
         fields["error"] = error
     return fields
+
+
+async def test_mails_queued_on_a_synchronous_connection_skip_keys_queued_already(
+    db: Database,
+) -> None:
+    account = await _account(db)
+    assert await _queue(db, account, "upload:7:receipt")
+    notifier = outbox.Notifier(SETTINGS)
+    mail = emails.account_disabled(account)
+
+    def work(conn: Connection) -> None:
+        notifier.queue_in(
+            conn,
+            [
+                outbox.Queued("upload:7:receipt", mail, account),
+                outbox.Queued("upload:7:result", mail, account),
+            ],
+            now=NOW,
+        )
+
+    await db.write(work)
+    await db.write(work)  # a second time queues nothing more
+    rows = await _rows(db)
+    assert [r.dedupe_key for r in rows] == ["upload:7:receipt", "upload:7:result"]
+    assert (rows[1].to_addr, rows[1].status, rows[1].account_id) == (
+        "lv@example.org",
+        "queued",
+        account.id,
+    )
+    assert rows[1].subject == rows[0].subject  # rendered the same way as ``queue`` does
+
+
+async def test_mails_queued_on_a_synchronous_connection_skip_an_account_without_mail(
+    db: Database,
+) -> None:
+    account = await _account(db, notify=False)
+    notifier = outbox.Notifier(SETTINGS)
+    await db.write(
+        lambda conn: notifier.queue_in(
+            conn,
+            [outbox.Queued("upload:1:receipt", emails.account_disabled(account), account)],
+            now=NOW,
+        )
+    )
+    assert await _rows(db) == []
