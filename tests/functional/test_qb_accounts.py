@@ -328,8 +328,10 @@ async def test_institution_accounts_log_in_by_ik_and_routing_still_finds_them(
         direct = await routing.recipients_for(
             session, None, direct_ik=OTHER_HOSPITAL, depositor=depositor
         )
-    assert sorted(a.login for a in routed) == sorted([LV_SH, OTHER_HOSPITAL])
-    assert [a.login for a in direct] == [OTHER_HOSPITAL]
+    institution = await _account(qb_server, OTHER_HOSPITAL)  # login = IK, no Standort
+    assert sorted(a.ik for a in routed) == sorted([LV_SH, OTHER_HOSPITAL])
+    assert [(a.id, a.ik) for a in direct] == [(institution.id, OTHER_HOSPITAL)]
+    assert institution.id in {a.id for a in routed}
     shown = await _shown(qb_server, f"{OTHER_HOSPITAL}-00")
     assert (shown["login"], shown["ik"], shown["site"]) == (
         f"{OTHER_HOSPITAL}-00",
