@@ -13,17 +13,20 @@ registration and year, which the outbox never sends twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qprserver.accounts.enums import RegistrationState
 from qprserver.config import QbSettings
 from qprserver.db.models import QbRegistration
 from qprserver.notify import qb_mails as mails
+from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
 from qprserver.qb.calendar import calendar_for, local_day
+from qprserver.qb.reminders import mail_each_once
 
 
 def confirmation_years(qb: QbSettings, now: datetime) -> list[int]:
@@ -55,33 +58,31 @@ async def confirm_registrations(
                 .order_by(QbRegistration.id)
             )
         ).all()
-        for reg in due:
-            claimed = await session.execute(
-                update(QbRegistration)
-                .where(QbRegistration.id == reg.id, QbRegistration.confirmation_sent_at.is_(None))
-                .values(confirmation_sent_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                continue  # another run confirmed it meanwhile
-            queued = await notifier.queue_to(
-                session,
-                key=f"qb-registration-confirmed:{year}:{reg.id}",
-                email=mails.qb_registration_confirmed(
-                    year,
-                    reg.ik,
-                    reg.site,
-                    reg.hospital,
-                    contact=reg.contact,
-                    email=reg.email,
-                    phone=reg.phone,
-                    basis=reg.basis.capitalize(),
-                    further_iks=reg.further_iks.replace(",", ", "),
-                    late=reg.late,
-                ),
-                to_addr=reg.email,
-                now=now,
-                account_id=reg.account_id,
-            )
-            sent += int(queued)
+        sent += await mail_each_once(
+            session,
+            notifier,
+            now,
+            due,
+            QbRegistration.confirmation_sent_at,
+            key=f"qb-registration-confirmed:{year}",
+            email=_confirmation(year),
+        )
     return sent
+
+
+def _confirmation(year: int) -> Callable[[QbRegistration], Email]:
+    def email(reg: QbRegistration) -> Email:
+        return mails.qb_registration_confirmed(
+            year,
+            reg.ik,
+            reg.site,
+            reg.hospital,
+            contact=reg.contact,
+            email=reg.email,
+            phone=reg.phone,
+            basis=reg.basis.capitalize(),
+            further_iks=reg.further_iks.replace(",", ", "),
+            late=reg.late,
+        )
+
+    return email

@@ -13,16 +13,19 @@ outbox never sends twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from qprserver.accounts.enums import RegistrationState, Role
 from qprserver.config import QbSettings
 from qprserver.db.models import Account, Document, QbRegistration
 from qprserver.ik import IK
 from qprserver.notify import qb_mails as mails
+from qprserver.notify.emails import Email
 from qprserver.notify.outbox import Notifier
 from qprserver.qb.c1 import C1_KIND
 from qprserver.qb.calendar import calendar_for, local_day
@@ -65,26 +68,58 @@ async def remind(session: AsyncSession, now: datetime, qb: QbSettings, notifier:
                 .order_by(QbRegistration.id)
             )
         ).all()
-        for reg in due:
-            claimed = await session.execute(
-                update(QbRegistration)
-                .where(QbRegistration.id == reg.id, QbRegistration.reminded_at.is_(None))
-                .values(reminded_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                continue  # another run reminded it meanwhile
-            queued = await notifier.queue_to(
-                session,
-                key=f"qb-reminder:{year}:{reg.id}",
-                email=mails.qb_reminder(
-                    year, reg.ik, reg.site, reg.hospital, reg.contact, f"{deadline:%d.%m.%Y}"
-                ),
-                to_addr=reg.email,
-                now=now,
-                account_id=reg.account_id,
-            )
-            sent += int(queued)
+        sent += await mail_each_once(
+            session,
+            notifier,
+            now,
+            due,
+            QbRegistration.reminded_at,
+            key=f"qb-reminder:{year}",
+            email=_reminder(year, f"{deadline:%d.%m.%Y}"),
+        )
+    return sent
+
+
+def _reminder(year: int, deadline: str) -> Callable[[QbRegistration], Email]:
+    def email(reg: QbRegistration) -> Email:
+        return mails.qb_reminder(year, reg.ik, reg.site, reg.hospital, reg.contact, deadline)
+
+    return email
+
+
+async def mail_each_once(
+    session: AsyncSession,
+    notifier: Notifier,
+    now: datetime,
+    due: Sequence[QbRegistration],
+    mark: InstrumentedAttribute[datetime | None],
+    *,
+    key: str,
+    email: Callable[[QbRegistration], Email],
+) -> int:
+    """Queue one mail per registration exactly once: the registration's ``mark`` column
+    is claimed by a conditional update (NULL → now) first, so a run on another node or
+    process that got there before skips it, and the mail's dedupe key
+    (``<key>:<registration id>``) makes a queued mail stay one. The number queued."""
+    sent = 0
+    for reg in due:
+        claimed = await session.execute(
+            update(QbRegistration)
+            .where(QbRegistration.id == reg.id, mark.is_(None))
+            .values({mark: now})
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another run claimed it meanwhile
+        queued = await notifier.queue_to(
+            session,
+            key=f"{key}:{reg.id}",
+            email=email(reg),
+            to_addr=reg.email,
+            now=now,
+            account_id=reg.account_id,
+        )
+        sent += int(queued)
     return sent
 
 
