@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -34,6 +35,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Fail unless the suite runs on this database backend (sqlite, postgresql).",
     )
+    parser.addoption(
+        "--require-tools",
+        action="store_true",
+        help="A test skipped because a client, tool or the real Qb data is missing fails "
+        "instead (CI installs them all, so such a skip there is a broken set-up).",
+    )
 
 
 def pytest_report_header() -> str:
@@ -47,6 +54,22 @@ def pytest_configure(config: pytest.Config) -> None:
             f"--require-backend={required} but the suite would run on {BACKEND}; "
             "set QPR_TEST_DATABASE_URL"
         )
+
+
+# What the skip reasons of tests say when a tool, device or data folder is missing.
+_MISSING = ("not installed", "is missing", "missing in", "not present")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and item.config.getoption("--require-tools")):
+        return
+    reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+    if any(words in reason for words in _MISSING):
+        report.outcome = "failed"
+        report.longrepr = f"--require-tools: skipped for a missing tool or data: {reason}"
 
 
 async def _pg_admin_async(sql: str) -> None:

@@ -231,7 +231,7 @@ def test_pdf_trailer_may_be_followed_by_padding(tmp_path: Path) -> None:
 def test_an_empty_zip_passes_and_a_cut_deflated_one_does_not(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w"):
-        pass
+        pass  # closed at once: an archive with no members
     assert _accepts(_file(tmp_path, "empty.zip", buffer.getvalue()), "empty.zip")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
