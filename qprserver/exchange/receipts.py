@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert
-from sqlalchemy.orm import Session
 
 from qprserver.accounts.enums import Channel
 from qprserver.audit import chain as audit
@@ -113,18 +112,13 @@ def write(conn: Connection, batch: Batch, audit_key: bytes | None) -> list[Downl
     return downloads
 
 
-def _write_in(session: Session, batch: Batch, audit_key: bytes | None) -> list[Download]:
-    return write(session.connection(), batch, audit_key)
-
-
 async def record(db: Database, batch: Batch) -> None:
-    """Write a batch in one transaction: SQLite's fast path when it is free, else a
-    write session (which waits its turn for the write lock). Each complete download
+    """Write a batch in one transaction: SQLite's fast path when it is free, else
+    ``Database.write`` (which waits its turn for the write lock). Each complete download
     is told (``download.complete``) once written."""
     written: list[Download] = []
     if not db.write_now(lambda conn: written.extend(write(conn, batch, db.audit_key))):
-        async with db.session() as session:
-            written = await session.run_sync(_write_in, batch, db.audit_key)
+        written = await db.write(lambda conn: write(conn, batch, db.audit_key))
     for d in written:
         events.download(
             d.channel,
