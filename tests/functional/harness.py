@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -20,11 +22,12 @@ import paramiko
 from sqlalchemy import select
 
 from qprserver.accounts import service as accounts
+from qprserver.accounts.enums import RegistrationState
 from qprserver.audit.chain import Actor
 from qprserver.clock import FixedClock, SystemClock
 from qprserver.config import Settings, load_config, parse_config
 from qprserver.db.engine import Database
-from qprserver.db.models import Document, MailMessage
+from qprserver.db.models import Document, MailMessage, QbRegistration
 from qprserver.exchange import routing
 from qprserver.ik import check_digit
 from qprserver.notify.outbox import Notifier
@@ -455,3 +458,50 @@ async def mailed_token(db: Database, about: str, path: str) -> str:
         ).all()
     body = next(b for b in bodies if about in b and path in b)
     return body.split(path, 1)[1].split()[0]
+
+
+def confirmed_registration(
+    site: str,
+    *,
+    year: int = 2019,
+    at: datetime = REGISTERED_AT,
+    basis: str = "plankrankenhaus",
+) -> QbRegistration:
+    """A confirmed report registration of HOSPITAL's Standort ``site``, written directly
+    (for tests of what comes after the double opt-in)."""
+    return QbRegistration(
+        year=year,
+        ik=HOSPITAL,
+        site=site,
+        hospital=f"Klinik {site}",
+        contact="Frau Muster",
+        email=f"qb-{site}@klinik.example",
+        phone="0431 1234-56",
+        basis=basis,
+        further_iks="",
+        address="127.0.0.1",
+        state=RegistrationState.BESTAETIGT,
+        late=False,
+        created_at=at,
+        confirmed_at=at,
+        updated_at=at,
+    )
+
+
+def run_job_in_two_processes(config: Path, job: str, times: Sequence[datetime]) -> list[Any]:
+    """``jobs run JOB --at T --json`` in one process per time, all started at once; each
+    run's JSON (both must exit 0). Times on different days make the runs of different
+    periods, so both do the work."""
+    command = [sys.executable, "-m", "qprserver", "--config", str(config)]
+    runs = [
+        subprocess.Popen(
+            [*command, "jobs", "run", job, "--at", at.isoformat(), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for at in times
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0] * len(runs), outputs
+    return [json.loads(out) for out, _ in outputs]

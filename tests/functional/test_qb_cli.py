@@ -11,9 +11,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.accounts.enums import RegistrationState
-from qprserver.db.models import QbRegistration
 from tests.functional.conftest import Instance
+from tests.functional.harness import confirmed_registration
 
 HOSPITAL = "260100023"
 
@@ -107,34 +106,15 @@ def _in_correction_phase(instance: Instance) -> int:
     return 2030
 
 
-def _registration(site: str) -> QbRegistration:
-    now = datetime.now(UTC)
-    return QbRegistration(
-        year=2030,
-        ik=HOSPITAL,
-        site=site,
-        hospital=f"Klinik {site}",
-        contact="Frau Muster",
-        email=f"qb-{site}@klinik.example",
-        phone="0431 1234-56",
-        basis="plankrankenhaus",
-        further_iks="",
-        address="127.0.0.1",
-        state=RegistrationState.BESTAETIGT,
-        late=False,
-        created_at=now,
-        confirmed_at=now,
-        updated_at=now,
-    )
-
-
 def test_mismatches_import_in_the_correction_phase_all_or_nothing_and_mail_each_registration(
     instance: Instance, tmp_path: Path
 ) -> None:
     year = _in_correction_phase(instance)
 
     async def add(session: AsyncSession) -> None:
-        session.add_all([_registration("01"), _registration("02")])
+        session.add_all(
+            [confirmed_registration(site, year=2030, at=datetime.now(UTC)) for site in ("01", "02")]
+        )
 
     instance.in_session(add)
     rows = instance.json("qb", "calendar", str(year))["termine"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +17,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.accounts.enums import RegistrationState
 from qprserver.clock import FixedClock
 from qprserver.db.engine import Database
 from qprserver.db.models import Account, MailMessage, QbRegistration, UploadProtocol
@@ -37,7 +34,9 @@ from tests.functional.harness import (
     LV_SH,
     REGISTERED_AT,
     Server,
+    confirmed_registration,
     register_report,
+    run_job_in_two_processes,
     start_qb_server,
 )
 from tests.functional.smtp import SmtpServer
@@ -281,49 +280,19 @@ async def test_a_c1_file_is_checked_against_the_years_c1_schema_and_the_result_m
     assert f"QPR-Portal: {null} angenommen" in results
 
 
-def _confirmed(site: str) -> QbRegistration:
-    return QbRegistration(
-        year=2019,
-        ik=HOSPITAL,
-        site=site,
-        hospital=f"Klinik {site}",
-        contact="Frau Muster",
-        email=f"qb-{site}@klinik.example",
-        phone="0431 1234-56",
-        basis="hochschulklinik",
-        further_iks="",
-        address="127.0.0.1",
-        state=RegistrationState.BESTAETIGT,
-        late=False,
-        created_at=REGISTERED_AT,
-        confirmed_at=REGISTERED_AT,
-        updated_at=REGISTERED_AT,
-    )
-
-
 def test_two_processes_confirming_at_once_mail_each_registration_once(
     instance: Instance,
 ) -> None:
     sites = [f"{n:02d}" for n in range(1, 21)]
 
     async def add(session: AsyncSession) -> None:
-        session.add_all(_confirmed(site) for site in sites)
+        session.add_all(confirmed_registration(site, basis="hochschulklinik") for site in sites)
 
     instance.in_session(add)
-    # Two days, so the two runs are of different periods and both do the work.
-    command = [sys.executable, "-m", "qprserver", "--config", str(instance.config)]
-    runs = [
-        subprocess.Popen(
-            [*command, "jobs", "run", "qb-confirmations", "--at", at.isoformat(), "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for at in (PHASE_OVER, PHASE_OVER + timedelta(days=1))
-    ]
-    outputs = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
-    assert sum(json.loads(out)["result"]["confirmed"] for out, _ in outputs) == 20
+    results = run_job_in_two_processes(
+        instance.config, "qb-confirmations", (PHASE_OVER, PHASE_OVER + timedelta(days=1))
+    )
+    assert sum(result["result"]["confirmed"] for result in results) == 20
 
     async def count(session: AsyncSession) -> tuple[int, int, int]:
         mails = select(MailMessage.dedupe_key).where(

@@ -3,9 +3,6 @@ without an accepted report, however often and from however many processes it run
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +11,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.accounts.enums import RegistrationState
 from qprserver.db.engine import Database
 from qprserver.db.models import MailMessage, QbRegistration
 from qprserver.jobs.registry import run_job
@@ -26,7 +22,9 @@ from tests.functional.harness import (
     REGISTERED_AT,
     REPORT,
     Server,
+    confirmed_registration,
     register_report,
+    run_job_in_two_processes,
     start_qb_server,
 )
 
@@ -79,50 +77,20 @@ async def test_only_registrations_without_an_accepted_report_are_reminded_once(
     assert "15.11.2020" in mails[0].body_text and "Standort 02" in mails[0].subject
 
 
-def _confirmed(site: str) -> QbRegistration:
-    return QbRegistration(
-        year=2019,
-        ik=HOSPITAL,
-        site=site,
-        hospital=f"Klinik {site}",
-        contact="Frau Muster",
-        email=f"qb-{site}@klinik.example",
-        phone="0431 1234-56",
-        basis="plankrankenhaus",
-        further_iks="",
-        address="127.0.0.1",
-        state=RegistrationState.BESTAETIGT,
-        late=False,
-        created_at=REGISTERED_AT,
-        confirmed_at=REGISTERED_AT,
-        updated_at=REGISTERED_AT,
-    )
-
-
 def test_two_processes_running_the_job_at_once_remind_each_registration_once(
     instance: Instance,
 ) -> None:
     sites = [f"{n:02d}" for n in range(1, 21)]
 
     async def add(session: AsyncSession) -> None:
-        session.add_all(_confirmed(site) for site in sites)
+        session.add_all(confirmed_registration(site) for site in sites)
 
     instance.in_session(add)
-    # Two days, so the two runs are of different periods and both do the work.
-    command = [sys.executable, "-m", "qprserver", "--config", str(instance.config)]
-    runs = [
-        subprocess.Popen(
-            [*command, "jobs", "run", "qb-reminders", "--at", at.isoformat(), "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for at in (REMINDER_DAY, REMINDER_DAY + timedelta(days=1))
-    ]
-    outputs = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
+    results = run_job_in_two_processes(
+        instance.config, "qb-reminders", (REMINDER_DAY, REMINDER_DAY + timedelta(days=1))
+    )
     # Between them the two runs reminded every registration, neither one twice.
-    assert sum(json.loads(out)["result"]["reminded"] for out, _ in outputs) == 20
+    assert sum(result["result"]["reminded"] for result in results) == 20
 
     async def count(session: AsyncSession) -> tuple[int, int, int]:
         mails = select(MailMessage.dedupe_key).where(MailMessage.template == "qb_reminder")
