@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from qprserver.db import usage
 from qprserver.db.engine import Database
 from qprserver.errors import DatabaseNotReady
 
@@ -158,6 +159,10 @@ async def check(db: Database) -> list[str]:
             problems.append(f"database at revision {current}, expected {head}")
             return problems
         problems.extend(str(d) for d in await conn.run_sync(_diff))
+        problems.extend(
+            f"trigger {name} on documents missing (it keeps depositor_usage)"
+            for name in await conn.run_sync(usage.missing_triggers)
+        )
     return problems
 
 

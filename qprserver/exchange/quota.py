@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from qprserver.accounts.enums import Role
 from qprserver.db.engine import Reads
-from qprserver.db.models import Account, Delivery, Document
+from qprserver.db.models import Account, Delivery, DepositorUsage, Document
 from qprserver.exchange.folders import DELIVERY_FOLDERS
 
 BLOCK = 4096
@@ -34,11 +34,10 @@ class Space:
 
 
 async def used_by_depositor(reads: Reads, account: Account) -> int:
-    """Bytes of the depositor's current documents (what the quota counts)."""
+    """Bytes of the depositor's current documents (what the quota counts): the total
+    the triggers on ``documents`` keep (``db.usage``)."""
     used = await reads.scalar(
-        select(func.coalesce(func.sum(Document.size), 0)).where(
-            Document.depositor_id == account.id, Document.current.is_(True)
-        )
+        select(DepositorUsage.used).where(DepositorUsage.depositor_id == account.id)
     )
     return int(used or 0)
 

@@ -19,6 +19,11 @@ branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
 
 
+# A batch_alter_table("documents") makes SQLite recreate the table and drop the
+# triggers that keep depositor_usage: call usage.create_triggers(op.get_bind()) after
+# it (qprserver.db.usage); `db check` reports them missing.
+
+
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}
 

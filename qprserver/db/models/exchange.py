@@ -51,7 +51,14 @@ class Route(Base):
 
 
 class Document(Base):
-    """One accepted version of an uploaded file; the bytes are a blob by SHA-256."""
+    """One accepted version of an uploaded file; the bytes are a blob by SHA-256.
+
+    Triggers on this table keep ``depositor_usage`` (migration 0016): a migration
+    that makes SQLite recreate ``documents`` (``batch_alter_table``: copy, drop,
+    rename) drops them with the old table and must create them again
+    (``db.usage.create_triggers``); ``tests/functional/test_depositor_usage``
+    fails when they are missing.
+    """
 
     __tablename__ = "documents"
     __table_args__ = (
@@ -76,6 +83,23 @@ class Document(Base):
     client_mtime: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     depositor: Mapped[Account] = relationship()
+
+
+class DepositorUsage(Base):
+    """The bytes of a depositor's current documents, what its quota counts.
+
+    Written only by triggers on ``documents`` (insert, delete, update of
+    ``current``, ``size`` or ``depositor_id``; migration 0016), in the transaction
+    that changes the documents, so no code path can leave it behind the rows it
+    sums. A depositor without a current document may have no row (read as 0).
+    """
+
+    __tablename__ = "depositor_usage"
+
+    depositor_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    used: Mapped[int] = mapped_column(BigInteger)
 
 
 class Delivery(Base):
