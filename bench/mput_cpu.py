@@ -4,16 +4,19 @@ Wall time on a shared machine says little about what one upload costs the server
 the CPU time of the serving process (``/proc/<pid>/stat``) over an ``mput`` of
 ``--count`` PDFs of 100 KB says more. One qprserver with ``workers = 1`` (SQLite in a
 temp folder, or ``--db-url``), the depositor and the route of ``run.py``, fresh
-names each run; ``--py-spy OUT`` records the serving process meanwhile
-(``py-spy record -r 200 -f raw``, installed in the same virtualenv).
+names each run; ``--hold N`` gives the depositor N current documents first (as the
+populated scenarios before scenario 8 of ``run.py`` do); ``--py-spy OUT`` records
+the serving process meanwhile (``py-spy record -r 200 -f raw``, installed in the same virtualenv).
 
-    python bench/mput_cpu.py [--count 100] [--runs 3] [--cipher aes128-gcm@openssh.com]
+    python bench/mput_cpu.py [--count 100] [--runs 3] [--hold 105000]
+                             [--cipher aes128-gcm@openssh.com]
                              [--db-url postgresql+asyncpg://…] [--py-spy OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import signal
@@ -21,9 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from clients import Client, Endpoint
+from populate import FileSpec, populate
 from qprside import QprServer
 from run import ACCOUNTS, LV_IK, SAME_KEX
 from scenarios import SUBJECT_IK
@@ -39,12 +44,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def hold(qpr: QprServer, base: Path, count: int) -> None:
+    """Give the depositor ``count`` current documents (one blob, many names)."""
+    held = base / "held.pdf"
+    PdfMaker().write(held, SIZE, "held")
+    spec = FileSpec("", held, hashlib.sha256(held.read_bytes()).hexdigest(), SIZE)
+    specs = [replace(spec, name=f"{SUBJECT_IK}_held{i:06d}.pdf") for i in range(count)]
+    start = time.perf_counter()
+    populate(qpr.config, ACCOUNTS["md"][0], SUBJECT_IK, {LV_IK: specs})
+    log(f"depositor holds {count} documents ({time.perf_counter() - start:.1f} s)")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100, help="files per mput (default 100)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cipher", help="force this cipher on both sides (default: client's)")
     parser.add_argument("--db-url", help="postgresql+asyncpg://…: PostgreSQL, a fresh schema")
+    parser.add_argument("--hold", type=int, default=0, help="documents the depositor holds")
     parser.add_argument("--py-spy", type=Path, help="record the serving process to this file")
     return parser.parse_args()
 
@@ -67,6 +84,8 @@ def main() -> int:
         qpr.cli_inprocess(
             "route", "add", "--kind", "pruefbericht", "--land", "NW", "--recipient", LV_IK
         )
+        if args.hold:
+            hold(qpr, base, args.hold)
         qpr.write_config(
             [args.cipher] if args.cipher else None, [SAME_KEX] if args.cipher else None
         )
