@@ -27,6 +27,7 @@ from qprserver.db.reads import AsyncReads, DriverFailed, SyncReads
 from qprserver.db.reads import Reads as Reads  # where the hot-path readers import it from
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 AUDIT_KEY_INFO = "audit_key"  # ``info`` entry of write sessions (``audit``)
 
@@ -241,13 +242,17 @@ class Database:
         if self._sync_writer is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
+        return await self._in_turn(lambda: self._write_here(work))
+
+    async def _in_turn(self, call: Callable[[], T]) -> T:
+        """``call()`` in a worker thread during this process's write turn (SQLite)."""
         if _holding_write.get():
             raise RuntimeError("a write session inside another one would wait for itself")
         assert self._write_turn is not None
         async with self._write_turn:
             token = _holding_write.set(True)
             try:
-                done = asyncio.ensure_future(asyncio.to_thread(self._write_here, work))
+                done = asyncio.ensure_future(asyncio.to_thread(call))
                 try:
                     return await asyncio.shield(done)
                 except asyncio.CancelledError:
@@ -262,6 +267,27 @@ class Database:
         assert self._sync_writer is not None
         with self._sync_writer.begin() as conn:
             return work(conn)
+
+    async def write_after(self, prepare: Callable[[], P], work: Callable[[Connection, P], T]) -> T:
+        """``prepare()`` (blocking, e.g. the fsync of an upload's bytes), then
+        ``work(conn, prepared)`` as ``write`` runs it; the transaction begins only
+        once ``prepare`` has returned, and not at all when it raises.
+
+        On SQLite, when no other write of this process holds or waits for the turn,
+        both run in one trip to a worker thread (an upload's close waits on one hop
+        fewer); otherwise ``prepare`` runs in a thread of its own first, so that it
+        does not hold up the writers queued before it. On PostgreSQL ``prepare`` runs
+        in a thread, then ``write``.
+        """
+        if self._write_turn is None or self._write_turn.locked():
+            prepared = await asyncio.to_thread(prepare)
+            return await self.write(lambda conn: work(conn, prepared))
+
+        def prepare_then_write() -> T:
+            prepared = prepare()
+            return self._write_here(lambda conn: work(conn, prepared))
+
+        return await self._in_turn(prepare_then_write)
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:

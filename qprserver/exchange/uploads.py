@@ -10,8 +10,9 @@ blob, only its protocol.
 The client's close waits on all of it, so each step takes the shortest way there
 is: a PDF's check (its head and tail) runs right here, the routing and quota reads
 go through ``Database.quick_read`` (on SQLite no thread at all), the bytes are
-fsynced in one trip to a thread and the transaction is one more
-(``Database.write``).
+fsynced and the transaction written in one trip to a worker thread
+(``Database.write_after``; two on PostgreSQL), and the upload's log event is
+written after the close is answered.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
+from functools import partial
 from typing import BinaryIO
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from qprserver.audit.chain import Actor
 from qprserver.config import Settings
@@ -41,7 +43,7 @@ from qprserver.qb import c1
 from qprserver.qb import registrations as qb_registrations
 from qprserver.qb.engine import QbResult, validate_upload
 from qprserver.qb.filename import parse_report_name
-from qprserver.storage.base import BlobWriter
+from qprserver.storage.base import BlobInfo, BlobWriter
 
 __all__ = ["Accepted", "ReportRejected", "UploadService", "validate_name"]
 
@@ -167,7 +169,6 @@ class UploadService:
                 return found
 
             recipients = await self.db.quick_read(destination)
-            blob = await asyncio.to_thread(writer.finish)
         except Rejected as exc:
             size = writer.size
             sha256 = await asyncio.to_thread(_digest_or_empty, writer)
@@ -195,21 +196,36 @@ class UploadService:
             else None
         )
         upload = acceptance.Upload(depositor, actor, now, shown, self.notifier, self.db.audit_key)
-        checked = acceptance.Checked(
-            name, direct_ik, kind, subject, blob, recipients, report, client_mtime
-        )
-        accepted = await self.db.write(lambda conn: acceptance.accept(conn, upload, checked))
-        events.upload(
-            "unchanged" if accepted.unchanged else "accepted",
-            account=depositor.login,
-            name=shown,
-            kind=accepted.kind,
-            size=accepted.size,
-            sha256=accepted.sha256,
-            seconds=time.monotonic() - started,
-            recipients=accepted.recipients,
-            document=accepted.document_id,
-            version=accepted.version,
+
+        def accept(conn: Connection, blob: BlobInfo) -> Accepted:
+            checked = acceptance.Checked(
+                name, direct_ik, kind, subject, blob, recipients, report, client_mtime
+            )
+            return acceptance.accept(conn, upload, checked)
+
+        try:
+            # The bytes are fsynced and under their hash before the transaction that
+            # refers to them begins (on SQLite in the same trip to a worker thread).
+            accepted = await self.db.write_after(writer.finish, accept)
+        except BaseException:
+            writer.abort()  # nothing after a failed finish; a no-op after a finished one
+            raise
+        # The event is logged in the loop's next turn, with this task's context (session,
+        # request): after the SFTP edge has answered the close, which waits on none of it.
+        asyncio.get_running_loop().call_soon(
+            partial(
+                events.upload,
+                "unchanged" if accepted.unchanged else "accepted",
+                account=depositor.login,
+                name=shown,
+                kind=accepted.kind,
+                size=accepted.size,
+                sha256=accepted.sha256,
+                seconds=time.monotonic() - started,
+                recipients=accepted.recipients,
+                document=accepted.document_id,
+                version=accepted.version,
+            )
         )
         return accepted
 

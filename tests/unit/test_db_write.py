@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -120,3 +121,66 @@ async def test_a_write_no_one_waits_for_any_more_still_ends_before_the_next_begi
         await waiting
     await after
     assert await _iks(db) == ["105830016", "190500027"]
+
+
+async def test_write_after_hands_what_prepare_returned_to_the_work(db: Database) -> None:
+    steps: list[str] = []
+
+    def prepare() -> str:
+        steps.append("prepare")
+        return "105830016"
+
+    def work(conn: Connection, ik: str) -> int:
+        steps.append("work")
+        return _add(conn, ik)
+
+    assert await db.write_after(prepare, work) > 0
+    assert steps == ["prepare", "work"]
+    assert await _iks(db) == ["105830016"]
+
+
+async def test_write_after_whose_prepare_raises_writes_nothing(db: Database) -> None:
+    def prepare() -> str:
+        raise OSError("disk gone")
+
+    def work(conn: Connection, ik: str) -> int:
+        raise AssertionError("no transaction after a failed prepare")
+
+    with pytest.raises(OSError, match="disk gone"):
+        await db.write_after(prepare, work)
+    assert await _iks(db) == []
+
+
+@sqlite_only
+async def test_write_after_while_another_write_holds_the_turn_queues_behind_it(
+    db: Database,
+) -> None:
+    """Prepared outside the turn, then written after the write that held it."""
+    order: list[str] = []
+    holding, prepared, release = asyncio.Event(), threading.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with db.session():
+            order.append("held")
+            holding.set()
+            await release.wait()
+        order.append("released")
+
+    held = asyncio.create_task(holder())
+    await holding.wait()
+
+    def prepare() -> str:
+        order.append("prepare")
+        prepared.set()
+        return "105830016"
+
+    def work(conn: Connection, ik: str) -> int:
+        order.append("work")
+        return _add(conn, ik)
+
+    writing = asyncio.create_task(db.write_after(prepare, work))
+    assert await asyncio.to_thread(prepared.wait, 10)
+    release.set()
+    await asyncio.gather(held, writing)
+    assert order == ["held", "prepare", "released", "work"]
+    assert await _iks(db) == ["105830016"]
