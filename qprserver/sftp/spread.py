@@ -83,6 +83,10 @@ async def _serve_one(serve: Serve, sock: socket.socket) -> None:
         sock.close()
 
 
+def _closing(sock: socket.socket) -> Callable[[asyncio.Task[None]], None]:
+    return lambda _: sock.close()
+
+
 class _Worker:
     """The first process's view of one other worker."""
 
@@ -191,11 +195,12 @@ class Dispatcher:
         )
 
     def close(self) -> None:
-        for task in self._accepting:
+        for task, sock in zip(self._accepting, self._listening, strict=True):
+            # Closed once the accept has let go of it (it is still registered with
+            # the loop until the cancellation is through).
+            task.add_done_callback(_closing(sock))
             task.cancel()
         self._accepting = []
-        for sock in self._listening:
-            sock.close()
 
     async def wait_closed(self) -> None:
         await self._tasks.wait()
