@@ -42,6 +42,7 @@ from qprserver.observability.listener import OpsListener
 from qprserver.observability.systemd import ServiceManager
 from qprserver.sftp.receipts import ReceiptRecorder
 from qprserver.sftp.server import SFTPListener
+from qprserver.sftp.spread import Dispatcher, Receiver, Spread, socket_pair
 from qprserver.sftp.state import ServerContext
 from qprserver.sockets import listening_sockets
 from qprserver.storage.base import BlobStore
@@ -126,6 +127,7 @@ async def serve_forever(
     settings: Settings,
     *,
     sockets: Sequence[socket.socket] = (),
+    spread: Spread | None = None,
     web_sockets: Sequence[socket.socket] | None = None,
     sweep_blobs: bool = False,
     ready: Callable[[int], None] | None = None,
@@ -138,7 +140,9 @@ async def serve_forever(
     ``sweep_blobs``: first remove blobs no row refers to (left by a killed server
     between storing a blob and committing its row; one process of a node does it).
     ``on_signal`` is called with the signal first (the first process passes it on
-    to the other workers, so all of them shut down at once). ``web_sockets``: the
+    to the other workers, so all of them shut down at once). ``spread``: where this
+    process's SFTP connections come from with workers (instead of ``sockets``,
+    ``sftp/spread.py``). ``web_sockets``: the
     portal's, when ``web.enabled`` (None: bound here). ``primary``: this process serves
     the operations listener and tells systemd how the service stands;
     ``metrics_folder``: where the workers' metric values meet (``multiproc``).
@@ -179,7 +183,7 @@ async def serve_forever(
             if gone:
                 log.info("removed %d stored file(s) no document or bundle refers to", len(gone))
         listener = SFTPListener(ctx)
-        await listener.start(sockets)
+        await listener.start(sockets, spread)
         log.info("listening on %s:%d", settings.server.host, listener.port)
         web: WebListener | None = None
         if settings.web.enabled:
@@ -255,7 +259,8 @@ _NO_SERVICE_MANAGER = ServiceEnvironment()
 
 def _worker(
     config_path: str,
-    sockets: list[socket.socket],
+    pair: socket.socket,
+    port: int,
     web_sockets: list[socket.socket],
     metrics_folder: Path | None,
 ) -> None:
@@ -263,7 +268,10 @@ def _worker(
     logs.setup(settings.logging, service_environment())
     asyncio.run(
         serve_forever(
-            settings, sockets=sockets, web_sockets=web_sockets, metrics_folder=metrics_folder
+            settings,
+            spread=Receiver(pair, port),
+            web_sockets=web_sockets,
+            metrics_folder=metrics_folder,
         )
     )
 
@@ -272,15 +280,16 @@ def run(settings: Settings) -> None:
     """The ``serve`` command: one process, or ``workers`` processes sharing the port.
 
     The port is bound here, before anything else happens (a second ``serve`` on a
-    taken port stops with one line and sweeps nothing of the running one's uploads),
-    and each worker serves its own socket of it (``listening_sockets``). With workers,
-    this process is the first of them (no idle supervisor holding memory): it starts
-    the others, serves beside them, passes SIGTERM and SIGINT on and waits for them
-    before it exits.
+    taken port stops with one line and sweeps nothing of the running one's uploads).
+    With workers, this process is the first of them (no idle supervisor holding
+    memory): it starts the others, serves beside them, passes SIGTERM and SIGINT on
+    and waits for them before it exits. It alone accepts SFTP connections and hands
+    each to the process with the fewest (``sftp/spread.py``); each process serves its
+    own socket of the portal's port (``listening_sockets``).
     """
     logs.setup(settings.logging, service_environment())
     workers = settings.server.workers
-    sockets = listening_sockets(settings.server.host, settings.server.port, workers)
+    sockets = listening_sockets(settings.server.host, settings.server.port)[0]
     web = settings.web
     web_sockets = listening_sockets(web.host, web.port, workers) if web.enabled else [[]] * workers
     warn_unusable_files(settings)
@@ -291,7 +300,7 @@ def run(settings: Settings) -> None:
         asyncio.run(
             serve_forever(
                 settings,
-                sockets=sockets[0],
+                sockets=sockets,
                 web_sockets=web_sockets[0],
                 sweep_blobs=True,
                 primary=True,
@@ -309,25 +318,28 @@ def run(settings: Settings) -> None:
 
 def _run_workers(
     settings: Settings,
-    sockets: list[list[socket.socket]],
+    sockets: list[socket.socket],
     web_sockets: list[list[socket.socket]],
     folder: Path | None,
 ) -> None:
     assert settings.config_path is not None
     ctx = multiprocessing.get_context("spawn")
+    port = sockets[0].getsockname()[1]
+    pairs = [socket_pair() for _ in web_sockets[1:]]
     procs = [
         ctx.Process(
             target=_worker,
-            args=(str(settings.config_path), own, web_own, folder),
+            args=(str(settings.config_path), theirs, port, web_own, folder),
             name=f"qprserver-{i}",
         )
-        for i, (own, web_own) in enumerate(zip(sockets[1:], web_sockets[1:], strict=True), 1)
+        for i, ((_, theirs), web_own) in enumerate(zip(pairs, web_sockets[1:], strict=True), 1)
     ]
-    for proc, own, web_own in zip(procs, sockets[1:], web_sockets[1:], strict=True):
+    for proc, (_, theirs), web_own in zip(procs, pairs, web_sockets[1:], strict=True):
         proc.start()  # the child has its copies of the sockets once this returns
-        for sock in [*own, *web_own]:
-            # Else a worker's socket outlives the worker and its share of the
-            # connections would wait in a queue nobody accepts from.
+        for sock in [theirs, *web_own]:
+            # Else a worker's socket outlives the worker: its share of the portal's
+            # connections would wait in a queue nobody accepts from, and its death
+            # would not end the pair (``Dispatcher`` would go on handing to it).
             sock.close()
 
     def forward(_signum: int) -> None:
@@ -340,7 +352,7 @@ def _run_workers(
         asyncio.run(
             serve_forever(
                 settings,
-                sockets=sockets[0],
+                spread=Dispatcher(sockets, [ours for ours, _ in pairs]),
                 web_sockets=web_sockets[0],
                 sweep_blobs=True,
                 on_signal=forward,

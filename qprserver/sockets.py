@@ -1,8 +1,10 @@
 """Listening sockets for the server's listeners (SFTP, portal), bound once per node.
 
 One plain socket per address finds a taken port with a one-line error; with several
-worker processes each gets its own SO_REUSEPORT socket on the same port, so the
-kernel spreads connections over them while the port is never free in between.
+worker processes the portal's port gives each its own SO_REUSEPORT socket on the same
+port, so the kernel spreads connections over them while the port is never free in
+between. (SFTP binds for one process: the first process hands its connections on,
+``sftp/spread.py``.)
 """
 
 from __future__ import annotations

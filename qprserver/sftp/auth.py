@@ -103,12 +103,13 @@ class AccountSSHServer(asyncssh.SSHServer):
           wait for, so the refusal would come after the banner (which confuses
           OpenSSH) — and a connection flood, the thing this limit is for, would turn
           into a write load on the database every node shares.
-        - The limit divided by ``server.workers``: the kernel gives each connection to
-          a worker by a hash of its source port, so one address's connections do not
-          split evenly. With the default 10 and 2 workers (5 each), 8 logins at once
-          from one address — which ``test_concurrent_uploads`` makes, well within the
-          limit — put 6 or more on one worker in 29 % of such batches (binomial, 2 ×
-          P(X ≥ 6 | n = 8)); that test then fails on refused logins.
+        - The limit divided by ``server.workers``: connections go to the process with
+          the fewest open connections of any address (``spread.py``), so one
+          address's still-authenticating connections need not split evenly while
+          other addresses' sessions load one process. (When the kernel chose the
+          worker by a hash of the source port, 8 logins at once from one address —
+          which ``test_concurrent_uploads`` makes, well within the default 10 — put 6
+          or more on one worker in 29 % of such batches, 5 each being allowed.)
 
         The limit bounds what one process spends on logins that have not succeeded
         (key exchanges, memory), so per process is the unit it protects; an address

@@ -5,7 +5,7 @@ a repeated ``ssh-userauth`` request, narrowed host key algorithms, dropping its
 CBC-era ignore packets, one write for the packets of a channel flush, tolerating
 rclone's padded writes, bounded replies, telling asyncssh's clean-up from a client's
 close, building listing attributes fast, debug messages that cost nothing while
-DEBUG is off). Each is one small function below
+DEBUG is off, serving a socket another process accepted). Each is one small function below
 whose docstring says why it exists and what breaks without it. Nothing else in
 qprserver touches a private name of asyncssh.
 
@@ -29,6 +29,7 @@ algorithm list (``server_host_key_algs`` is the client's), no drain on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -452,3 +453,27 @@ def in_session_cleanup() -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+async def accepted_connection_factory(
+    server_factory: Callable[[], asyncssh.SSHServer], **options: Any
+) -> Callable[[], asyncio.Protocol]:
+    """The protocol factory asyncssh's listener gives ``loop.create_server``, for
+    ``loop.connect_accepted_socket`` with a socket accepted by another process.
+
+    ``asyncssh.listen`` builds one ``SSHServerConnection(loop, options, acceptor,
+    error_handler)`` per accepted socket with options constructed once; the
+    constructor's arguments are not documented. ``run_server`` (public) serves one
+    accepted socket but constructs the options (host keys and all) again for each
+    connection and only returns once its login completed. Without it connections
+    cannot be spread over the worker processes (``sftp/spread.py``).
+    """
+    loop = asyncio.get_running_loop()
+    built = await asyncssh.SSHServerConnectionOptions.construct(
+        None, server_factory=server_factory, **options
+    )
+
+    def factory() -> asyncio.Protocol:
+        return _connection.SSHServerConnection(loop, built, None, None)
+
+    return factory

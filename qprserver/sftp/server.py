@@ -24,6 +24,7 @@ from qprserver.security import bans
 from qprserver.sftp import compat
 from qprserver.sftp.auth import AccountSSHServer
 from qprserver.sftp.session import MailboxSFTPServer
+from qprserver.sftp.spread import Spread
 from qprserver.sftp.state import ConnectionState, ServerContext
 
 __all__ = ["ConnectionState", "SFTPListener", "ServerContext"]
@@ -45,6 +46,7 @@ class SFTPListener:
         self.ctx = ctx
         self.connections: dict[Any, ConnectionState] = {}
         self._acceptors: list[Any] = []
+        self._spread: Spread | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -61,11 +63,16 @@ class SFTPListener:
 
     @property
     def port(self) -> int:
+        if self._spread is not None:
+            return self._spread.port
         return int(self._acceptors[0].get_port())
 
-    async def start(self, sockets: Sequence[socket.socket] = ()) -> None:
-        """Serve on ``sockets`` (bound and listening already, shared by the worker
-        processes), or bind ``server.host``/``server.port`` here when none are given."""
+    async def start(
+        self, sockets: Sequence[socket.socket] = (), spread: Spread | None = None
+    ) -> None:
+        """Serve on ``sockets`` (bound and listening already), or the connections
+        ``spread`` passes (with workers), or bind ``server.host``/``server.port`` here
+        when neither is given."""
         server = self.ctx.settings.server
         compat.install()
         await self.ctx.load_totp_key()
@@ -94,7 +101,17 @@ class SFTPListener:
         def factory() -> AccountSSHServer:
             return AccountSSHServer(self.ctx, self)
 
-        if not sockets:
+        if spread is not None:
+            make = await compat.accepted_connection_factory(factory, **options)
+
+            async def serve(sock: socket.socket) -> None:
+                loop = asyncio.get_running_loop()
+                _, conn = await loop.connect_accepted_socket(make, sock)
+                await conn.wait_closed()  # type: ignore[attr-defined]
+
+            self._spread = spread
+            spread.start(serve)
+        elif not sockets:
             self._acceptors = [
                 await asyncssh.create_server(factory, server.host, server.port, **options)
             ]
@@ -152,25 +169,38 @@ class SFTPListener:
                     log.info("closing idle connection from %s", state.peer)
                     conn.disconnect(asyncssh.DISC_BY_APPLICATION, "idle timeout")
 
+    async def _close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.disconnect(asyncssh.DISC_BY_APPLICATION, "server shutting down")
+        for conn in list(self.connections):
+            await conn.wait_closed()
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let transfers finish for up to grace seconds, then close all."""
-        if not self._acceptors:
+        if not self._acceptors and self._spread is None:
             return
         grace = self.ctx.settings.server.shutdown_grace if grace is None else grace
         for acceptor in self._acceptors:
             acceptor.close()
+        if self._spread is not None:
+            self._spread.close()
         deadline = time.monotonic() + grace
         # Transfers in flight may finish; new requests on open sessions still work.
         while time.monotonic() < deadline:
             if not any(state.open_files for state in self.connections.values()):
                 break
             await asyncio.sleep(0.1)
-        for conn in list(self.connections):
-            conn.disconnect(asyncssh.DISC_BY_APPLICATION, "server shutting down")
-        for conn in list(self.connections):
-            await conn.wait_closed()
+        await self._close_all()
         for acceptor in self._acceptors:
             await acceptor.wait_closed()
+        # A connection handed over just before the close may have begun after that.
+        while self._spread is not None:
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._spread.wait_closed()
+                break
+            except TimeoutError:
+                await self._close_all()
         for task in (self._idle_task, self._refresh_task):
             if task is not None:
                 task.cancel()
@@ -179,3 +209,4 @@ class SFTPListener:
         await self.ctx.receipts.stop()
         await self.ctx.node.leave()
         self._acceptors = []
+        self._spread = None

@@ -265,7 +265,7 @@ async def test_two_workers_are_scraped_as_one_sum(
         before = await obs.scrape()
         db = Database(load_config(obs.run.config).database)
         async with contextlib.AsyncExitStack() as stack:
-            # Connections until both workers hold sessions (the kernel picks the worker).
+            # Connections until both workers hold sessions (the one with fewer takes the next).
             for opened in range(1, 41):
                 await stack.enter_async_context(obs.run.connect(LV_NW))
                 async with db.read_session() as session:

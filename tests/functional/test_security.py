@@ -449,8 +449,8 @@ async def test_a_session_limit_of_one_holds_across_two_worker_processes(
         await asyncio.sleep(0.1)
     assert await _nodes(running) == 2
     async with running.connect(LV_NW) as first:
-        # The kernel spreads connections over both workers by source port: eight
-        # tries reach the one that did not take the first login all but once in 256.
+        # Each try goes to the worker with fewer open connections: the one that did
+        # not take the first login.
         for _ in range(8):
             with pytest.raises(asyncssh.PermissionDenied):
                 await running.connect(LV_NW)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 from pathlib import Path
 
 import asyncssh
 import pytest
 
+from qprserver.accounts.sessions import cluster_status
+from qprserver.clock import SystemClock
 from qprserver.config import DatabaseSettings, load_config
+from qprserver.db.engine import Database
 from tests.conftest import BACKEND
 from tests.functional.conftest import Instance, write_config
 from tests.functional.harness import (
@@ -127,6 +132,79 @@ async def test_two_worker_processes_share_the_port_and_serve_logins(
         ):
             await f.write(pdf_bytes(seed=bytes([i])))
     assert sorted(await running.documents()) == [f"{FACILITY_NW}_w{i}.pdf" for i in range(6)]
+    running.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(running.proc.wait(), 30) == 0
+
+
+async def _sessions_per_process(run: Running, total: int) -> dict[int, int]:
+    """Open SFTP login sessions per server process (``cluster status``), once they
+    add up to ``total`` (each login's row is written just after it completes)."""
+    db = Database(load_config(run.config).database)
+    try:
+        for _ in range(200):
+            nodes = await cluster_status(db, SystemClock().now())
+            counts = {n.pid: n.sessions.get("sftp", 0) for n in nodes if n.alive}
+            if len(nodes) == 2 and sum(counts.values()) == total:
+                return counts
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"sessions per process never added up to {total}: {counts}")
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("running", ["workers = 2\n"], indirect=True)
+async def test_sftp_connections_are_spread_evenly_over_two_workers_and_drained_on_sigterm(
+    running: Running,
+) -> None:
+    await _sessions_per_process(running, 0)  # both processes serve
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(8):
+            conn = await stack.enter_async_context(running.connect(LV_NW))
+            await stack.enter_async_context(conn.start_sftp_client())
+        # The kernel's hash would put 6 or more of 8 on one process in 29 % of tries.
+        assert sorted((await _sessions_per_process(running, 8)).values()) == [4, 4]
+        running.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(running.proc.wait(), 30) == 0
+
+
+def _exited(pid: int) -> bool:
+    """True once the process has exited (a zombie of its parent counts as exited)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+async def _gone(pid: int) -> None:
+    """Until the process has exited."""
+    for _ in range(200):
+        if _exited(pid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs")
+
+
+@pytest.mark.parametrize("running", ["workers = 2\n"], indirect=True)
+async def test_connections_go_to_the_first_process_once_the_other_worker_died(
+    running: Running,
+) -> None:
+    await _sessions_per_process(running, 0)
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(4):
+            await stack.enter_async_context(running.connect(LV_NW))
+        counts = await _sessions_per_process(running, 4)
+        assert sorted(counts.values()) == [2, 2]
+        (worker,) = set(counts) - {running.proc.pid}
+        os.kill(worker, signal.SIGKILL)
+        await _gone(worker)
+        for i in range(4):
+            async with (
+                running.connect(MD_NW) as conn,
+                conn.start_sftp_client() as sftp,
+                sftp.open(f"/outbox/{FACILITY_NW}_d{i}.pdf", "wb") as f,
+            ):
+                await f.write(pdf_bytes(seed=bytes([i])))
+        assert len(await running.documents()) == 4
     running.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(running.proc.wait(), 30) == 0
 

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -394,3 +395,42 @@ async def plain() -> AsyncIterator[PlainServer]:
     yield state
     acceptor.close()
     await acceptor.wait_closed()
+
+
+# -- connections from elsewhere ---------------------------------------------------------
+
+
+async def test_a_socket_accepted_by_hand_is_served_as_the_listener_serves_one() -> None:
+    init = _params(_connection.SSHServerConnection.__init__)
+    assert init[:5] == ["self", "loop", "options", "acceptor", "error_handler"]
+    made: list[Any] = []
+
+    class _Open(asyncssh.SSHServer):
+        def connection_made(self, conn: Any) -> None:
+            made.append(conn)
+
+        def begin_auth(self, username: str) -> bool:
+            return False
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    factory = await compat.accepted_connection_factory(_Open, server_host_keys=[key])
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        listening.setblocking(False)
+
+        async def serve() -> None:
+            sock, _ = await loop.sock_accept(listening)
+            _, conn = await loop.connect_accepted_socket(factory, sock)
+            await conn.wait_closed()  # type: ignore[attr-defined]
+
+        served = asyncio.create_task(serve())
+        async with asyncssh.connect(
+            "127.0.0.1",
+            listening.getsockname()[1],
+            username="u",
+            known_hosts=None,
+            client_keys=None,
+        ) as conn:
+            assert conn.get_server_host_key() is not None
+        await asyncio.wait_for(served, 10)
+    assert [type(c) for c in made] == [asyncssh.SSHServerConnection]
