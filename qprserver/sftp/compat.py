@@ -72,6 +72,7 @@ def install() -> None:
     install_quiet_debug_log()
     install_coalesced_channel_writes()
     fastpath.install_cached_gcm_keys()
+    fastpath.install_receive_loop()
 
 
 def installed() -> bool:
@@ -86,6 +87,7 @@ def installed() -> bool:
         and _logging.SSHLogger.debug1 is _debug1
         and _channel.SSHChannel._flush_send_buf is _coalesced_flush
         and fastpath.installed()
+        and _connection.SSHConnection._recv_data is fastpath.recv_data
     )
 
 
