@@ -2,8 +2,9 @@
 
 The CPU time of the serving process (``/proc/<pid>/stat``, user and system) over a
 ``put`` of one ``--size`` MiB PDF says what an upload costs the server, which wall
-time on a shared machine does not. One qprserver with ``workers = 1`` (SQLite in a
-temp folder), the depositor and the route of ``run.py``, a fresh name each run;
+time on a shared machine does not; so do its system calls that wrote (sends and
+file writes, ``syscw`` of ``/proc/<pid>/io``). One qprserver with ``workers = 1``
+(SQLite in a temp folder), the depositor and the route of ``run.py``, a fresh name each run;
 ``--py-spy OUT`` records the serving process meanwhile (``py-spy record -r 200 -f
 raw``). The server runs the ``qprserver`` that ``PYTHONPATH`` finds, so two trees
 can be compared run by run.
@@ -30,6 +31,14 @@ from qprside import QprServer
 from run import ACCOUNTS, LV_IK, SAME_KEX
 from scenarios import SUBJECT_IK
 from util import MiB, PdfMaker, log
+
+
+def write_calls(pid: int) -> int:
+    """System calls that wrote (send, pwrite, pwritev …) of a process so far."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    return 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,14 +90,17 @@ def main() -> int:
             batch.write_text(f"put {source} outbox/{SUBJECT_IK}_p{os.getpid()}{i:03d}.pdf\n")
             os.sync()
             before = cpu_seconds(qpr.pid)
+            calls = write_calls(qpr.pid)
             start = time.perf_counter()
             subprocess.run(client.sftp(depositor, batch), check=True, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - start
             used = cpu_seconds(qpr.pid) - before
+            calls = write_calls(qpr.pid) - calls
             log(
                 f"run {i + 1}/{args.runs}: {args.size} MiB in {wall:.3f} s "
                 f"({args.size * MiB / wall / 1e6:.0f} MB/s); server CPU {used:.2f} s, "
-                f"{1000 * used / args.size:.3f} ms per MiB"
+                f"{1000 * used / args.size:.3f} ms per MiB; "
+                f"{calls / args.size:.1f} write calls per MiB"
             )
     finally:
         if spy is not None:
