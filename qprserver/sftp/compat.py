@@ -292,11 +292,12 @@ def coalesce_writes(conn: Any) -> None:
     asyncssh hands every SSH packet to the transport on its own
     (``SSHConnection._send`` → ``transport.write``, one ``send`` system call each
     while the socket takes it): an SFTP read reply of 255 KiB leaves as eight
-    32 KiB channel packets and eight system calls, and an upload's 32 KiB writes,
-    about eight per 256 KiB the socket delivers, are answered by eight status
-    replies of 28 bytes and eight more. A py-spy profile of an ``mget`` put 40 %
-    of the serving thread's samples in ``transport.write``, one of a 1 GiB ``put``
-    16 %. On this connection ``_send`` is wrapped to gather what the channel's
+    32 KiB channel packets and eight system calls, and the status replies to the
+    writes of an upload in 32 KiB requests (pkg/sftp, paramiko; about eight per
+    256 KiB the socket delivers) left one by one. A py-spy profile of an ``mget``
+    put 40 % of the serving thread's samples in ``transport.write``, one of a
+    1 GiB ``put`` with OpenSSH's 255 KiB writes 16 % (status replies and window
+    adjusts). On this connection ``_send`` is wrapped to gather what the channel's
     ``_flush_send_buf`` sends while it runs (``install_coalesced_channel_writes``);
     the gathered packets are held and written, joined, by a callback at the end of
     the event loop's turn (``loop.call_soon``). Anything the connection sends
