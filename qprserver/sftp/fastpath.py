@@ -23,6 +23,19 @@ Anything else — no encryption yet, a key exchange due or running, compression,
 another cipher or MAC, packet logging (asyncssh debug level 3) — goes through
 asyncssh's own ``send_packet``, unchanged. The bytes on the wire are the same either
 way (a test decrypts both).
+
+The other direction, an upload's bytes on their way in: asyncssh keeps what the
+socket delivered in one ``bytes`` (``SSHConnection._inpbuf``) and each step of its
+receive loop (``_recv_pkthdr``, then ``_recv_packet``) slices off what it used and
+keeps the rest as a new ``bytes``. A read of 256 KiB holds about eight 32 KiB
+packets, so the rest is copied twice per packet: about 2 MiB copied per 256 KiB
+received. ``recv_data`` replaces asyncssh's ``_recv_data`` loop (its source pinned
+by a test like the send loop's) and hands each step exactly the bytes it needs, a
+view of the received bytes when the connection decrypts with AES-GCM (whose
+``decrypt_packet`` here joins ciphertext and tag once), a slice of them otherwise;
+the steps themselves, their checks and what they dispatch to are asyncssh's.
+Anything but those two steps (the version line, a packet whose handler still runs)
+gets the rest of the bytes through asyncssh's own loop.
 """
 
 from __future__ import annotations
@@ -33,17 +46,23 @@ import time
 from typing import Any
 
 from asyncssh import channel as _channel
+from asyncssh import connection as _connection
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA
 from asyncssh.crypto.cipher import BasicCipher, GCMCipher
 from asyncssh.encryption import ETMEncryption, GCMEncryption
 from asyncssh.logging import SSHLogger
 from asyncssh.mac import _HMAC
+from asyncssh.misc import DisconnectError
 from asyncssh.packet import String, UInt32
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-# asyncssh's own loop, as imported (``compat.install`` replaces it; a test pins its source).
+# asyncssh's own loops, as imported (``compat.install`` replaces them; tests pin their source).
 ASYNCSSH_FLUSH = _channel.SSHChannel.__dict__["_flush_send_buf"]
+ASYNCSSH_RECV_DATA = _connection.SSHConnection.__dict__["_recv_data"]
+# The two steps of asyncssh's receive loop that ``recv_data`` feeds (not replaced).
+_RECV_PKTHDR = _connection.SSHConnection.__dict__["_recv_pkthdr"]
+_RECV_PACKET = _connection.SSHConnection.__dict__["_recv_packet"]
 
 _AEAD = "_qpr_aead"
 _CHANNEL_DATA = bytes((MSG_CHANNEL_DATA,))
@@ -199,8 +218,76 @@ def flush_send_buf(channel: Any) -> None:
             channel._close_send()
 
 
+def _step_size(conn: Any) -> int:
+    """The bytes the connection's next receive step takes; 0 for a step of its own."""
+    step = getattr(conn._recv_handler, "__func__", None)
+    if step is _RECV_PKTHDR:
+        return int(conn._recv_blocksize)
+    if step is _RECV_PACKET:
+        return int(4 + conn._pktlen + conn._recv_macsize - conn._recv_blocksize)
+    return 0  # the version line, or a packet's handler still running (``lambda: False``)
+
+
+def _feed(conn: Any) -> None:
+    buf: bytes = conn._inpbuf
+    end = len(buf)
+    pos = 0
+    view: memoryview | None = None
+    gcm = installed()
+    try:
+        while pos < end:
+            need = _step_size(conn)
+            if not need or end - pos < need:
+                break
+            if gcm and type(conn._recv_encryption) is GCMEncryption:
+                if view is None:
+                    view = memoryview(buf)
+                conn._inpbuf = view[pos : pos + need]
+            else:
+                conn._inpbuf = buf[pos : pos + need]
+            pos += need
+            done = conn._recv_handler()
+            if conn._transport is None:
+                # Closed meanwhile: nothing more is read (asyncssh's clean-up drops it too).
+                conn._inpbuf = b""
+                return
+            if not done or conn._inpbuf:
+                # A packet's handler runs as a task: asyncssh goes on from ``_inpbuf``
+                # once it is done (``_finish_recv_packet``).
+                conn._inpbuf = bytes(conn._inpbuf) + buf[pos:]
+                return
+    except BaseException:
+        conn._inpbuf = b""  # the connection is closed for it (``recv_data``)
+        raise
+    conn._inpbuf = buf[pos:]
+    if pos < end and not _step_size(conn):
+        # Steps of asyncssh's own (the version line): its loop, as in ``_recv_data``,
+        # then on from the first packet.
+        while conn._inpbuf and not _step_size(conn) and conn._recv_handler():
+            pass
+        if conn._inpbuf and _step_size(conn) and conn._transport is not None:
+            _feed(conn)
+
+
+def recv_data(conn: Any) -> None:
+    """asyncssh's ``SSHConnection._recv_data``, handing each receive step its own bytes."""
+    conn._reset_keepalive_timer()
+    try:
+        _feed(conn)
+    except DisconnectError as exc:
+        conn._send_disconnect(exc.code, exc.reason, exc.lang)
+        conn._force_close(exc)
+    except Exception:
+        conn.internal_error()
+
+
+def install_receive_loop() -> None:
+    """Replace asyncssh's receive loop by ``recv_data`` (idempotent)."""
+    _connection.SSHConnection._recv_data = recv_data  # type: ignore[method-assign,assignment]
+
+
 def installed() -> bool:
-    """True when AES-GCM keeps its key objects (the loop is ``compat``'s to check)."""
+    """True when AES-GCM keeps its key objects (the send loop is ``compat``'s to check)."""
     return (
         GCMCipher.encrypt_and_sign is _gcm_encrypt_and_sign
         and GCMEncryption.decrypt_packet is _gcm_decrypt_packet

@@ -38,6 +38,8 @@ NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,42}")
 _UPLOAD = r"upload-[0-9a-f]{24}\.part"
 _TEMP_NAME = re.compile(rf"(?:(?P<node>{NODE_ID.pattern})/)?(?P<file>{_UPLOAD})")
 WRITE_BEHIND = 64 * 1024 * 1024  # bytes written between two write-behind flushes
+GATHER = 256 * 1024  # consecutive bytes written with one pwritev
+GATHER_PARTS = 64  # at most this many writes per pwritev (well under IOV_MAX)
 
 # What ``finish`` does with the fsynced spool file and its hash: make it the blob.
 Commit = Callable[[Path, str], None]
@@ -151,11 +153,17 @@ class Spool:
 class SpoolWriter:
     """A blob being written into a spool file; nothing is visible until ``finish``.
 
-    Writes go straight to the file descriptor (no Python buffer), so the file is
-    always complete up to ``size`` and a content check can read it
-    (``open_written``) before ``finish``. Sequential writes hash as they go. A write
-    elsewhere (a client rewriting or sending out of order) marks the running hash
-    stale; ``finish`` then hashes the file once more.
+    Consecutive writes are gathered, by reference, up to ``GATHER`` bytes and
+    written with one ``pwritev``; a write elsewhere writes what is gathered first.
+    Clients on pkg/sftp or paramiko write 32 KiB per request (a system call each
+    cost 0.36-0.38 s of CPU per GiB here, one per 256 KiB 0.25 s); OpenSSH's
+    ``sftp`` writes 255 KiB per request, two of which now share a call. Everything that looks at the
+    file (``read_head``, ``open_written``, ``digest``, ``truncate``, ``detach``,
+    ``finish``) writes what is gathered first, so to a reader the file is always
+    complete up to ``size``. A failed write is raised by the write that sends it to
+    the file, or by ``finish``; either way the upload fails. Sequential writes
+    hash as they go. A write elsewhere (a client rewriting or sending out of
+    order) marks the running hash stale; ``finish`` then hashes the file once more.
 
     Write-behind: every ``WRITE_BEHIND`` bytes, a thread flushes what is written so
     far (``fdatasync``) while the upload goes on, so the ``fsync`` in ``finish``
@@ -183,6 +191,9 @@ class SpoolWriter:
         self._behind: threading.Thread | None = None
         self._behind_mark = 0
         self._behind_error: OSError | None = None
+        self._gathered: list[bytes] = []  # written next, in order, from ``_gathered_at``
+        self._gathered_at = 0
+        self._gathered_len = 0
 
     @property
     def size(self) -> int:
@@ -195,18 +206,25 @@ class SpoolWriter:
         return self._fd is None
 
     def write(self, offset: int, data: bytes) -> None:
-        """Write data at offset: one blocking system call, no await, no hashing pass."""
+        """Write data at offset: gathered, or one blocking system call; no await, no
+        hashing pass."""
         if self._fd is None:
             raise ValueError("blob writer is closed")
         if offset < 0:
             raise ValueError("negative offset")
         if not data:
             return  # an empty write changes nothing on disk, so nothing here either
-        view = memoryview(data)
-        written = 0
-        while written < len(view):
-            # pwrite may write less than asked (signals, some file systems).
-            written += os.pwrite(self._fd, view[written:], offset + written)
+        if type(data) is not bytes:
+            data = bytes(data)  # kept until written: it must not change meanwhile
+        if self._gathered and offset != self._gathered_at + self._gathered_len:
+            self._write_gathered()
+        gathered = self._gathered
+        if not gathered:
+            self._gathered_at = offset
+        gathered.append(data)
+        self._gathered_len += len(data)
+        if self._gathered_len >= GATHER or len(gathered) >= GATHER_PARTS:
+            self._write_gathered()
         end = offset + len(data)
         if self._hash_valid and offset == self._hashed_to:
             self._hash.update(data)
@@ -222,6 +240,24 @@ class SpoolWriter:
                 target=self._flush_behind, args=(self._fd,), name="write-behind", daemon=True
             )
             self._behind.start()
+
+    def _write_gathered(self, fd: int | None = None) -> None:
+        """Write the gathered writes: one pwritev, more calls only if it wrote less."""
+        gathered = self._gathered
+        if not gathered:
+            return
+        fd = self._fd if fd is None else fd
+        assert fd is not None
+        at, total = self._gathered_at, self._gathered_len
+        # Taken before writing: after a failure the upload fails, nothing is retried.
+        self._gathered = []
+        self._gathered_len = 0
+        written = os.pwritev(fd, gathered, at) if len(gathered) > 1 else 0
+        if written < total:
+            # pwrite(v) may write less than asked (signals, some file systems).
+            view = memoryview(gathered[0] if len(gathered) == 1 else b"".join(gathered))
+            while written < total:
+                written += os.pwrite(fd, view[written:], at + written)
 
     def _flush_behind(self, fd: int) -> None:
         try:
@@ -241,6 +277,7 @@ class SpoolWriter:
             raise ValueError("blob writer is closed")
         if size < 0:
             raise ValueError("negative size")
+        self._write_gathered()
         os.ftruncate(self._fd, size)
         self._size = size
         if size == 0:
@@ -254,6 +291,7 @@ class SpoolWriter:
         """The SHA-256 of the bytes written so far, without finishing (blocking)."""
         if self._fd is None:
             raise ValueError("blob writer is closed")
+        self._write_gathered()
         if self._hash_valid and self._hashed_to == self._size:
             return self._hash.hexdigest()
         return sha256_of_fd(self._fd)
@@ -262,12 +300,14 @@ class SpoolWriter:
         """The first n bytes written so far (fewer if the file is shorter)."""
         if self._fd is None:
             raise ValueError("blob writer is closed")
+        self._write_gathered()
         return os.pread(self._fd, n, 0)
 
     def open_written(self) -> BinaryIO:
         """A read-only file of the spool file (its own offset), for content checks."""
         if self._fd is None:
             raise ValueError("blob writer is closed")
+        self._write_gathered()
         return open(self._path, "rb")  # the caller closes it
 
     def detach(self) -> str:
@@ -277,9 +317,12 @@ class SpoolWriter:
         from now.
         """
         if self._fd is not None:
-            self._join_behind()
-            os.close(self._fd)
-            self._fd = None
+            try:
+                self._write_gathered()
+            finally:
+                self._join_behind()
+                os.close(self._fd)
+                self._fd = None
         os.utime(self._path)
         return self.temp_name
 
@@ -294,6 +337,7 @@ class SpoolWriter:
             raise ValueError("blob writer is closed")
         self._fd = None
         try:
+            self._write_gathered(fd)
             self._join_behind()
             if self._behind_error is not None:
                 raise self._behind_error
@@ -316,6 +360,8 @@ class SpoolWriter:
 
     def abort(self) -> None:
         """Throw the upload away; safe to call more than once and after ``finish``."""
+        self._gathered = []
+        self._gathered_len = 0
         if self._fd is not None:
             self._join_behind()
             os.close(self._fd)

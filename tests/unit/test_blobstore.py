@@ -50,6 +50,7 @@ def test_uploads_in_progress_are_files_in_the_node_spool(tmp_path: Path) -> None
     (path,) = _spool_files(store)
     assert path.parent == tmp_path / "spool" / "n1"
     assert path.name.startswith("upload-") and path.suffix == ".part"
+    assert writer.read_head(5) == b"%PDF-"  # gathered writes reach the file first
     assert path.read_bytes() == b"%PDF-"
     assert writer.detach() == f"n1/{path.name}"
 
@@ -92,6 +93,8 @@ def test_finish_is_atomic_the_blob_path_appears_only_at_finish(tmp_path: Path) -
         assert not store.path_for(digest).exists()
         assert not store.exists(digest)
     (spooled,) = _spool_files(store)
+    assert w.size == len(data)
+    w.read_head(1)  # writes what is gathered
     assert spooled.stat().st_size == len(data)
     assert w.finish().sha256 == digest
     assert store.path_for(digest).read_bytes() == data

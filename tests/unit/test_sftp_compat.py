@@ -158,6 +158,32 @@ async def test_the_packets_of_one_channel_flush_leave_in_one_write(plain: PlainS
     assert len(writes) < data_packets / 4  # each 256 KiB reply: one write, not eight
 
 
+async def test_the_replies_of_one_loop_turn_leave_in_one_write(plain: PlainServer) -> None:
+    compat.install_coalesced_channel_writes()
+    content = os.urandom(1_000_000)
+    async with await plain.connect() as client:
+        conn = plain.connections[-1]
+        compat.coalesce_writes(conn)
+        coalesced = getattr(conn, compat._WRITES)
+        writes: list[int] = []
+        send = coalesced.send
+
+        def counted_send(data: bytes) -> None:
+            writes.append(len(data))
+            send(data)
+
+        coalesced.send = counted_send
+        async with client.start_sftp_client() as sftp, sftp.open("u", "wb", block_size=32768) as f:
+            writes.clear()
+            await f.write(content, 0)
+            replies_written = len(writes)
+    assert bytes(plain.written) == content
+    requests = -(-len(content) // 32768)
+    assert replies_written < requests / 2, (
+        "the status replies of the writes one read brings leave together"
+    )
+
+
 @pytest.mark.parametrize(
     ("cipher", "mac"),
     [
@@ -328,6 +354,11 @@ class _Recorder(asyncssh.SFTPServer):
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         return self.plain.content[offset : offset + size]
 
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        written = self.plain.written
+        written[offset : offset + len(data)] = data
+        return len(data)
+
     def close(self, file_obj: object) -> None:
         self.plain.closes[str(file_obj)] = compat.in_session_cleanup()
 
@@ -341,6 +372,7 @@ class PlainServer:
 
     port: int = 0
     content: bytes = b""  # what every file holds
+    written: bytearray = field(default_factory=bytearray)  # what uploads wrote
     connections: list[Any] = field(default_factory=list)
     sessions: list[_Recorder] = field(default_factory=list)
     closes: dict[str, bool] = field(default_factory=dict)

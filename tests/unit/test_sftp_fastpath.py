@@ -9,13 +9,17 @@ End to end, every client test in tests/functional/ downloads through this path.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import os
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from asyncssh import connection as _connection
 from asyncssh.constants import MSG_CHANNEL_DATA
 from asyncssh.encryption import get_encryption
 from asyncssh.packet import Byte, String, UInt32
@@ -165,3 +169,181 @@ def test_aes_gcm_keeps_one_key_object_per_cipher() -> None:
     assert fastpath._aead(conn._send_encryption._cipher) is first
     assert receiver.decrypt_packet(0, sealed[:4], sealed[4:], 4, tag) == bytes(32)
     assert receiver.decrypt_packet(1, header, bytes(32), 4, bytes(16)) is None, "a bad tag fails"
+
+
+# -- the receive loop ----------------------------------------------------------------
+
+# asyncssh 2.24.1's SSHConnection._recv_data (replaced) and the two steps it feeds
+# (kept, but ``recv_data`` relies on how many bytes each takes from ``_inpbuf``).
+ASYNCSSH_RECEIVE_SHA256 = {
+    "_recv_data": "fc4e0735191bb0fdd7fa8f91761067015989bfa47246ac1843c9abaeef7d243f",
+    "_recv_pkthdr": "7adc4d88fe20593cef39c00322547733a2d81f0aed40924e6105d5f57aa2a820",
+    "_recv_packet": "b3daa22e9763eee9f3ec710d1469c1b54c8df5066bae3e65b66bdf1db8063c8b",
+}
+
+
+class Channel:
+    """Records the packets asyncssh's ``_recv_packet`` hands to channel 42."""
+
+    def __init__(self, owner: Receiver) -> None:
+        self.owner = owner
+        self.got: list[tuple[int, int, bytes]] = []
+        self.run_later: set[int] = set()  # sequence numbers handled by a task
+
+    def log_received_packet(self, *args: Any) -> None:
+        pass
+
+    def process_packet(self, pkttype: int, seq: int, packet: Any) -> Any:
+        self.got.append((pkttype, seq, bytes(packet.get_remaining_payload())))
+        if seq in self.run_later:
+
+            async def later() -> None:
+                await asyncio.sleep(0)
+
+            return later()
+        return True
+
+
+class Receiver:
+    """What asyncssh's receive steps read of an SSH connection, with its real steps."""
+
+    _recv_pkthdr = _connection.SSHConnection._recv_pkthdr
+    _recv_packet = _connection.SSHConnection._recv_packet
+    _finish_recv_packet = _connection.SSHConnection._finish_recv_packet
+
+    def __init__(self, encryption: Any, macsize: int, loop: Callable[[Any], None]) -> None:
+        self._loop_func = loop
+        self._recv_encryption = encryption
+        self._recv_macsize = macsize
+        self._recv_blocksize = 16
+        self._recv_seq = 7
+        self._max_recv_pktlen = 1 << 20
+        self._inpbuf: Any = b""
+        self._packet: Any = b""
+        self._pktlen = 0
+        self._decompressor = None
+        self._decompress_after_auth = False
+        self._auth_complete = True
+        self._auth_final = False
+        self._kex = None
+        self._auth = None
+        self._strict_kex = False
+        self._transport: Any = object()
+        self._recv_handler = self._recv_pkthdr
+        self.channel = Channel(self)
+        self._channels = {42: self.channel}
+        self.errors: list[str] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _recv_data(self) -> None:
+        self._loop_func(self)
+
+    def _reset_keepalive_timer(self) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self._inpbuf += data  # as asyncssh's data_received
+        self._recv_data()
+
+    def create_task(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self.tasks.append(task)
+        return task
+
+    def internal_error(self) -> None:
+        self.errors.append("internal error")
+
+    def _send_disconnect(self, code: int, reason: str, lang: str) -> None:
+        self.errors.append(reason)
+
+    def _force_close(self, exc: Exception) -> None:
+        self._transport = None
+
+
+def _wire(case: str, sizes: list[int]) -> tuple[bytes, Callable[[], tuple[Any, int]]]:
+    """Data packets for channel 42 as sent, and a maker of matching receivers."""
+    alg, key_size, iv_size, mac_alg, mac_key_size, etm, kind = CASES[case]
+    key, iv, mac_key = os.urandom(key_size), os.urandom(iv_size), os.urandom(mac_key_size)
+    sender = StandIn(
+        get_encryption(alg, key, iv, mac_alg, mac_key, etm),
+        _send_enchdrlen=1 if (etm or kind == 1) else 5,
+        _send_blocksize=16,
+    )
+    for size in sizes:
+        with memoryview(bytearray(os.urandom(size))) as chunk:
+            fastpath._send_data(sender, kind, UInt32(42), chunk)
+
+    def receiver() -> tuple[Any, int]:
+        return get_encryption(
+            alg, key, iv, mac_alg, mac_key, etm
+        ), 16 if kind == 1 else mac_key_size
+
+    return b"".join(sender.sent), receiver
+
+
+def _pieces(wire: bytes, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    pieces, pos = [], 0
+    while pos < len(wire):
+        n = rng.choice([1, 7, 16, 100, 4096, 65536, 262144])
+        pieces.append(wire[pos : pos + n])
+        pos += n
+    return pieces
+
+
+@pytest.mark.parametrize("case", ["aes128-gcm", "aes128-ctr+hmac-sha2-256-etm"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_receive_loop_hands_asyncssh_the_same_packets(case: str, seed: int) -> None:
+    fastpath.install_cached_gcm_keys()  # AES-GCM takes views only with its decrypt_packet
+    sizes = [32768, 1, 15, 4093, 32768, 32768, 100_000, 0, 32768] * 3
+    wire, receiver = _wire(case, sizes)
+    theirs = Receiver(*receiver(), loop=fastpath.ASYNCSSH_RECV_DATA)
+    ours = Receiver(*receiver(), loop=fastpath.recv_data)
+    for piece in _pieces(wire, seed):
+        theirs.data_received(piece)
+        ours.data_received(piece)
+        assert isinstance(ours._inpbuf, bytes), "asyncssh's data_received appends to bytes"
+    assert not theirs.errors and not ours.errors
+    assert len(theirs.channel.got) == len(sizes)
+    assert ours.channel.got == theirs.channel.got
+    assert ours._recv_seq == theirs._recv_seq == 7 + len(sizes)
+    assert ours._inpbuf == b""
+
+
+async def test_the_receive_loop_waits_for_a_handler_running_as_a_task() -> None:
+    fastpath.install_cached_gcm_keys()
+    sizes = [32768, 32768, 32768, 1000]
+    wire, receiver = _wire("aes128-gcm", sizes)
+    ours = Receiver(*receiver(), loop=fastpath.recv_data)
+    ours.channel.run_later = {8}  # the second packet
+    ours.data_received(wire)
+    assert len(ours.channel.got) == 2, "nothing after the packet whose handler runs"
+    assert isinstance(ours._inpbuf, bytes)
+    assert ours._inpbuf, "the rest waits in asyncssh's buffer"
+    await asyncio.gather(*ours.tasks)
+    assert [seq for _type, seq, _data in ours.channel.got] == [7, 8, 9, 10]
+    assert ours._inpbuf == b""
+
+
+def test_a_bad_tag_disconnects_as_asyncssh_does() -> None:
+    fastpath.install_cached_gcm_keys()
+    wire, receiver = _wire("aes128-gcm", [32768, 32768])
+    ours = Receiver(*receiver(), loop=fastpath.recv_data)
+    broken = bytearray(wire)
+    broken[100] ^= 1
+    ours.data_received(bytes(broken))
+    assert ours.errors == ["MAC verification failed"]
+    assert ours.channel.got == []
+    assert ours._transport is None
+
+
+def test_the_replaced_receive_loop_is_the_one_this_module_was_written_against() -> None:
+    for name, expected in ASYNCSSH_RECEIVE_SHA256.items():
+        step = _connection.SSHConnection.__dict__[name]
+        if name == "_recv_data":
+            step = fastpath.ASYNCSSH_RECV_DATA  # asyncssh's, also once installed
+        source = inspect.getsource(step)
+        assert hashlib.sha256(source.encode()).hexdigest() == expected, (
+            f"asyncssh's SSHConnection.{name} changed: compare it with fastpath.recv_data, "
+            "then update the hash"
+        )

@@ -12,6 +12,7 @@ import pytest
 
 from qprserver.config import parse_config
 from qprserver.errors import ConfigError
+from qprserver.storage import spool
 from qprserver.storage.local import FileBlobStore
 from qprserver.storage.spool import Spool, check_node_id
 
@@ -151,3 +152,87 @@ def test_the_periodic_sweep_clears_what_a_dead_node_abandoned_but_spares_its_kep
     assert live.sweep_temp(3600, later, spare=frozenset({kept_name})) == 1  # the abandoned one
     assert [p.name for p in dead.spool.folder.iterdir()] == [kept_name.split("/")[1]]
     assert live.resume_write(kept_name).finish().sha256 == _sha(b"cut off and kept")
+
+
+# -- gathered writes ---------------------------------------------------------------
+
+
+def _counted_pwritev(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.pwritev
+
+    def pwritev(fd: int, buffers: list[bytes], offset: int) -> int:
+        calls.append(sum(len(b) for b in buffers))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(spool.os, "pwritev", pwritev)
+    return calls
+
+
+def test_an_upload_in_32k_writes_reaches_the_file_in_gathered_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _counted_pwritev(monkeypatch)
+    store = FileBlobStore(tmp_path, node_id="n1")
+    content = os.urandom(3 * spool.GATHER + 1000)
+    writer = store.begin_write()
+    for offset in range(0, len(content), 32768):
+        writer.write(offset, content[offset : offset + 32768])
+    assert writer.size == len(content)
+    info = writer.finish()
+    assert info.sha256 == hashlib.sha256(content).hexdigest()
+    assert store.path_for(info.sha256).read_bytes() == content
+    assert calls[:3] == [spool.GATHER] * 3  # 8 writes of 32 KiB each, then the rest at finish
+    assert sum(calls) == len(content) - 1000  # the last two writes: one pwritev of 32 KiB + 1000
+    assert len(calls) <= 4
+
+
+def test_out_of_order_writes_and_rewrites_end_as_the_same_file(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
+    content = bytearray(os.urandom(200_000))
+    writer = store.begin_write()
+    for offset in (65536, 0, 32768, 131072, 98304, 196608, 163840):
+        writer.write(offset, bytes(content[offset : offset + 32768]))
+    content[1000:1010] = b"x" * 10
+    writer.write(1000, b"x" * 10)  # a rewrite of gathered bytes
+    chunk = bytearray(b"y" * 5)
+    writer.write(199_995, chunk)  # not bytes: the writer keeps a copy
+    chunk[:] = b"zzzzz"
+    content[199_995:] = b"y" * 5
+    assert writer.read_head(20) == bytes(content[:20])
+    with writer.open_written() as written:
+        assert written.read() == bytes(content)
+    assert writer.digest() == hashlib.sha256(content).hexdigest()
+    assert writer.finish().sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_truncate_and_detach_write_what_is_gathered_first(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
+    writer = store.begin_write()
+    writer.write(0, b"a" * 1000)
+    writer.write(1000, b"b" * 1000)
+    writer.truncate(1500)
+    writer.write(1500, b"c" * 10)
+    name = writer.detach()
+    resumed = store.resume_write(name)
+    assert resumed.size == 1510
+    assert resumed.read_head(2000) == b"a" * 1000 + b"b" * 500 + b"c" * 10
+
+
+def test_a_failed_gathered_write_fails_the_upload_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileBlobStore(tmp_path, node_id="n1")
+    writer = store.begin_write()
+    writer.write(0, b"a" * 1000)
+    writer.write(1000, b"b" * 1000)
+
+    def full(fd: int, buffers: list[bytes], offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool.os, "pwritev", full)
+    with pytest.raises(OSError, match="No space"):
+        writer.finish()
+    assert writer.closed
+    assert list((tmp_path / "spool" / "n1").iterdir()) == []
+    assert list(store.iter_hashes()) == []
