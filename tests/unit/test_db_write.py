@@ -11,7 +11,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from qprserver.db.engine import Database
@@ -184,3 +184,16 @@ async def test_write_after_while_another_write_holds_the_turn_queues_behind_it(
     await asyncio.gather(held, writing)
     assert order == ["held", "prepare", "released", "work"]
     assert await _iks(db) == ["105830016"]
+
+
+@sqlite_only
+async def test_writes_and_sessions_commit_to_disk_before_they_return(db: Database) -> None:
+    """PRAGMA synchronous=FULL (2) on the connections that accept uploads: a document
+    the client was told about survives a power loss, not only a crash."""
+
+    def level(conn: Connection) -> int:
+        return int(conn.exec_driver_sql("PRAGMA synchronous").scalar() or 0)
+
+    assert await db.write(level) == 2
+    async with db.session() as session:
+        assert (await session.execute(text("PRAGMA synchronous"))).scalar() == 2
