@@ -48,7 +48,7 @@ from qprserver.ik import check_digit
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 FULL = Sizes(
-    runs=5,
+    runs=3,
     big=1 * GiB,
     upload=1 * GiB,
     mget_count=5000,
@@ -102,7 +102,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (< 2 min)")
     parser.add_argument(
-        "--runs", type=int, help="runs per server and scenario (default 5, quick 3)"
+        "--runs", type=int, help="runs per server and scenario (default 3, the median of three)"
     )
     parser.add_argument(
         "--db-url",
