@@ -340,6 +340,12 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.state.reserved = True
         self.listener.spawn(self._open_login_session())
 
+    def session_requested(self) -> Any:
+        """Each session channel: SFTP served as its requests arrive, or scp."""
+        return compat.sftp_session(
+            self.listener.sftp_factory, reads_on_loop=self.ctx.db.reads_on_loop
+        )
+
     async def _open_login_session(self) -> None:
         """Record the login in ``login_sessions``, where every process and node counts
         it against the account's ``max_sessions``.

@@ -3,11 +3,14 @@
 asyncssh has no public API for a few things this server needs (partial success,
 a repeated ``ssh-userauth`` request, narrowed host key algorithms, dropping its
 CBC-era ignore packets, one write for the packets of a channel flush, tolerating
-rclone's padded writes, bounded replies, telling asyncssh's clean-up from a client's
+rclone's padded writes, bounded replies, SFTP requests served without a task each,
+telling asyncssh's clean-up from a client's
 close, building listing attributes fast, debug messages that cost nothing while
 DEBUG is off). Each is one small function below
 whose docstring says why it exists and what breaks without it. Nothing else in
-qprserver touches a private name of asyncssh.
+qprserver touches a private name of asyncssh, but for ``fastpath.py`` (channel data
+packets) and ``inline.py`` (SFTP requests served as they arrive, ``sftp_session``),
+which live under the same gate.
 
 The file is longer than a module should be (about 450 lines) on purpose: one
 file for every private name of asyncssh is the rule that keeps an upgrade's risk
@@ -43,12 +46,20 @@ from asyncssh import auth as _auth
 from asyncssh import channel as _channel
 from asyncssh import connection as _connection
 from asyncssh import logging as _logging
-from asyncssh.constants import FXP_WRITE, MSG_IGNORE, MSG_SERVICE_ACCEPT, MSG_SERVICE_REQUEST
+from asyncssh.constants import (
+    FXP_FSTAT,
+    FXP_READ,
+    FXP_REALPATH,
+    FXP_WRITE,
+    MSG_IGNORE,
+    MSG_SERVICE_ACCEPT,
+    MSG_SERVICE_REQUEST,
+)
 from asyncssh.packet import SSHPacket, String
 from asyncssh.sftp import SFTPAttrs, SFTPServerHandler
 
 from qprserver.errors import ConfigError, StartupError
-from qprserver.sftp import fastpath
+from qprserver.sftp import fastpath, inline
 
 TESTED_VERSIONS = ("2.24.1",)
 
@@ -400,6 +411,32 @@ def install_quiet_debug_log() -> None:
 
 
 # -- SFTP sessions -------------------------------------------------------------------
+
+# Requests that may start outside a task on any database: they read or write no
+# database, and wait for nothing but a full send buffer.
+_ALWAYS_INLINE = frozenset((FXP_READ, FXP_WRITE, FXP_FSTAT, FXP_REALPATH))
+
+
+def sftp_session(factory: Callable[[Any], Any], *, reads_on_loop: bool) -> Any:
+    """The session of a channel: ``sftp`` served as requests arrive (``inline.py``),
+    ``scp`` as asyncssh serves it.
+
+    Returned from ``SSHServer.session_requested`` (public; asyncssh then asks the
+    session for the subsystem or command). ``inline.SFTPSession`` subclasses
+    asyncssh's ``SSHServerStreamSession`` and ``SFTPServerHandler`` and calls the
+    handler's ``_process_packet``, ``_cleanup``, ``_file_handles`` and ``_version``;
+    ``test_sftp_compat.py`` pins what it relies on. A request starts in asyncssh's
+    data callback, outside any task; one that then waits goes on in a task. Code
+    that needs a task before its first wait (asyncpg's timeouts) must not start
+    there: on PostgreSQL only the requests of ``_ALWAYS_INLINE`` start in the
+    callback, on SQLite (``reads_on_loop``) all. Without it every request costs a
+    task wake-up, two stream reads and a write of its own.
+    """
+
+    def inline_type(pkttype: int) -> bool:
+        return reads_on_loop or pkttype in _ALWAYS_INLINE
+
+    return inline.SFTPSession(factory, asyncssh.sftp.MIN_SFTP_VERSION, True, inline_type)
 
 
 def attrs_fields() -> tuple[str, ...]:
