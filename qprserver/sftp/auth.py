@@ -117,6 +117,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.conn = conn
         compat.drop_empty_ignores(conn)
         compat.coalesce_writes(conn)
+        compat.lazy_keepalive(conn)
         compat.quick_acks_during_login(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.state.address = str(peer[0])

@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,41 @@ async def test_a_close_from_asyncssh_cleanup_is_told_from_a_client_close(
         writer.close()
         await plain.exited.wait()
     assert plain.closes == {"/by-client": False, "/left-open": True}
+
+
+def test_lazy_keepalive_replaces_asyncssh_timer_reset() -> None:
+    conn_class = _connection.SSHConnection
+    assert "self._reset_keepalive_timer()" in inspect.getsource(conn_class._recv_data)
+    assert "self._keepalive_timer_callback" in inspect.getsource(conn_class._set_keepalive_timer)
+    assert "self._keepalive_count += 1" in inspect.getsource(conn_class._keepalive_timer_callback)
+    loop = asyncio.new_event_loop()
+    fired: list[float] = []
+
+    class _Conn:
+        _keepalive_timer: Any = None
+        _loop = loop
+
+        def __init__(self, interval: float) -> None:
+            self._keepalive_interval = interval
+
+        def _keepalive_timer_callback(self) -> None:
+            fired.append(loop.time())  # asyncssh's own check
+
+    try:
+        conn: Any = _Conn(60.0)
+        compat.lazy_keepalive(conn)
+        conn._reset_keepalive_timer()  # data seen now: not due for 60 s
+        conn._keepalive_timer_callback()
+        assert not fired
+        assert conn._keepalive_timer.when() >= loop.time() + 59  # re-armed after the data
+        conn._keepalive_timer.cancel()
+        idle: Any = _Conn(0.001)
+        compat.lazy_keepalive(idle)
+        time.sleep(0.01)  # nothing received for longer than the interval
+        idle._keepalive_timer_callback()
+        assert len(fired) == 1
+    finally:
+        loop.close()
 
 
 # -- SFTP sessions served as requests arrive (inline.py) -----------------------------------
