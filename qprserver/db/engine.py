@@ -300,6 +300,12 @@ class Database:
         async with self._read_sessions() as session:
             yield session
 
+    @property
+    def reads_on_loop(self) -> bool:
+        """True when ``quick_read`` reads on the event loop itself (SQLite): it then
+        never needs a task of its own (``sftp.inline`` serves requests in a callback)."""
+        return self._quick is not None
+
     async def quick_read(self, work: Callable[[Reads], Awaitable[T]]) -> T:
         """``await work(reader)`` for the per-request reads of the SFTP edge (stat, open,
         list, login); ``work`` only reads.

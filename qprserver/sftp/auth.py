@@ -118,6 +118,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.conn = conn
         compat.drop_empty_ignores(conn)
         compat.coalesce_writes(conn)
+        compat.lazy_keepalive(conn)
         compat.quick_acks_during_login(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.state.address = str(peer[0])
@@ -340,6 +341,12 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.ctx.node.reserve(self.state.account.id)
         self.state.reserved = True
         self.listener.spawn(self._open_login_session())
+
+    def session_requested(self) -> Any:
+        """Each session channel: SFTP served as its requests arrive, or scp."""
+        return compat.sftp_session(
+            self.listener.sftp_factory, reads_on_loop=self.ctx.db.reads_on_loop
+        )
 
     async def _open_login_session(self) -> None:
         """Record the login in ``login_sessions``, where every process and node counts

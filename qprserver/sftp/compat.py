@@ -3,11 +3,14 @@
 asyncssh has no public API for a few things this server needs (partial success,
 a repeated ``ssh-userauth`` request, narrowed host key algorithms, dropping its
 CBC-era ignore packets, one write for the channel flushes of a loop turn, tolerating
-rclone's padded writes, bounded replies, telling asyncssh's clean-up from a client's
+rclone's padded writes, bounded replies, SFTP requests served without a task each,
+telling asyncssh's clean-up from a client's
 close, building listing attributes fast, debug messages that cost nothing while
 DEBUG is off, serving a socket another process accepted). Each is one small function below
 whose docstring says why it exists and what breaks without it. Nothing else in
-qprserver touches a private name of asyncssh.
+qprserver touches a private name of asyncssh, but for ``fastpath.py`` (channel data
+packets) and ``inline.py`` (SFTP requests served as they arrive, ``sftp_session``),
+which live under the same gate.
 
 The file is longer than a module should be (about 450 lines) on purpose: one
 file for every private name of asyncssh is the rule that keeps an upgrade's risk
@@ -44,12 +47,20 @@ from asyncssh import auth as _auth
 from asyncssh import channel as _channel
 from asyncssh import connection as _connection
 from asyncssh import logging as _logging
-from asyncssh.constants import FXP_WRITE, MSG_IGNORE, MSG_SERVICE_ACCEPT, MSG_SERVICE_REQUEST
+from asyncssh.constants import (
+    FXP_FSTAT,
+    FXP_READ,
+    FXP_REALPATH,
+    FXP_WRITE,
+    MSG_IGNORE,
+    MSG_SERVICE_ACCEPT,
+    MSG_SERVICE_REQUEST,
+)
 from asyncssh.packet import SSHPacket, String
 from asyncssh.sftp import SFTPAttrs, SFTPServerHandler
 
 from qprserver.errors import ConfigError, StartupError
-from qprserver.sftp import fastpath
+from qprserver.sftp import fastpath, inline
 
 TESTED_VERSIONS = ("2.24.1",)
 
@@ -256,6 +267,40 @@ def quick_acks_during_login(conn: Any) -> None:
         conn.data_received = data_received
 
 
+def lazy_keepalive(conn: Any) -> None:
+    """Note the time of received data instead of re-arming the keep-alive timer.
+
+    asyncssh cancels and re-schedules the connection's keep-alive timer on every
+    read from the socket (``SSHConnection._reset_keepalive_timer``: a ``call_later``,
+    a timer handle and a heap entry per read; about 1.4 % of an ``mget``'s samples).
+    On this connection that reset only notes the time; the timer callback, when it
+    fires, re-arms itself for ``interval`` after the last data seen, and only past
+    that runs asyncssh's own ``_keepalive_timer_callback`` (which counts and sends
+    the keep-alive request). The first probe so goes out ``interval`` after the last
+    data, as before; ``_set_keepalive_timer`` looks the callback up on the instance.
+    Without it keep-alives work the same, at a timer per read.
+    """
+    interval = conn._keepalive_interval
+    if not interval:
+        return
+    loop = conn._loop
+    last = [loop.time()]
+    check = conn._keepalive_timer_callback
+
+    def reset() -> None:
+        last[0] = loop.time()
+
+    def callback() -> None:
+        due = last[0] + interval
+        if loop.time() < due:
+            conn._keepalive_timer = loop.call_at(due, callback)
+            return
+        check()
+
+    conn._reset_keepalive_timer = reset
+    conn._keepalive_timer_callback = callback
+
+
 # Where a connection keeps its ``_Writes`` (``coalesce_writes``).
 _WRITES = "_qpr_writes"
 
@@ -427,6 +472,32 @@ def install_quiet_debug_log() -> None:
 
 
 # -- SFTP sessions -------------------------------------------------------------------
+
+# Requests that may start outside a task on any database: they read or write no
+# database, and wait for nothing but a full send buffer.
+_ALWAYS_INLINE = frozenset((FXP_READ, FXP_WRITE, FXP_FSTAT, FXP_REALPATH))
+
+
+def sftp_session(factory: Callable[[Any], Any], *, reads_on_loop: bool) -> Any:
+    """The session of a channel: ``sftp`` served as requests arrive (``inline.py``),
+    ``scp`` as asyncssh serves it.
+
+    Returned from ``SSHServer.session_requested`` (public; asyncssh then asks the
+    session for the subsystem or command). ``inline.SFTPSession`` subclasses
+    asyncssh's ``SSHServerStreamSession`` and ``SFTPServerHandler`` and calls the
+    handler's ``_process_packet``, ``_cleanup``, ``_file_handles`` and ``_version``;
+    ``test_sftp_compat.py`` pins what it relies on. A request starts in asyncssh's
+    data callback, outside any task; one that then waits goes on in a task. Code
+    that needs a task before its first wait (asyncpg's timeouts) must not start
+    there: on PostgreSQL only the requests of ``_ALWAYS_INLINE`` start in the
+    callback, on SQLite (``reads_on_loop``) all. Without it every request costs a
+    task wake-up, two stream reads and a write of its own.
+    """
+
+    def inline_type(pkttype: int) -> bool:
+        return reads_on_loop or pkttype in _ALWAYS_INLINE
+
+    return inline.SFTPSession(factory, asyncssh.sftp.MIN_SFTP_VERSION, True, inline_type)
 
 
 def attrs_fields() -> tuple[str, ...]:

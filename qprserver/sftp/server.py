@@ -81,8 +81,8 @@ class SFTPListener:
         self.ctx.receipts.start()
         options: dict[str, Any] = dict(
             server_host_keys=compat.host_keys(server.host_keys, server.host_key_algs),
-            sftp_factory=self._sftp_factory,
-            allow_scp=True,
+            # No sftp_factory: asyncssh then asks ``AccountSSHServer.session_requested``
+            # for each session, which serves SFTP and scp (``compat.sftp_session``).
             # No terminal sessions here: without the line editor each channel write
             # goes straight to the channel.
             line_editor=False,
@@ -148,7 +148,7 @@ class SFTPListener:
             except Exception:
                 log.exception("refreshing bans and account states failed")
 
-    def _sftp_factory(self, chan: Any) -> MailboxSFTPServer:
+    def sftp_factory(self, chan: Any) -> MailboxSFTPServer:
         owner = chan.get_connection().get_owner()
         assert isinstance(owner, AccountSSHServer) and owner.state.account is not None
         account = owner.state.account

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,6 +337,146 @@ async def test_a_close_from_asyncssh_cleanup_is_told_from_a_client_close(
     assert plain.closes == {"/by-client": False, "/left-open": True}
 
 
+def test_lazy_keepalive_replaces_asyncssh_timer_reset() -> None:
+    conn_class = _connection.SSHConnection
+    # The receive loop in place (asyncssh's or fastpath's) resets through the instance.
+    receive = inspect.getsource(conn_class._recv_data)
+    assert "self._reset_keepalive_timer()" in receive or (
+        conn_class._recv_data is fastpath.recv_data and "conn._reset_keepalive_timer()" in receive
+    )
+    assert "self._keepalive_timer_callback" in inspect.getsource(conn_class._set_keepalive_timer)
+    assert "self._keepalive_count += 1" in inspect.getsource(conn_class._keepalive_timer_callback)
+    loop = asyncio.new_event_loop()
+    fired: list[float] = []
+
+    class _Conn:
+        _keepalive_timer: Any = None
+        _loop = loop
+
+        def __init__(self, interval: float) -> None:
+            self._keepalive_interval = interval
+
+        def _keepalive_timer_callback(self) -> None:
+            fired.append(loop.time())  # asyncssh's own check
+
+    try:
+        conn: Any = _Conn(60.0)
+        compat.lazy_keepalive(conn)
+        conn._reset_keepalive_timer()  # data seen now: not due for 60 s
+        conn._keepalive_timer_callback()
+        assert not fired
+        assert conn._keepalive_timer.when() >= loop.time() + 59  # re-armed after the data
+        conn._keepalive_timer.cancel()
+        idle: Any = _Conn(0.001)
+        compat.lazy_keepalive(idle)
+        time.sleep(0.01)  # nothing received for longer than the interval
+        idle._keepalive_timer_callback()
+        assert len(fired) == 1
+    finally:
+        loop.close()
+
+
+# -- SFTP sessions served as requests arrive (inline.py) -----------------------------------
+
+
+def test_inline_sessions_find_what_they_subclass_and_call() -> None:
+    from asyncssh.stream import SSHServerStreamSession
+
+    assert _params(SSHServerStreamSession.__init__) == [
+        "self",
+        "session_factory",
+        "sftp_factory",
+        "sftp_version",
+        "allow_scp",
+    ]
+    started = inspect.getsource(SSHServerStreamSession.session_started)
+    assert "self._chan.get_subsystem() == 'sftp'" in started
+    assert "run_sftp_server(self._init_sftp_server()" in started
+    assert _params(SFTPServerHandler.__init__) == [
+        "self",
+        "server",
+        "reader",
+        "writer",
+        "sftp_version",
+    ]
+    assert inspect.iscoroutinefunction(SFTPServerHandler._process_packet)
+    assert _params(SFTPServerHandler._process_packet) == ["self", "pkttype", "pktid", "packet"]
+    # run() reads INIT with recv_packet, answers it, then hands over to recv_packets.
+    run = inspect.getsource(SFTPServerHandler.run)
+    assert "packet = await self.recv_packet()" in run
+    assert run.rstrip().endswith("await self.recv_packets()")
+    send = inspect.getsource(asyncssh.sftp.SFTPHandler.send_packet)
+    assert "self._writer.channel.is_closing()" in send
+    assert "payload = Byte(pkttype) + b''.join(args)" in send
+    read = inspect.getsource(SFTPServerHandler._process_read)
+    assert "file_obj = self._file_handles.get(handle)" in read
+    assert "raise SFTPEOFError" in read
+
+
+async def test_an_inline_session_serves_reads_stats_and_closes(inline: PlainServer) -> None:
+    inline.content = os.urandom(3 * 1024 * 1024 + 5)
+    async with inline.sftp() as client:
+        async with client.open("/big", "rb") as f:
+            assert await f.read() == inline.content  # many reads in flight
+        assert (await client.stat("/x")).size == len(inline.content)
+        async with client.open("/small", "rb") as f:
+            assert await f.read(10, 5) == inline.content[5:15]
+            assert await f.read(10, len(inline.content) + 1) == b""  # EOF
+        with pytest.raises(asyncssh.SFTPNoSuchFile):
+            await client.stat("/missing")
+    await asyncio.wait_for(inline.exited.wait(), 5)
+    assert inline.closes == {"/big": False, "/small": False}
+
+
+async def test_an_inline_session_cleans_up_handles_left_open(inline: PlainServer) -> None:
+    async with inline.sftp() as client:
+        await client.open("/left-open", "rb")
+        inline.sessions[-1].channel.close()
+        await asyncio.wait_for(inline.exited.wait(), 5)
+    assert inline.closes == {"/left-open": True}
+
+
+async def test_an_inline_session_takes_requests_split_and_batched(inline: PlainServer) -> None:
+    inline.content = b"0123456789"
+    conn = await inline.connect()
+    async with conn:
+        writer, reader, _ = await conn.open_session(subsystem="sftp", encoding=None)
+
+        async def reply() -> bytes:
+            (length,) = struct.unpack(">I", await reader.readexactly(4))
+            return bytes(await reader.readexactly(length))
+
+        writer.write(struct.pack(">IBI", 5, 1, 3))  # FXP_INIT, version 3
+        assert (await reply())[0] == 2  # FXP_VERSION
+        name = b"/f"
+        opened = struct.pack(">BII", 3, 7, len(name)) + name + struct.pack(">II", 1, 0)
+        packet = struct.pack(">I", len(opened)) + opened
+        writer.write(packet[:3])  # an OPEN in three pieces
+        await asyncio.sleep(0.05)
+        writer.write(packet[3:9])
+        await asyncio.sleep(0.05)
+        writer.write(packet[9:])
+        handle_reply = await reply()
+        assert handle_reply[:5] == struct.pack(">BI", 102, 7)  # FXP_HANDLE
+        handle = handle_reply[9:]
+        reads = b""
+        for pktid, offset in ((8, 0), (9, 4), (10, 20)):
+            body = struct.pack(">BII", 5, pktid, len(handle)) + handle
+            body += struct.pack(">QI", offset, 4)
+            reads += struct.pack(">I", len(body)) + body
+        waits = struct.pack(">BII", 7, 11, len(name)) + name  # LSTAT, answered after a wait
+        writer.write(struct.pack(">I", len(waits)) + waits + reads)  # LSTAT and three READs
+        attrs = await reply()
+        assert attrs[:5] == struct.pack(">BI", 105, 11)  # FXP_ATTRS first
+        assert await reply() == struct.pack(">BII", 103, 8, 4) + b"0123"
+        assert await reply() == struct.pack(">BII", 103, 9, 4) + b"4567"
+        eof = await reply()
+        assert eof[:9] == struct.pack(">BII", 101, 10, 1)  # FXP_STATUS, FX_EOF
+        writer.write_eof()
+        await asyncio.wait_for(inline.exited.wait(), 5)
+    assert inline.closes == {"/f": True}
+
+
 # -- a plain asyncssh server ----------------------------------------------------------------
 
 
@@ -358,6 +499,22 @@ class _Recorder(asyncssh.SFTPServer):
         written = self.plain.written
         written[offset : offset + len(data)] = data
         return len(data)
+
+    def read_now(self, file_obj: object, offset: int, size: int) -> bytes | None:
+        # As MailboxSFTPServer: inline sessions answer reads without a dispatch.
+        return None if str(file_obj).endswith("slow") else self.read(file_obj, offset, size)
+
+    def fstat(self, file_obj: object) -> SFTPAttrs:
+        return SFTPAttrs(size=len(self.plain.content))
+
+    async def lstat(self, path: bytes) -> SFTPAttrs:
+        await asyncio.sleep(0.05)  # a request that waits: the ones behind it wait too
+        return SFTPAttrs(size=len(path))
+
+    def stat(self, path: bytes) -> SFTPAttrs:
+        if path == b"/missing":
+            raise asyncssh.SFTPNoSuchFile("No such file")
+        return SFTPAttrs(size=len(self.plain.content))
 
     def close(self, file_obj: object) -> None:
         self.plain.closes[str(file_obj)] = compat.in_session_cleanup()
@@ -424,6 +581,33 @@ async def plain() -> AsyncIterator[PlainServer]:
     # The hooks that read a finished login need one.
     async with await state.connect():
         pass  # one login, so the hooks have a finished login to read
+    yield state
+    acceptor.close()
+    await acceptor.wait_closed()
+
+
+@pytest.fixture
+async def inline() -> AsyncIterator[PlainServer]:
+    """The plain server, its sessions made by ``compat.sftp_session``."""
+    state = PlainServer()
+
+    class _Open(asyncssh.SSHServer):
+        def connection_made(self, conn: Any) -> None:
+            state.connections.append(conn)
+
+        def begin_auth(self, username: str) -> bool:
+            return False
+
+        def session_requested(self) -> Any:
+            return compat.sftp_session(lambda chan: _Recorder(chan, state), reads_on_loop=True)
+
+    acceptor = await asyncssh.create_server(
+        _Open,
+        "127.0.0.1",
+        0,
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+    )
+    state.port = acceptor.get_port()
     yield state
     acceptor.close()
     await acceptor.wait_closed()
