@@ -1,4 +1,4 @@
-"""Peak memory of a server's process tree, read from /proc.
+"""Peak memory and CPU time of a server's process tree, read from /proc.
 
 ``VmHWM`` is a process's peak resident set since start, or since 5 was written to
 its ``clear_refs``; each scenario resets it first where allowed. For the whole tree
@@ -13,6 +13,8 @@ missed; the sampler walks the tree every ``interval`` seconds.
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,36 @@ def tree(root: int) -> list[int]:
         found.append(pid)
         todo.extend(children(pid))
     return found
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of the process and cutime + cstime of the children it reaped."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return 0
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[0] is the state (field 3 of proc(5)); utime..cstime are fields 14-17.
+    return sum(int(f) for f in fields[11:15])
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds the tree has used: its live processes and whatever they reaped.
+
+    The difference of two readings is the tree's CPU in between, also for processes
+    that ended meanwhile (an OpenSSH session): their whole time moves into their
+    parent's reaped-children time, and what they had used before the first reading
+    is subtracted with it."""
+    return sum(_cpu_ticks(pid) for pid in tree(root)) / _TICK
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's ended and reaped children (the clients)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def reset_peaks(root: int) -> bool:

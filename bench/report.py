@@ -55,6 +55,27 @@ def table(results: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: list[dict[str, object]]) -> str:
+    """CPU seconds per run (medians): the server's process tree and the clients, each
+    side; where the time goes when the machine's cores, not the wait, are the limit."""
+    header = (
+        f"{'#':>1} {'scenario':<28} {'cipher':<24} {'server qpr':>10} {'server ssh':>10} "
+        f"{'clients qpr':>11} {'clients ssh':>11}"
+    )
+    lines = ["CPU seconds per run (median): server process tree; clients", header]
+    lines.append("-" * len(header))
+    for r in results:
+        q, o = r.get("qprserver"), r.get("openssh")
+        if not isinstance(q, dict) or not isinstance(o, dict) or "median_cpu_server_s" not in q:
+            continue
+        lines.append(
+            f"{r['id']:>1} {r['title']!s:<28.28} {r.get('cipher', '')!s:<24.24} "
+            f"{q['median_cpu_server_s']:>10.2f} {o['median_cpu_server_s']:>10.2f} "
+            f"{q['median_cpu_clients_s']:>11.2f} {o['median_cpu_clients_s']:>11.2f}"
+        )
+    return "\n".join(lines)
+
+
 def summary(results: list[dict[str, object]]) -> dict[str, object]:
     judged = [r for r in results if "ratio" in r and r.get("met") is not None]
     memory = [r for r in results if "qprserver" in r]

@@ -218,12 +218,18 @@ def run_scenario(
                 samplers[side.name] = stack.enter_context(procmem.TreeSampler(side.root_pid()))
             for i in range(sizes.runs):
                 for side in sides:
+                    server_cpu = procmem.tree_cpu(side.root_pid())
+                    clients_cpu = procmem.children_cpu()
                     measured = scenario.measure(ctx, side, i)
+                    extra = dict(measured.extra)
+                    extra["cpu_server_s"] = procmem.tree_cpu(side.root_pid()) - server_cpu
+                    extra["cpu_clients_s"] = procmem.children_cpu() - clients_cpu
                     times[side.name].append(measured.seconds)
-                    extras[side.name].append(measured.extra)
+                    extras[side.name].append(extra)
                     log(
                         f"{scenario.id} {title} [{ctx.cipher_label}] {side.name} "
-                        f"run {i + 1}/{sizes.runs}: {measured.seconds:.3f} s"
+                        f"run {i + 1}/{sizes.runs}: {measured.seconds:.3f} s, CPU server "
+                        f"{extra['cpu_server_s']:.2f} s, clients {extra['cpu_clients_s']:.2f} s"
                     )
         for side in sides:
             peaks[side.name] = samplers[side.name].peak()
@@ -400,6 +406,8 @@ def main() -> int:
     document["summary"] = report.summary(results)
     report.write_json(args.json, document)
     print(report.table(results))
+    print()
+    print(report.cpu_table(results))
     summary = document["summary"]
     assert isinstance(summary, dict)
     print()
