@@ -28,7 +28,7 @@ Processor = Callable[[Any], Any] | None
 class Compiled:
     """A select compiled for one dialect: the SQL, its parameters in order, processors."""
 
-    __slots__ = ("_binds", "_defaults", "_names", "_results", "sql")
+    __slots__ = ("_any_bind", "_binds", "_defaults", "_names", "_results", "_width", "sql")
 
     def __init__(self, statement: Select[*tuple[Any, ...]], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -42,31 +42,44 @@ class Compiled:
         self._binds: tuple[Processor, ...] = tuple(
             binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self._names
         )
-        self._results: tuple[Processor, ...] = tuple(
+        self._any_bind = any(process is not None for process in self._binds)
+        results = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.selected_columns
+        ]
+        self._width = len(results)
+        # Only the columns that have processing: the others are taken as they come.
+        self._results: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
+            (index, process) for index, process in enumerate(results) if process is not None
         )
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         """The driver's positional arguments for these named parameters."""
-        values = []
-        for name, process in zip(self._names, self._binds, strict=True):
-            value = params[name] if name in params else self._defaults[name]
-            values.append(process(value) if process is not None else value)
-        return values
+        defaults = self._defaults
+        values = [params[name] if name in params else defaults[name] for name in self._names]
+        if not self._any_bind:
+            return values
+        return [
+            value if process is None else process(value)
+            for value, process in zip(values, self._binds, strict=True)
+        ]
 
     def process(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """The driver's rows with each column's result processing applied."""
         results = self._results
-        if not any(results):
+        if not results:
             return [tuple(row) for row in rows]
-        return [
-            tuple(
-                value if process is None or value is None else process(value)
-                for value, process in zip(row, results, strict=True)
-            )
-            for row in rows
-        ]
+        processed = []
+        for row in rows:
+            if len(row) != self._width:
+                raise ValueError(f"{len(row)} columns, not {self._width}")
+            values = list(row)
+            for index, process in results:
+                value = values[index]
+                if value is not None:
+                    values[index] = process(value)
+            processed.append(tuple(values))
+        return processed
 
 
 class Prepared:

@@ -6,9 +6,10 @@ query is scoped to the acting account, so nothing of another account can be name
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,13 +41,16 @@ from qprserver.observability import events
 
 
 def folders_for(account: Account) -> tuple[Folder, ...]:
-    """The top-level folders an account sees, in a fixed order."""
-    result: list[Folder] = []
-    if account.has_role(Role.RECIPIENT):
-        result.extend(RECIPIENT_FOLDERS)
-    if account.has_role(Role.DEPOSITOR):
-        result.extend(DEPOSITOR_FOLDERS)
-    return tuple(result)
+    """The top-level folders an account sees, in a fixed order (memoised per role set:
+    every stat, open and listing page asks)."""
+    roles = account.roles
+    return _folders_of(roles) if isinstance(roles, Hashable) else _folders_of.__wrapped__(roles)
+
+
+@functools.cache
+def _folders_of(roles: Collection[Role]) -> tuple[Folder, ...]:
+    recipient = RECIPIENT_FOLDERS if Role.RECIPIENT in roles else ()
+    return (*recipient, *(DEPOSITOR_FOLDERS if Role.DEPOSITOR in roles else ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,9 @@ class VPath:
 
 
 def _valid_component(part: str) -> bool:
+    if part.isascii():
+        # The common case, at C speed: printable ASCII is exactly 0x20 to 0x7E.
+        return len(part) <= MAX_NAME_BYTES and part.isprintable()
     if len(part.encode("utf-8")) > MAX_NAME_BYTES:
         return False
     return not any(ord(c) < 32 or ord(c) == 127 for c in part)

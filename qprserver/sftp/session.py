@@ -79,14 +79,19 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
         # client keeps in flight (OpenSSH: 64 × 256 KiB).
         chan.set_write_buffer_limits(high=self.max_buffer, low=self.max_buffer // 4)
         self._ended = False
+        self._parsed: tuple[bytes | None, VPath] = (None, VPath())  # the last path parsed
         ctx.sessions.opened()
 
     # -- helpers ---------------------------------------------------------------
 
     def _parse(self, path: bytes, *, creating: bool = False) -> VPath:
         self.state.touch()
+        if path == self._parsed[0]:
+            # The same path again (an ``mget`` sends lstat, stat and open for each file):
+            # parsing depends on nothing but the path and the session's folders.
+            return self._parsed[1]
         try:
-            return parse(path, self.folders)
+            vpath = parse(path, self.folders)
         except BadName as exc:
             if creating:
                 # Something is to be made under this name: say why it cannot be.
@@ -94,6 +99,8 @@ class MailboxSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPNoSuchFile("No such file") from None
         except BadPath:
             raise asyncssh.SFTPNoSuchFile("No such file") from None
+        self._parsed = (path, vpath)
+        return vpath
 
     def map_path(self, path: bytes) -> bytes:
         # Nothing of the real file system is ever reachable through this session.
