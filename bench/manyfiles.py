@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+import procmem
 from clients import check
 from scenarios import (
     AES_GCM,
@@ -93,14 +94,17 @@ class Mput(Scenario):
             for name in landed:
                 (side.outbox / name).unlink()
             shutil.rmtree(source)  # OpenSSH runs second: both sides are done with it
-        else:
-            listed = self._listed(ctx, side)
-            if not names <= listed:
-                raise BenchError(
-                    f"mput to {side.name}: {len(names - listed)} of {len(names)} "
-                    "files did not become documents"
-                )
-        return Run(seconds)
+            return Run(seconds)
+        before, clients_before = procmem.tree_cpu(side.root_pid()), procmem.children_cpu()
+        listed = self._listed(ctx, side)
+        check_cpu = procmem.tree_cpu(side.root_pid()) - before
+        check_clients_cpu = procmem.children_cpu() - clients_before
+        if not names <= listed:
+            raise BenchError(
+                f"mput to {side.name}: {len(names - listed)} of {len(names)} "
+                "files did not become documents"
+            )
+        return Run(seconds, check_cpu_s=check_cpu, check_clients_cpu_s=check_clients_cpu)
 
     def _listed(self, ctx: Ctx, side: Side) -> set[str]:
         batch = _batch(ctx, "mput-ls.txt", "ls -1 outbox\n")

@@ -222,8 +222,12 @@ def run_scenario(
                     clients_cpu = procmem.children_cpu()
                     measured = scenario.measure(ctx, side, i)
                     extra = dict(measured.extra)
-                    extra["cpu_server_s"] = procmem.tree_cpu(side.root_pid()) - server_cpu
-                    extra["cpu_clients_s"] = procmem.children_cpu() - clients_cpu
+                    extra["cpu_server_s"] = (
+                        procmem.tree_cpu(side.root_pid()) - server_cpu - measured.check_cpu_s
+                    )
+                    extra["cpu_clients_s"] = (
+                        procmem.children_cpu() - clients_cpu - measured.check_clients_cpu_s
+                    )
                     times[side.name].append(measured.seconds)
                     extras[side.name].append(extra)
                     log(

@@ -73,6 +73,10 @@ class Ctx:
 class Run:
     seconds: float
     extra: dict[str, float] = field(default_factory=dict)
+    # CPU seconds of the server and of the clients spent on checks after the timed
+    # part (a listing of what landed): not the scenario's, subtracted from its readings.
+    check_cpu_s: float = 0.0
+    check_clients_cpu_s: float = 0.0
 
 
 def _settle() -> None:
