@@ -112,6 +112,15 @@ class Server:
             options["client_keys"] = [self.keys[ik]]
         return asyncssh.connect("127.0.0.1", self.port, username=ik, **options)
 
+    async def put(self, ik: str, path: str, data: bytes) -> None:
+        """Upload ``data`` to ``path`` as ``ik`` over SFTP (asyncssh) and close it."""
+        async with (
+            self.connect(ik) as conn,
+            conn.start_sftp_client() as sftp,
+            sftp.open(path, "wb") as f,
+        ):
+            await f.write(data)
+
     def key_path(self, ik: str) -> Path:
         return self.root / f"id_{ik}"
 

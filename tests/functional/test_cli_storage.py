@@ -40,21 +40,12 @@ def _config(root: Path, db: Database, s3: SeaweedS3, prefix: str, backend: str) 
     return config
 
 
-async def _put(server: Server, path: str, data: bytes) -> None:
-    async with (
-        server.connect(MD_NW) as conn,
-        conn.start_sftp_client() as sftp,
-        sftp.open(path, "wb") as f,
-    ):
-        await f.write(data)
-
-
 async def test_migration_copies_every_referenced_blob_once_and_an_s3_node_serves_them(
     server: Server, tmp_path: Path, db: Database, s3_server: SeaweedS3
 ) -> None:
     first, second = pdf_bytes(3_000_000, seed=b"first"), pdf_bytes(seed=b"second")
-    await _put(server, f"/outbox/{REPORT}", first)
-    await _put(server, f"/outbox/{LV_BY}/rundschreiben.pdf", second)
+    await server.put(MD_NW, f"/outbox/{REPORT}", first)
+    await server.put(MD_NW, f"/outbox/{LV_BY}/rundschreiben.pdf", second)
     prefix = s3_server.location().prefix
     cli = Instance(tmp_path, _config(tmp_path, db, s3_server, prefix, "local"))
 

@@ -43,15 +43,6 @@ async def _agree(db: Database) -> dict[int, int]:
     return kept
 
 
-async def _upload(server: Server, path: str, data: bytes) -> None:
-    async with (
-        server.connect(MD_NW) as conn,
-        conn.start_sftp_client() as sftp,
-        sftp.open(path, "wb") as f,
-    ):
-        await f.write(data)
-
-
 async def _used(server: Server) -> int:
     async with server.db.read_session() as session:
         account = (await session.scalars(select(Account).where(Account.login == MD_NW))).one()
@@ -67,14 +58,14 @@ async def test_the_triggers_are_there_after_the_migrations(server: Server) -> No
 async def test_the_total_follows_uploads_versions_repeats_and_retention(server: Server) -> None:
     a, b = f"/outbox/{FACILITY_NW}_pruefbericht_2026.pdf", f"/outbox/{FACILITY_NW}_bericht_b.pdf"
     first, second = pdf_bytes(20_000, seed=b"a1"), pdf_bytes(35_000, seed=b"b1")
-    await _upload(server, a, first)
-    await _upload(server, b, second)
+    await server.put(MD_NW, a, first)
+    await server.put(MD_NW, b, second)
     assert await _used(server) == len(first) + len(second)
     await _agree(server.db)
     newer, direct = pdf_bytes(12_000, seed=b"a2"), pdf_bytes(7_000, seed=b"d")
-    await _upload(server, a, newer)  # a new version replaces the first one's bytes
-    await _upload(server, a, newer)  # the same again: unchanged, no new version
-    await _upload(server, f"/outbox/{LV_NW}/direkt.pdf", direct)
+    await server.put(MD_NW, a, newer)  # a new version replaces the first one's bytes
+    await server.put(MD_NW, a, newer)  # the same again: unchanged, no new version
+    await server.put(MD_NW, f"/outbox/{LV_NW}/direkt.pdf", direct)
     used = len(newer) + len(second) + len(direct)
     assert await _used(server) == used
     await _agree(server.db)
@@ -82,7 +73,7 @@ async def test_the_total_follows_uploads_versions_repeats_and_retention(server: 
     together = [pdf_bytes(1_000 + i) for i in range(6)]
     await asyncio.gather(
         *(
-            _upload(server, f"/outbox/{FACILITY_NW}_gleichzeitig_{i}.pdf", data)
+            server.put(MD_NW, f"/outbox/{FACILITY_NW}_gleichzeitig_{i}.pdf", data)
             for i, data in enumerate(together)
         )
     )
@@ -104,7 +95,7 @@ async def test_direct_changes_of_documents_keep_the_total(server: Server) -> Non
     for i, size in enumerate((10_000, 20_000, 30_000)):
         data = pdf_bytes(size, seed=b"%d" % i)
         sizes.append(len(data))
-        await _upload(server, f"/outbox/{FACILITY_NW}_roh_{i}.pdf", data)
+        await server.put(MD_NW, f"/outbox/{FACILITY_NW}_roh_{i}.pdf", data)
     await _agree(server.db)
     async with server.db.engine.begin() as conn:
         await conn.execute(text("UPDATE documents SET size = size + 5 WHERE name LIKE '%roh_0%'"))
@@ -121,7 +112,7 @@ async def test_direct_changes_of_documents_keep_the_total(server: Server) -> Non
 
 async def test_the_migration_counts_the_documents_already_there(server: Server) -> None:
     for i in range(3):
-        await _upload(server, f"/outbox/{FACILITY_NW}_alt_{i}.pdf", pdf_bytes(5_000 * (i + 1)))
+        await server.put(MD_NW, f"/outbox/{FACILITY_NW}_alt_{i}.pdf", pdf_bytes(5_000 * (i + 1)))
     before = await _agree(server.db)
     assert before
     async with server.db.engine.begin() as conn:
