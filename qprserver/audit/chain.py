@@ -99,6 +99,13 @@ def row_hash(
     return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
+def stored_row_hash(row: AuditEvent, key: bytes | None) -> str:
+    """``row_hash`` of a stored row, chained to the ``prev_hash`` it holds."""
+    return row_hash(
+        row.prev_hash, row.at, row.actor, row.action, row.target, row.source, row.details, key
+    )
+
+
 def _key_of(info: Mapping[str, Any]) -> bytes | None:
     key = info.get(AUDIT_KEY_INFO)
     return key if isinstance(key, bytes) else None

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qprserver.audit.chain import LANES, Head, genesis, row_hash
+from qprserver.audit.chain import LANES, Head, genesis, stored_row_hash
 from qprserver.db.models import AuditEvent
 from qprserver.errors import AuditChainBroken
 
@@ -90,16 +90,7 @@ class _Walk:
             raise AuditChainBroken(
                 f"audit event {row.id}: chain broken before it (a row was removed or inserted)"
             )
-        expected = row_hash(
-            row.prev_hash,
-            row.at,
-            row.actor,
-            row.action,
-            row.target,
-            row.source,
-            row.details,
-            self.key if row.id >= self.keyed_from else None,
-        )
+        expected = stored_row_hash(row, self.key if row.id >= self.keyed_from else None)
         if not hmac.compare_digest(expected, row.hash):
             raise AuditChainBroken(f"audit event {row.id}: content does not match its hash")
         self.heads[row.lane] = Head(row.id, row.hash)

@@ -41,16 +41,7 @@ def _rehash(
             if one_lane:
                 row.lane = 0
             row.prev_hash = prev.get(row.lane, audit.genesis(row.lane))
-            row.hash = prev[row.lane] = audit.row_hash(
-                row.prev_hash,
-                row.at,
-                row.actor,
-                row.action,
-                row.target,
-                row.source,
-                row.details,
-                key,
-            )
+            row.hash = prev[row.lane] = audit.stored_row_hash(row, key)
             await session.flush()
         return rows[-1].id, rows[-1].hash
 
