@@ -56,8 +56,24 @@ def pdf_bytes(size: int = 20_000, seed: bytes = b"x") -> bytes:
     return b"%PDF-1.7\n" + filler + b"\n%%EOF\n"
 
 
+class _Puts:
+    """``put``: one upload over SFTP (asyncssh) for anything that can ``connect``."""
+
+    def connect(self, ik: str) -> Any:
+        raise NotImplementedError
+
+    async def put(self, ik: str, path: str, data: bytes) -> None:
+        """Upload ``data`` to ``path`` as ``ik`` and close it."""
+        async with (
+            self.connect(ik) as conn,
+            conn.start_sftp_client() as sftp,
+            sftp.open(path, "wb") as f,
+        ):
+            await f.write(data)
+
+
 @dataclass
-class Server:
+class Server(_Puts):
     """A running server plus what tests need to drive it."""
 
     root: Path
@@ -111,15 +127,6 @@ class Server:
         if "client_keys" not in options:
             options["client_keys"] = [self.keys[ik]]
         return asyncssh.connect("127.0.0.1", self.port, username=ik, **options)
-
-    async def put(self, ik: str, path: str, data: bytes) -> None:
-        """Upload ``data`` to ``path`` as ``ik`` over SFTP (asyncssh) and close it."""
-        async with (
-            self.connect(ik) as conn,
-            conn.start_sftp_client() as sftp,
-            sftp.open(path, "wb") as f,
-        ):
-            await f.write(data)
 
     def key_path(self, ik: str) -> Path:
         return self.root / f"id_{ik}"
@@ -235,7 +242,7 @@ async def start_sftp(
     )
 
 
-class Running:
+class Running(_Puts):
     """A `qprserver serve` process and keys of its two accounts."""
 
     def __init__(self, proc: asyncio.subprocess.Process, port: int, config: Path) -> None:

@@ -125,12 +125,7 @@ async def test_two_worker_processes_share_the_port_and_serve_logins(
     running: Running,
 ) -> None:
     for i in range(6):
-        async with (
-            running.connect(MD_NW) as conn,
-            conn.start_sftp_client() as sftp,
-            sftp.open(f"/outbox/{FACILITY_NW}_w{i}.pdf", "wb") as f,
-        ):
-            await f.write(pdf_bytes(seed=bytes([i])))
+        await running.put(MD_NW, f"/outbox/{FACILITY_NW}_w{i}.pdf", pdf_bytes(seed=bytes([i])))
     assert sorted(await running.documents()) == [f"{FACILITY_NW}_w{i}.pdf" for i in range(6)]
     running.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(running.proc.wait(), 30) == 0
@@ -198,12 +193,7 @@ async def test_connections_go_to_the_first_process_once_the_other_worker_died(
         os.kill(worker, signal.SIGKILL)
         await _gone(worker)
         for i in range(4):
-            async with (
-                running.connect(MD_NW) as conn,
-                conn.start_sftp_client() as sftp,
-                sftp.open(f"/outbox/{FACILITY_NW}_d{i}.pdf", "wb") as f,
-            ):
-                await f.write(pdf_bytes(seed=bytes([i])))
+            await running.put(MD_NW, f"/outbox/{FACILITY_NW}_d{i}.pdf", pdf_bytes(seed=bytes([i])))
         assert len(await running.documents()) == 4
     running.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(running.proc.wait(), 30) == 0
@@ -318,10 +308,5 @@ async def test_a_second_instance_with_workers_cannot_share_the_port_of_a_running
     assert f"127.0.0.1:{running.port} ist bereits belegt" in err
     # Every login still reaches the first instance and its database.
     for i in range(6):
-        async with (
-            running.connect(MD_NW) as conn,
-            conn.start_sftp_client() as sftp,
-            sftp.open(f"/outbox/{FACILITY_NW}_s{i}.pdf", "wb") as f,
-        ):
-            await f.write(pdf_bytes(seed=bytes([i])))
+        await running.put(MD_NW, f"/outbox/{FACILITY_NW}_s{i}.pdf", pdf_bytes(seed=bytes([i])))
     assert sorted(await running.documents()) == [f"{FACILITY_NW}_s{i}.pdf" for i in range(6)]
